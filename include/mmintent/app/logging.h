@@ -1,0 +1,11 @@
+#pragma once
+/// Routes mmintent's log lines to spdlog: the console, and optionally a file in the run dir.
+
+#include <string>
+
+namespace mmintent {
+
+/// level: "debug", "info", "warn" or "error". Safe to call again (e.g. to add a file).
+void setup_logging(const std::string& level = "info", const std::string& file = "");
+
+}  // namespace mmintent

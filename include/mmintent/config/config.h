@@ -1,0 +1,95 @@
+#pragma once
+/// The typed configuration of a run. YAML keys equal field names (see README "Config
+/// reference"); defaults here are the YAML defaults. Sizes that come from the data (vocabulary,
+/// number of intents, image channels) are not configured: the caller fills them in.
+
+#include "mmintent/data/image.h"
+#include "mmintent/data/manifest.h"
+#include "mmintent/data/tokenizer.h"
+#include "mmintent/models/intent_classifier.h"
+#include "mmintent/training/trainer.h"
+
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct RuntimeConfig {
+  std::string device = "auto";  ///< auto | cpu | cuda | cuda:N
+  int64_t threads = 0;          ///< LibTorch intra-op threads; 0 = one per core
+  int64_t seed = 42;
+};
+
+struct TextConfig {
+  /// A sentencepiece model to load; empty: train one on the training texts (saved in the run).
+  std::string tokenizer;
+  TokenizerTrainOptions train;  ///< vocab_size, model_type, character_coverage
+  int64_t max_length = 64;      ///< tokens kept per text
+};
+
+struct LoaderConfig {
+  int64_t batch_size = 32;
+  int64_t eval_batch_size = 256;
+  /// Worker threads preparing batches (0 = in the training thread). Together with
+  /// runtime.threads they should not exceed the cores.
+  int64_t num_workers = 1;
+  int64_t prefetch = 2;  ///< batches prepared ahead per worker
+  bool shuffle = true;
+  bool drop_last = false;
+};
+
+struct DataConfig {
+  std::string train, val, test;  ///< manifests; val and test may be empty
+  std::string format = "auto";   ///< auto | jsonl | csv | tsv
+  ManifestFields fields;
+  std::string labels;             ///< optional label list; default: built from train
+  std::string unknown_labels = "error";  ///< error | skip: val/test labels train never saw
+  std::string on_bad_sample = "error";   ///< error | skip (skips are reported)
+  bool allow_missing_text = false;
+  bool allow_missing_image = false;
+  ImageOptions image;
+  AugmentOptions augment;
+  bool cache_images = true;  ///< decode every image once and keep it in memory
+  TextConfig text;
+  LoaderConfig loader;
+};
+
+struct ModelConfig {
+  std::vector<std::string> modalities{"text", "image"};
+  TextEncoderOptions text_encoder;
+  ImageEncoderOptions image_encoder;
+  FusionOptions fusion;
+  HeadOptions head;
+
+  bool uses(const std::string& modality) const;
+};
+
+struct EvalConfig {
+  std::vector<std::string> splits{"val", "test"};
+  std::vector<int64_t> top_k{1, 3};
+  int64_t listed_top = 3;  ///< candidates listed per misclassified sample
+  bool plots = true;
+};
+
+struct OutputConfig {
+  std::string dir = "runs/default";
+  bool overwrite = false;  ///< allow writing into a non-empty run directory
+};
+
+struct Config {
+  std::string source;  ///< file the config was read from
+  RuntimeConfig runtime;
+  DataConfig data;
+  ModelConfig model;
+  /// device, seed and run_dir are taken from runtime and output, not from this section.
+  TrainerOptions train;
+  EvalConfig eval;
+  OutputConfig output;
+
+  /// The trainer's options with device, seed and run directory filled in.
+  TrainerOptions trainer_options() const;
+  /// The model's options for a vocabulary and intent count found in the data.
+  IntentClassifierOptions model_options(int64_t vocab_size, int64_t num_classes) const;
+};
+
+}  // namespace mmintent

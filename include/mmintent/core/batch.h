@@ -1,0 +1,47 @@
+#pragma once
+/// The batch contract between the data layer and the model/trainer. Only LibTorch's tensor type
+/// is needed here, so the trainer builds without OpenCV, sentencepiece or yaml-cpp.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+namespace mmintent {
+
+/// One collated batch. Absent modalities are undefined tensors; present ones come with a mask
+/// saying which samples actually carry that modality (a sample may lack its image or text).
+struct Batch {
+  at::Tensor token_ids;     ///< [B,T] int64, 0 = padding.
+  at::Tensor lengths;       ///< [B] int64, number of real tokens (0 when the text is missing).
+  at::Tensor text_mask;     ///< [B] float, 1 where the sample has text.
+  at::Tensor images;        ///< [B,C,H,W] float, normalised.
+  at::Tensor image_mask;    ///< [B] float, 1 where the sample has an image.
+  at::Tensor labels;        ///< [B] int64 class indices.
+  at::Tensor indices;       ///< [B] int64 index of each sample in its data set.
+
+  int64_t size() const { return labels.defined() ? labels.size(0) : indices.size(0); }
+  /// Copies every defined tensor to `device` (non-blocking when the source is pinned).
+  Batch to(const c10::Device& device, bool non_blocking = false) const;
+};
+
+/// A source of batches for one pass over a split. The trainer asks for one epoch at a time.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// Starts pass number `epoch` (0-based). Shuffling and augmentation derive from the seed and
+  /// the epoch alone, so a resumed run sees exactly the batches the uninterrupted run saw.
+  virtual void start_epoch(int64_t epoch) = 0;
+  /// Next batch of the pass, or nullopt at its end.
+  virtual std::optional<Batch> next() = 0;
+  /// Number of batches in one pass.
+  virtual int64_t num_batches() const = 0;
+  /// Number of samples in one pass.
+  virtual int64_t num_samples() const = 0;
+  /// Size of batch `i` of a pass (the last may be smaller).
+  virtual int64_t batch_size_at(int64_t i) const = 0;
+};
+
+}  // namespace mmintent

@@ -1,0 +1,73 @@
+#pragma once
+/// A multimodal data set: the records of a manifest with their texts tokenised once, their
+/// labels mapped to indices and (optionally) their images decoded once and cached.
+
+#include "mmintent/core/batch.h"
+#include "mmintent/data/image.h"
+#include "mmintent/data/label_map.h"
+#include "mmintent/data/manifest.h"
+#include "mmintent/data/tokenizer.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct DatasetOptions {
+  bool use_text = true;
+  bool use_image = true;
+  ImageOptions image;
+  int64_t max_length = 64;      ///< tokens kept per text
+  bool cache_images = true;     ///< decode all images up front
+  std::string unknown_labels = "error";  ///< error | skip
+  std::string on_bad_sample = "error";   ///< error | skip (bad images, when cached)
+  int64_t threads = 1;          ///< threads used to decode the cache
+};
+
+class MultimodalDataset {
+ public:
+  /// `labels` may be null for unlabeled data; `tokenizer` may be null when text is unused.
+  /// Throws DataError naming the manifest file and line for unknown labels and bad samples
+  /// (unless the options say skip; skipped samples are listed in skipped()).
+  MultimodalDataset(Manifest manifest, const LabelMap* labels,
+                    std::shared_ptr<const Tokenizer> tokenizer, DatasetOptions options);
+
+  int64_t size() const { return static_cast<int64_t>(records_.size()); }
+  const Record& record(int64_t i) const { return records_.at(i); }
+  const std::vector<Record>& records() const { return records_; }
+  const std::vector<int64_t>& token_ids(int64_t i) const { return ids_.at(i); }
+  int64_t label(int64_t i) const { return labels_.empty() ? -1 : labels_.at(i); }
+  bool has_labels() const { return !labels_.empty(); }
+  bool has_text(int64_t i) const { return !ids_.at(i).empty(); }
+  bool has_image(int64_t i) const { return !records_.at(i).image.empty(); }
+  const DatasetOptions& options() const { return options_; }
+  const std::string& path() const { return path_; }
+  /// "file:line: reason" for every sample left out.
+  const std::vector<std::string>& skipped() const { return skipped_; }
+  /// Counts of samples per label index.
+  std::vector<int64_t> label_counts(int64_t num_classes) const;
+
+  /// Writes sample i's normalised image (C*H*W floats) into `out`, augmented when `augment`
+  /// is enabled, from the cache or from disk.
+  void write_image(int64_t i, const AugmentOptions* augment, uint64_t seed, float* out) const;
+
+  /// Collates the samples `indices` into a batch (CPU tensors). Augmentation draws from
+  /// `seed` and each sample's index, so it does not depend on threads or batch order.
+  Batch collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
+                uint64_t seed) const;
+
+ private:
+  std::string path_;
+  std::vector<Record> records_;
+  std::vector<std::vector<int64_t>> ids_;
+  std::vector<int64_t> labels_;
+  std::vector<DecodedImage> images_;  ///< cache, empty when not caching
+  std::vector<std::string> skipped_;
+  DatasetOptions options_;
+};
+
+/// Mixes a seed, an epoch and a sample index into one 64-bit seed (splitmix64).
+uint64_t mix_seed(uint64_t seed, uint64_t epoch, uint64_t index);
+
+}  // namespace mmintent

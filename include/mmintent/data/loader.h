@@ -1,0 +1,67 @@
+#pragma once
+/// A batched loader over a MultimodalDataset: worker threads collate batches ahead of the
+/// training step (bounded prefetch), in a deterministic order derived from the seed and epoch.
+
+#include "mmintent/core/batch.h"
+#include "mmintent/data/dataset.h"
+
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mmintent {
+
+struct LoaderOptions {
+  int64_t batch_size = 32;
+  bool shuffle = false;
+  bool drop_last = false;
+  int64_t num_workers = 1;  ///< 0: collate in the calling thread
+  int64_t prefetch = 2;     ///< batches ready ahead, per worker
+  uint64_t seed = 42;
+  /// Augmentation for this loader (the training split's); null or disabled: none.
+  std::shared_ptr<const AugmentOptions> augment;
+};
+
+class DataLoader : public BatchSource {
+ public:
+  DataLoader(std::shared_ptr<const MultimodalDataset> dataset, LoaderOptions options);
+  ~DataLoader() override;
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  void start_epoch(int64_t epoch) override;
+  std::optional<Batch> next() override;
+  int64_t num_batches() const override;
+  int64_t num_samples() const override;
+  int64_t batch_size_at(int64_t i) const override;
+
+  const MultimodalDataset& dataset() const { return *dataset_; }
+  /// The sample order of pass `epoch` (a permutation when shuffling, else 0..N-1).
+  std::vector<int64_t> order(int64_t epoch) const;
+
+ private:
+  void stop_workers();
+  void worker_loop();
+  Batch make_batch(int64_t b) const;
+
+  std::shared_ptr<const MultimodalDataset> dataset_;
+  LoaderOptions options_;
+  std::vector<int64_t> order_;
+  uint64_t epoch_seed_ = 0;
+  int64_t next_to_return_ = 0;
+
+  // Worker state, guarded by mutex_.
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  std::map<int64_t, Batch> ready_;
+  std::map<int64_t, std::exception_ptr> failed_;
+  int64_t next_to_make_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace mmintent

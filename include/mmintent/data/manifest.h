@@ -1,0 +1,64 @@
+#pragma once
+/// Reading data manifests: one record (text, image path, label) per JSONL line or CSV/TSV row.
+/// Nothing here depends on LibTorch; the dataset turns records into tensors.
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+/// How a manifest is laid out. `automatic` picks by extension: .jsonl/.json, .csv, .tsv.
+enum class ManifestFormat { automatic, jsonl, csv, tsv };
+
+/// Parses "auto", "jsonl", "csv" or "tsv"; throws Error naming the accepted values otherwise.
+ManifestFormat parse_manifest_format(const std::string& name);
+
+/// Field (JSON key or CSV/TSV column) names. An empty name means the field is not read: the
+/// record's value is then "" and no requirement applies to it.
+struct ManifestFields {
+  std::string text = "text";
+  std::string image = "image";
+  std::string label = "label";
+};
+
+/// One sample as written in the manifest.
+struct Record {
+  std::string text;   ///< UTF-8 text; "" when absent, null, empty or whitespace-only.
+  std::string image;  ///< Image path; relative paths are resolved against the manifest's folder;
+                      ///< "" when the record has no image.
+  std::string label;  ///< Label text (JSON integers in decimal); "" when not read or absent.
+  long line = 0;      ///< 1-based line in the manifest (CSV/TSV: the line where the row starts).
+};
+
+/// What to read and how strict to be.
+struct ManifestReadOptions {
+  ManifestFormat format = ManifestFormat::automatic;
+  ManifestFields fields;
+  bool require_label = true;         ///< A record without a label is an error.
+  bool allow_missing_text = false;   ///< Absent/null/empty text allowed (else an error).
+  bool allow_missing_image = false;  ///< Absent/null/empty image path allowed (else an error).
+  /// "error": the first bad record throws DataError. "skip": each bad record is recorded in
+  /// Manifest::skipped instead (nothing is logged here). File-level problems always throw.
+  std::string on_bad_record = "error";
+};
+
+/// The records of one manifest file.
+struct Manifest {
+  std::string path;
+  std::vector<Record> records;
+  std::vector<std::string> skipped;  ///< "file:line: reason" for each skipped record.
+};
+
+/// Reads the manifest at `path`. Throws DataError(path, line, reason) for a missing file, an
+/// unknown extension with `automatic`, a CSV/TSV header lacking a used column, and (unless
+/// `on_bad_record` is "skip") for any bad record. Throws Error for contradictory options.
+/// Zero records is not an error here.
+Manifest read_manifest(const std::string& path, const ManifestReadOptions& options);
+
+/// Byte offset of the first byte that does not start a valid UTF-8 sequence (overlong forms,
+/// surrogates and code points above U+10FFFF are invalid), or std::string::npos when `text`
+/// is valid UTF-8.
+std::size_t find_invalid_utf8(const std::string& text);
+
+}  // namespace mmintent

@@ -1,0 +1,21 @@
+#pragma once
+/// Runs a model over every batch of a source and gathers probabilities, labels and indices.
+
+#include "mmintent/core/batch.h"
+#include "mmintent/models/intent_classifier.h"
+#include "mmintent/training/loss.h"
+
+namespace mmintent {
+
+struct Predictions {
+  at::Tensor probs;    ///< [N,K] float on the CPU
+  at::Tensor labels;   ///< [N] int64
+  at::Tensor indices;  ///< [N] int64 sample indices into the source's data set
+  double loss = 0;     ///< mean cross-entropy (plain, without smoothing or weights)
+};
+
+/// Evaluates in eval mode without gradients; restores the model's training flag afterwards.
+Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
+                                const c10::Device& device, int64_t epoch = 0);
+
+}  // namespace mmintent

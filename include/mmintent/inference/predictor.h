@@ -1,0 +1,56 @@
+#pragma once
+/// Serving a trained run: load a run directory (config, tokenizer, label map, weights) and
+/// return the top-k intents with probabilities for a text, an image, or both.
+
+#include "mmintent/config/config.h"
+#include "mmintent/data/dataset.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct IntentScore {
+  std::string intent;
+  double probability = 0;
+};
+
+struct PredictInput {
+  std::string text;   ///< may be empty when the model allows missing text or is image-only
+  std::string image;  ///< path; may be empty likewise
+};
+
+struct PredictorOptions {
+  std::string device = "cpu";  ///< auto | cpu | cuda | cuda:N
+  int64_t threads = 0;         ///< LibTorch intra-op threads; 0 = keep the current setting
+};
+
+class Predictor {
+ public:
+  /// Throws Error/CheckpointError naming the missing or broken file of the run directory.
+  static Predictor load(const std::string& run_dir, const PredictorOptions& options = {});
+  ~Predictor();
+  Predictor(Predictor&&) noexcept;
+  Predictor& operator=(Predictor&&) noexcept;
+
+  /// Top-k intents, most probable first.
+  std::vector<IntentScore> predict(const PredictInput& input, int64_t top_k = 3) const;
+  std::vector<std::vector<IntentScore>> predict_batch(const std::vector<PredictInput>& inputs,
+                                                      int64_t top_k = 3) const;
+  /// Predicts every record of a manifest (labels optional) and writes one JSON line per record:
+  /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...]}.
+  /// Returns the number of records written.
+  int64_t predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
+                           int64_t top_k = 3) const;
+
+  const std::vector<std::string>& intents() const;
+  const Config& config() const;
+
+ private:
+  struct Impl;
+  explicit Predictor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mmintent

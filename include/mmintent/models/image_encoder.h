@@ -1,0 +1,47 @@
+#pragma once
+/// CNN image encoder: conv blocks (conv, batch norm, ReLU, pooling, dropout), global average
+/// pooling and a projection.
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+/// Example: `ImageEncoderOptions().in_channels(1).channels({32, 64}).out_dim(128)`.
+struct ImageEncoderOptions {
+  TORCH_ARG(int64_t, in_channels) = 1;
+  /// Output channels of each block; every block halves the spatial size when `pool` != "none".
+  TORCH_ARG(std::vector<int64_t>, channels) = std::vector<int64_t>{32, 64};
+  /// Convolutions per block (each kernel_size x kernel_size, "same" padding).
+  TORCH_ARG(int64_t, convs_per_block) = 1;
+  TORCH_ARG(int64_t, kernel_size) = 3;
+  TORCH_ARG(bool, batch_norm) = true;
+  /// "max", "avg" or "none": 2x2 pooling at the end of each block.
+  TORCH_ARG(std::string, pool) = "max";
+  /// Dropout after each block and before the projection.
+  TORCH_ARG(double, dropout) = 0.1;
+  TORCH_ARG(int64_t, out_dim) = 128;
+};
+
+class ImageEncoderImpl : public torch::nn::Module {
+ public:
+  explicit ImageEncoderImpl(ImageEncoderOptions options = {});
+  void reset();
+  /// images [B,C,H,W] float -> features [B,out_dim].
+  torch::Tensor forward(const torch::Tensor& images);
+
+  ImageEncoderOptions options;
+
+ private:
+  torch::nn::Sequential blocks_{nullptr};
+  torch::nn::Linear projection_{nullptr};
+};
+TORCH_MODULE(ImageEncoder);
+
+}  // namespace mmintent

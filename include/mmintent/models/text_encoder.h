@@ -1,0 +1,51 @@
+#pragma once
+/// RNN text encoder: embedding, LSTM or GRU (layers, bidirectional), padding-aware pooling.
+/// Sequences are packed, so the encoding of a sequence never depends on how much it was padded.
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/rnn.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+
+namespace mmintent {
+
+/// Example: `TextEncoderOptions().vocab_size(1000).type("gru").pooling("max")`.
+struct TextEncoderOptions {
+  /// Number of token ids, padding (id 0) included. Must be set before construction.
+  TORCH_ARG(int64_t, vocab_size) = 0;
+  /// "lstm" or "gru".
+  TORCH_ARG(std::string, type) = "lstm";
+  TORCH_ARG(int64_t, embedding_dim) = 64;
+  TORCH_ARG(int64_t, hidden_size) = 128;
+  TORCH_ARG(int64_t, num_layers) = 1;
+  TORCH_ARG(bool, bidirectional) = true;
+  /// Dropout on the embeddings and between RNN layers.
+  TORCH_ARG(double, dropout) = 0.0;
+  /// "last" (final hidden states), "mean" or "max" over the real (unpadded) time steps.
+  TORCH_ARG(std::string, pooling) = "mean";
+};
+
+class TextEncoderImpl : public torch::nn::Module {
+ public:
+  explicit TextEncoderImpl(TextEncoderOptions options);
+  void reset();
+  /// token_ids [B,T] int64 (0 = padding), lengths [B] int64 on the CPU -> [B,output_dim()].
+  /// A length of 0 (missing text) gives a defined but meaningless row: callers mask it.
+  torch::Tensor forward(const torch::Tensor& token_ids, const torch::Tensor& lengths);
+  int64_t output_dim() const;
+
+  TextEncoderOptions options;
+
+ private:
+  torch::nn::Embedding embedding_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+  torch::nn::LSTM lstm_{nullptr};
+  torch::nn::GRU gru_{nullptr};
+};
+TORCH_MODULE(TextEncoder);
+
+}  // namespace mmintent

@@ -1,0 +1,88 @@
+#pragma once
+/// The training loop: optimizer and schedule, gradient clipping and accumulation, validation
+/// each epoch, early stopping, checkpoints (best and last), resume, progress and metrics lines.
+
+#include "mmintent/core/batch.h"
+#include "mmintent/models/intent_classifier.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/early_stopping.h"
+#include "mmintent/training/loss.h"
+#include "mmintent/training/optimization.h"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct TrainerOptions {
+  int64_t epochs = 10;
+  double grad_clip = 0.0;          ///< max global gradient norm; 0 disables clipping
+  int64_t accumulation_steps = 1;  ///< micro-batches per optimizer step
+  std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
+  uint64_t seed = 42;
+  OptimizerOptions optimizer;
+  SchedulerOptions scheduler;
+  LossOptions loss;
+  EarlyStoppingOptions early_stopping;
+  /// Directory for last.pt, best.pt, model.pt and metrics.jsonl; empty writes nothing.
+  std::string run_dir;
+  bool save_best = true;
+  bool save_last = true;
+  std::string progress = "auto";  ///< auto | bar | lines | none
+};
+
+/// Metrics of one epoch: "train.loss", "train.accuracy", "val.loss", "val.accuracy",
+/// "val.macro_f1", "val.weighted_f1", "val.top3_accuracy", "lr".
+struct EpochRecord {
+  int64_t epoch = 0;  ///< 1-based
+  std::map<std::string, double> metrics;
+  bool improved = false;
+  double seconds = 0;
+};
+
+struct FitResult {
+  int64_t epochs_completed = 0;
+  int64_t best_epoch = 0;  ///< 1-based; 0 when nothing was tracked
+  double best_value = 0;
+  std::string stop_reason;  ///< "max_epochs" or "early_stopping"
+  std::vector<EpochRecord> history;
+};
+
+class Trainer {
+ public:
+  /// Moves `model` to the configured device and builds the optimizer.
+  Trainer(IntentClassifier model, TrainerOptions options);
+  ~Trainer();
+
+  /// Continues a run from a checkpoint written by a trainer of the same configuration.
+  void resume(const std::string& checkpoint_path);
+  /// Trains until options.epochs or early stopping. `val` may be null.
+  FitResult fit(BatchSource& train, BatchSource* val);
+
+  /// Validation metrics ("<prefix>.loss", accuracy, macro_f1, ...) of the current model.
+  std::map<std::string, double> evaluate(BatchSource& source, const std::string& prefix);
+
+  IntentClassifier& model() { return model_; }
+  const c10::Device& device() const { return device_; }
+  const TrainingState& state() const { return state_; }
+
+  /// Called after every epoch, after checkpoints are written.
+  std::function<void(const EpochRecord&)> on_epoch_end;
+
+ private:
+  std::map<std::string, double> train_epoch(BatchSource& train, const LrSchedule& schedule);
+  void write_metrics_line(const EpochRecord& record);
+
+  IntentClassifier model_;
+  TrainerOptions options_;
+  c10::Device device_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  EarlyStopping early_stopping_;
+  TrainingState state_;
+  StateDict best_;  ///< best weights so far, on the CPU
+};
+
+}  // namespace mmintent

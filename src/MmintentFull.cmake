@@ -1,0 +1,73 @@
+# --- The full library: config, data, reports, inference. Adds OpenCV, yaml-cpp, spdlog and
+# nlohmann-json; sentencepiece lives in its own shared object loaded with dlmopen (see
+# src/spm_shim/spm_shim.cpp for why).
+# The sentencepiece shim: a plain C ABI, never linked into a program that links LibTorch.
+add_library(mmintent_spm MODULE spm_shim/spm_shim.cpp)
+target_link_libraries(mmintent_spm PRIVATE PkgConfig::SENTENCEPIECE sentencepiece_train)
+set_target_properties(mmintent_spm PROPERTIES PREFIX "lib" OUTPUT_NAME mmintent_spm)
+# A sanitized module cannot be loaded with dlmopen (ASan must come first in the process), so
+# the shim is always built without sanitizers; it runs in its own link namespace anyway.
+if(MMINTENT_SANITIZE)
+  set_property(TARGET mmintent_spm PROPERTY COMPILE_OPTIONS "")
+  set_property(TARGET mmintent_spm PROPERTY LINK_OPTIONS "")
+endif()
+
+add_library(mmintent SHARED
+  config/config.cpp
+  config/loader.cpp
+  data/manifest.cpp
+  data/label_map.cpp
+  data/image.cpp
+  data/tokenizer.cpp
+  data/dataset.cpp
+  data/loader.cpp
+  evaluation/report.cpp
+  evaluation/plots.cpp
+  inference/predictor.cpp
+  app/logging.cpp
+  app/run.cpp
+)
+add_library(mmintent::mmintent ALIAS mmintent)
+target_include_directories(mmintent PUBLIC
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+target_link_libraries(mmintent
+  PUBLIC mmintent_core
+  PRIVATE ${OpenCV_LIBS} yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
+          Threads::Threads ${CMAKE_DL_LIBS} mmintent_warnings)
+# Where to look for the shim besides the directory of libmmintent.so itself.
+target_compile_definitions(mmintent PRIVATE
+  MMINTENT_SPM_BUILD_DIR="${CMAKE_LIBRARY_OUTPUT_DIRECTORY}"
+  MMINTENT_SPM_INSTALL_DIR="${CMAKE_INSTALL_FULL_LIBDIR}")
+add_dependencies(mmintent mmintent_spm)
+mmintent_use_torch_pch(mmintent)
+
+add_executable(mmintent_cli cli/main.cpp)
+target_link_libraries(mmintent_cli PRIVATE mmintent CLI11::CLI11 mmintent_warnings)
+set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
+
+# Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
+add_executable(mmintent_make_demo ${PROJECT_SOURCE_DIR}/tools/make_demo_data.cpp)
+target_link_libraries(mmintent_make_demo PRIVATE ${OpenCV_LIBS} ZLIB::ZLIB mmintent_warnings)
+
+# --- Installation and the CMake package: find_package(mmintent CONFIG) gives mmintent::mmintent.
+include(CMakePackageConfigHelpers)
+set_target_properties(mmintent_core mmintent PROPERTIES
+  INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH OFF)
+set_target_properties(mmintent_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+install(TARGETS mmintent_core mmintent mmintent_warnings EXPORT mmintentTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS mmintent_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(TARGETS mmintent_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mmintent DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT mmintentTargets NAMESPACE mmintent::
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmintent)
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/mmintentConfig.cmake.in
+  ${CMAKE_BINARY_DIR}/mmintentConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmintent)
+write_basic_package_version_file(${CMAKE_BINARY_DIR}/mmintentConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_BINARY_DIR}/mmintentConfig.cmake ${CMAKE_BINARY_DIR}/mmintentConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmintent)

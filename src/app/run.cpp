@@ -1,0 +1,267 @@
+#include "mmintent/app/run.h"
+
+#include "mmintent/app/logging.h"
+#include "mmintent/config/loader.h"
+#include "mmintent/core/log.h"
+#include "mmintent/error.h"
+#include "mmintent/evaluation/predictions.h"
+#include "mmintent/evaluation/report.h"
+#include "mmintent/training/device.h"
+
+#include <opencv2/core.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+ManifestReadOptions manifest_options(const Config& c, bool require_label) {
+  ManifestReadOptions o;
+  o.format = parse_manifest_format(c.data.format);
+  o.fields = c.data.fields;
+  if (!c.model.uses("text")) o.fields.text.clear();
+  if (!c.model.uses("image")) o.fields.image.clear();
+  o.require_label = require_label;
+  o.allow_missing_text = c.data.allow_missing_text;
+  o.allow_missing_image = c.data.allow_missing_image;
+  o.on_bad_record = c.data.on_bad_sample;
+  return o;
+}
+
+DatasetOptions dataset_options(const Config& c) {
+  DatasetOptions o;
+  o.use_text = c.model.uses("text");
+  o.use_image = c.model.uses("image");
+  o.image = c.data.image;
+  o.max_length = c.data.text.max_length;
+  o.cache_images = c.data.cache_images;
+  o.unknown_labels = c.data.unknown_labels;
+  o.on_bad_sample = c.data.on_bad_sample;
+  o.threads = std::max<int64_t>(1, c.data.loader.num_workers);
+  return o;
+}
+
+/// Sets the thread pools once: LibTorch's from the config, OpenCV's off (our loader threads
+/// already run in parallel; OpenCV's pool on top would oversubscribe the cores).
+void configure_runtime(const Config& c) {
+  cv::setNumThreads(0);
+  const int threads = configure_threads(static_cast<int>(c.runtime.threads));
+  const auto cores = std::max(1u, std::thread::hardware_concurrency());
+  log::info("runtime", "LibTorch intra-op threads: " + std::to_string(threads) +
+                           ", loader workers: " + std::to_string(c.data.loader.num_workers) +
+                           ", cores: " + std::to_string(cores));
+  if (static_cast<unsigned>(threads) > cores) {
+    log::warn("runtime", "more LibTorch threads than cores: expect slowdowns");
+  }
+}
+
+void report_skipped(const MultimodalDataset& d) {
+  if (d.skipped().empty()) return;
+  log::warn("data", std::to_string(d.skipped().size()) + " sample(s) of " + d.path() + " skipped:");
+  for (const auto& s : d.skipped()) log::warn("data", "  skipped " + s);
+}
+
+std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
+  std::vector<SampleInfo> out;
+  out.reserve(d.size());
+  for (const auto& r : d.records()) out.push_back({r.text, r.image});
+  return out;
+}
+
+void check_writable_dir(const fs::path& dir, bool must_be_empty) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("", "output.dir", 0, "'" + dir.string() + "' exists and is not a directory");
+  }
+  if (must_be_empty && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw ConfigError("", "output.dir", 0,
+                      "run directory '" + dir.string() +
+                          "' is not empty; choose another output.dir, set output.overwrite=true, "
+                          "or resume with --resume auto");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw ConfigError("", "output.dir", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
+  }
+  const auto probe = dir / ".write_test";
+  std::ofstream out(probe);
+  if (!out) throw ConfigError("", "output.dir", 0, "run directory '" + dir.string() + "' is not writable");
+  out.close();
+  fs::remove(probe, ec);
+}
+
+ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
+                                     const std::shared_ptr<const MultimodalDataset>& dataset,
+                                     const std::string& name, const std::string& run_dir,
+                                     const c10::Device& device, bool print_table) {
+  auto loader = make_loader(c, dataset, /*training=*/false);
+  auto predictions = collect_predictions(model, *loader, device);
+  SplitReportOptions ro;
+  ro.top_ks = c.eval.top_k;
+  ro.listed_top = c.eval.listed_top;
+  ro.plots = c.eval.plots;
+  auto metrics = write_split_report(run_dir, name, predictions, data.labels.names(),
+                                    sample_infos(*dataset), ro);
+  if (print_table) std::cout << format_metrics_table(name, metrics, data.labels.names()) << std::flush;
+  return metrics;
+}
+
+RunData load_run_data(const Config& c, const std::string& run_dir) {
+  RunData data;
+  data.labels = LabelMap::load((fs::path(run_dir) / "labels.json").string());
+  if (c.model.uses("text")) {
+    data.tokenizer = std::make_shared<Tokenizer>(
+        Tokenizer::load((fs::path(run_dir) / "tokenizer.model").string()));
+  }
+  return data;
+}
+
+}  // namespace
+
+std::unique_ptr<DataLoader> make_loader(const Config& c,
+                                        std::shared_ptr<const MultimodalDataset> dataset,
+                                        bool training) {
+  LoaderOptions o;
+  o.batch_size = training ? c.data.loader.batch_size : c.data.loader.eval_batch_size;
+  o.shuffle = training && c.data.loader.shuffle;
+  o.drop_last = training && c.data.loader.drop_last;
+  o.num_workers = c.data.loader.num_workers;
+  o.prefetch = c.data.loader.prefetch;
+  o.seed = static_cast<uint64_t>(c.runtime.seed);
+  if (training && c.data.augment.enabled) o.augment = std::make_shared<AugmentOptions>(c.data.augment);
+  return std::make_unique<DataLoader>(std::move(dataset), o);
+}
+
+IntentClassifier build_model(const Config& c, const RunData& data) {
+  const int64_t vocab = data.tokenizer ? data.tokenizer->vocab_size() : 2;
+  return IntentClassifier(c.model_options(vocab, data.labels.size()));
+}
+
+TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  configure_runtime(c);
+  const fs::path run_dir = fs::absolute(c.output.dir);
+  const bool resuming = !options.resume.empty();
+
+  // 1. Read and check the data before anything is written.
+  RunData data;
+  const auto mopts = manifest_options(c, /*require_label=*/true);
+  Manifest train_manifest = read_manifest(c.data.train, mopts);
+  if (train_manifest.records.empty()) throw DataError(c.data.train, 0, "the training split is empty");
+  if (!c.data.labels.empty()) {
+    data.labels = LabelMap::load(c.data.labels);
+  } else {
+    std::vector<std::string> names;
+    for (const auto& r : train_manifest.records) names.push_back(r.label);
+    data.labels = LabelMap::from_labels(names);
+  }
+  if (data.labels.size() < 2) {
+    throw DataError(c.data.train, 0, "needs at least 2 distinct labels, found " +
+                                         std::to_string(data.labels.size()));
+  }
+  Manifest val_manifest, test_manifest;
+  if (!c.data.val.empty()) val_manifest = read_manifest(c.data.val, mopts);
+  if (!c.data.test.empty()) test_manifest = read_manifest(c.data.test, mopts);
+
+  // 2. The run directory must be usable before any training starts.
+  check_writable_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming);
+  setup_logging("info", (run_dir / "train.log").string());
+  log::info("run", "run directory " + run_dir.string());
+
+  // 3. Tokenizer: given, or trained on the training texts (or reused when resuming).
+  const auto tok_path = run_dir / "tokenizer.model";
+  if (c.model.uses("text")) {
+    if (resuming && fs::exists(tok_path)) {
+      data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
+    } else if (!c.data.text.tokenizer.empty()) {
+      data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.data.text.tokenizer));
+      fs::copy_file(c.data.text.tokenizer, tok_path, fs::copy_options::overwrite_existing);
+    } else {
+      std::vector<std::string> texts;
+      for (const auto& r : train_manifest.records) texts.push_back(r.text);
+      log::info("data", "training a sentencepiece tokenizer (" + c.data.text.train.model_type +
+                            ", vocab " + std::to_string(c.data.text.train.vocab_size) + ") on " +
+                            std::to_string(texts.size()) + " texts");
+      data.tokenizer = std::make_shared<Tokenizer>(
+          Tokenizer::train(texts, (run_dir / "tokenizer").string(), c.data.text.train));
+    }
+  }
+
+  // 4. Datasets (texts tokenised, images decoded once).
+  const auto dopts = dataset_options(c);
+  data.train = std::make_shared<MultimodalDataset>(std::move(train_manifest), &data.labels, data.tokenizer, dopts);
+  if (!c.data.val.empty()) data.val = std::make_shared<MultimodalDataset>(std::move(val_manifest), &data.labels, data.tokenizer, dopts);
+  if (!c.data.test.empty()) data.test = std::make_shared<MultimodalDataset>(std::move(test_manifest), &data.labels, data.tokenizer, dopts);
+  for (const auto& d : {data.train, data.val, data.test}) {
+    if (d) report_skipped(*d);
+  }
+  if (data.train->size() == 0) throw DataError(c.data.train, 0, "no training sample is left");
+  if (data.val && data.val->size() == 0) throw DataError(c.data.val, 0, "the validation split is empty");
+  log::info("data", "train " + std::to_string(data.train->size()) + ", val " +
+                        std::to_string(data.val ? data.val->size() : 0) + ", test " +
+                        std::to_string(data.test ? data.test->size() : 0) + " samples, " +
+                        std::to_string(data.labels.size()) + " intents" +
+                        (data.tokenizer ? ", vocabulary " + std::to_string(data.tokenizer->vocab_size()) : ""));
+  data.labels.save((run_dir / "labels.json").string());
+  save_config(c, (run_dir / "config.yaml").string());
+
+  // 5. Model and training.
+  torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
+  auto model = build_model(c, data);
+  Trainer trainer(model, c.trainer_options());
+  if (resuming) {
+    trainer.resume(options.resume == "auto" ? (run_dir / "last.pt").string() : options.resume);
+  }
+  auto train_loader = make_loader(c, data.train, /*training=*/true);
+  auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
+  TrainRunResult result;
+  result.run_dir = run_dir.string();
+  result.fit = trainer.fit(*train_loader, val_loader.get());
+
+  // 6. Evaluation of the final (best) weights.
+  for (const auto& split : c.eval.splits) {
+    const auto& d = split == "val" ? data.val : data.test;
+    result.metrics[split] = evaluate_split(trainer.model(), c, data, d, split, result.run_dir,
+                                           trainer.device(), options.print_tables);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info("run", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
+                       result.run_dir);
+  return result;
+}
+
+ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
+                                   bool print_table) {
+  const auto cfg_path = fs::path(run_dir) / "config.yaml";
+  if (!fs::exists(cfg_path)) {
+    throw Error("'" + run_dir + "' is not a run directory (no config.yaml)");
+  }
+  Config c = load_config(cfg_path.string());
+  configure_runtime(c);
+  std::string manifest_path = split_or_file, name = split_or_file;
+  if (split_or_file == "val" || split_or_file == "test") {
+    manifest_path = split_or_file == "val" ? c.data.val : c.data.test;
+    if (manifest_path.empty()) throw Error("the run's config has no data." + split_or_file + " split");
+  } else {
+    if (!fs::exists(manifest_path)) throw DataError(manifest_path, 0, "manifest does not exist");
+    name = fs::path(manifest_path).stem().string();
+  }
+  RunData data = load_run_data(c, run_dir);
+  auto dataset = std::make_shared<MultimodalDataset>(
+      read_manifest(manifest_path, manifest_options(c, true)), &data.labels, data.tokenizer,
+      dataset_options(c));
+  report_skipped(*dataset);
+  const auto device = resolve_device(c.runtime.device);
+  auto model = build_model(c, data);
+  load_checkpoint((fs::path(run_dir) / "model.pt").string(), *model, nullptr, device, false);
+  model->to(device);
+  return evaluate_split(model, c, data, dataset, name, run_dir, device, print_table);
+}
+
+}  // namespace mmintent

@@ -1,0 +1,35 @@
+#include "mmintent/config/config.h"
+
+#include <algorithm>
+
+namespace mmintent {
+
+bool ModelConfig::uses(const std::string& modality) const {
+  return std::find(modalities.begin(), modalities.end(), modality) != modalities.end();
+}
+
+TrainerOptions Config::trainer_options() const {
+  TrainerOptions t = train;
+  t.device = runtime.device;
+  t.seed = static_cast<uint64_t>(runtime.seed);
+  t.run_dir = output.dir;
+  return t;
+}
+
+IntentClassifierOptions Config::model_options(int64_t vocab_size, int64_t num_classes) const {
+  IntentClassifierOptions o;
+  o.num_classes(num_classes);
+  o.use_text(model.uses("text"));
+  o.use_image(model.uses("image"));
+  auto text = model.text_encoder;
+  text.vocab_size(vocab_size);
+  o.text(text);
+  auto image = model.image_encoder;
+  image.in_channels(data.image.channels);
+  o.image(image);
+  o.fusion(model.fusion);
+  o.head(model.head);
+  return o;
+}
+
+}  // namespace mmintent

@@ -1,0 +1,582 @@
+#include "mmintent/config/loader.h"
+
+#include "mmintent/error.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+/// Constraints a field's value must meet.
+struct Check {
+  std::optional<double> min, max;
+  bool min_exclusive = false;
+  std::vector<std::string> choices;
+  enum class Path { none, input_file, output_dir } path = Path::none;
+  bool optional_path = true;  ///< an empty path is allowed
+
+  static Check none() { return {}; }
+  static Check ge(double v) { Check c; c.min = v; return c; }
+  static Check gt(double v) { Check c; c.min = v; c.min_exclusive = true; return c; }
+  static Check range(double lo, double hi) { Check c; c.min = lo; c.max = hi; return c; }
+  static Check one_of(std::vector<std::string> v) { Check c; c.choices = std::move(v); return c; }
+  static Check input_file(bool optional = true) {
+    Check c; c.path = Path::input_file; c.optional_path = optional; return c;
+  }
+  static Check output_dir() { Check c; c.path = Path::output_dir; return c; }
+};
+
+std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+/// Where values come from: the file, its folder, and which keys the command line overrode.
+struct Context {
+  std::string file;
+  fs::path base_dir;
+  std::map<std::string, std::string> overrides;  ///< dotted key -> "key=value" as given
+};
+
+/// Reads one YAML mapping into a struct, field by field, remembering which keys it consumed.
+class Reader {
+ public:
+  Reader(YAML::Node node, std::string prefix, const Context& ctx)
+      : node_(std::move(node)), prefix_(std::move(prefix)), ctx_(ctx) {}
+
+  [[noreturn]] void fail(const std::string& key, const YAML::Node& at, const std::string& msg) const {
+    const std::string path = key.empty() ? prefix_ : (prefix_.empty() ? key : prefix_ + "." + key);
+    for (const auto& [k, given] : ctx_.overrides) {
+      if (path == k || path.rfind(k + ".", 0) == 0 || k.rfind(path + ".", 0) == 0) {
+        throw ConfigError("command-line override '" + given + "'", path, 0, msg);
+      }
+    }
+    const int line = at.IsDefined() && at.Mark().line >= 0 ? at.Mark().line + 1 : 0;
+    throw ConfigError(ctx_.file, path, line, msg);
+  }
+
+  bool from_override(const std::string& key) const {
+    return ctx_.overrides.count(prefix_.empty() ? key : prefix_ + "." + key) > 0;
+  }
+
+  template <class T>
+  void field(const std::string& key, T& out, const Check& check = Check::none()) {
+    seen_.insert(key);
+    if (!node_.IsMap()) return;
+    const YAML::Node value = node_[key];
+    if (!value.IsDefined()) return;  // keep the default
+    read(key, value, out, check);
+  }
+
+  template <class S>
+  void section(const std::string& key, S& out);
+
+  void finish() const {
+    if (!node_.IsDefined() || node_.IsNull()) return;
+    if (!node_.IsMap()) fail("", node_, "expected a mapping of keys");
+    for (const auto& kv : node_) {
+      const auto key = kv.first.as<std::string>();
+      if (seen_.count(key)) continue;
+      std::string hint;
+      size_t best = 3;
+      for (const auto& known : seen_) {
+        if (auto d = edit_distance(key, known); d < best) {
+          best = d;
+          hint = " (did you mean '" + known + "'?)";
+        }
+      }
+      fail(key, kv.first, "unknown key" + hint + "; known keys here: " +
+                              join(std::vector<std::string>(seen_.begin(), seen_.end())));
+    }
+  }
+
+ private:
+  std::string kind_name(const YAML::Node& n) const {
+    if (n.IsMap()) return "a mapping";
+    if (n.IsSequence()) return "a list";
+    if (n.IsNull()) return "null";
+    return "'" + n.Scalar() + "'";
+  }
+
+  template <class T>
+  T scalar(const std::string& key, const YAML::Node& v, const char* expected) const {
+    if (!v.IsScalar()) fail(key, v, std::string("expected ") + expected + ", found " + kind_name(v));
+    try {
+      return v.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(key, v, std::string("expected ") + expected + ", found " + kind_name(v));
+    }
+  }
+
+  void check_number(const std::string& key, const YAML::Node& v, double x, const Check& c) const {
+    if (!std::isfinite(x)) fail(key, v, "expected a finite number, found " + kind_name(v));
+    auto num = [](double d) {
+      std::ostringstream os;
+      os << d;
+      return os.str();
+    };
+    if (c.min && (c.min_exclusive ? !(x > *c.min) : !(x >= *c.min))) {
+      fail(key, v, "value " + num(x) + " is out of range: must be " +
+                       (c.min_exclusive ? "> " : ">= ") + num(*c.min) +
+                       (c.max ? " and <= " + num(*c.max) : ""));
+    }
+    if (c.max && x > *c.max) {
+      fail(key, v, "value " + num(x) + " is out of range: must be <= " + num(*c.max) +
+                       (c.min ? " and " + std::string(c.min_exclusive ? "> " : ">= ") + num(*c.min) : ""));
+    }
+  }
+
+  void read(const std::string& key, const YAML::Node& v, bool& out, const Check&) const {
+    out = scalar<bool>(key, v, "true or false");
+  }
+  void read(const std::string& key, const YAML::Node& v, int64_t& out, const Check& c) const {
+    out = scalar<int64_t>(key, v, "an integer");
+    check_number(key, v, static_cast<double>(out), c);
+  }
+  void read(const std::string& key, const YAML::Node& v, double& out, const Check& c) const {
+    out = scalar<double>(key, v, "a number");
+    check_number(key, v, out, c);
+  }
+  void read(const std::string& key, const YAML::Node& v, std::string& out, const Check& c) const {
+    if (v.IsNull()) {
+      out.clear();
+    } else {
+      out = scalar<std::string>(key, v, "a string");
+    }
+    if (!c.choices.empty() &&
+        std::find(c.choices.begin(), c.choices.end(), out) == c.choices.end()) {
+      fail(key, v, "'" + out + "' is not one of: " + join(c.choices));
+    }
+    if (c.path != Check::Path::none) {
+      if (out.empty()) {
+        if (!c.optional_path) fail(key, v, "a path is required");
+        return;
+      }
+      fs::path p(out);
+      if (p.is_relative()) {
+        p = (from_override(key) || c.path == Check::Path::output_dir) ? fs::current_path() / p
+                                                                     : ctx_.base_dir / p;
+      }
+      p = p.lexically_normal();
+      if (c.path == Check::Path::input_file) {
+        std::error_code ec;
+        if (!fs::exists(p, ec)) fail(key, v, "file '" + p.string() + "' does not exist");
+        if (fs::is_directory(p, ec)) fail(key, v, "'" + p.string() + "' is a directory, expected a file");
+      }
+      out = p.string();
+    }
+  }
+  template <class T>
+  void read(const std::string& key, const YAML::Node& v, std::vector<T>& out, const Check& c) const {
+    if (!v.IsSequence()) fail(key, v, "expected a list, found " + kind_name(v));
+    std::vector<T> values;
+    for (size_t i = 0; i < v.size(); ++i) {
+      T item{};
+      read(key + "[" + std::to_string(i) + "]", v[i], item, c);
+      values.push_back(item);
+    }
+    out = std::move(values);
+  }
+
+  YAML::Node node_;
+  std::string prefix_;
+  const Context& ctx_;
+  std::set<std::string> seen_;
+};
+
+/// Writes the same structs back to YAML.
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& out) : out_(out) {}
+  template <class T>
+  void field(const std::string& key, const T& value, const Check& = Check::none()) {
+    out_ << YAML::Key << key << YAML::Value;
+    write(value);
+  }
+  template <class S>
+  void section(const std::string& key, S& value);
+
+ private:
+  void write(bool v) { out_ << v; }
+  void write(int64_t v) { out_ << v; }
+  void write(double v) {
+    // The shortest text that reads back as the same double.
+    std::string s;
+    for (int precision = 6; precision <= std::numeric_limits<double>::max_digits10; ++precision) {
+      std::ostringstream os;
+      os.precision(precision);
+      os << v;
+      s = os.str();
+      if (std::stod(s) == v) break;
+    }
+    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+    out_ << s;
+  }
+  void write(const std::string& v) {
+    if (v.empty()) out_ << YAML::Null;
+    else out_ << YAML::DoubleQuoted << v;
+  }
+  template <class T>
+  void write(const std::vector<T>& v) {
+    out_ << YAML::Flow << YAML::BeginSeq;
+    for (const auto& x : v) write(x);
+    out_ << YAML::EndSeq;
+  }
+  YAML::Emitter& out_;
+};
+
+// ---- The schema: one visit() per struct, shared by the reader and the writer. ----
+
+template <class V> void visit(V& v, RuntimeConfig& c) {
+  v.field("device", c.device);
+  v.field("threads", c.threads, Check::ge(0));
+  v.field("seed", c.seed, Check::ge(0));
+}
+template <class V> void visit(V& v, ManifestFields& c) {
+  v.field("text", c.text);
+  v.field("image", c.image);
+  v.field("label", c.label);
+}
+template <class V> void visit(V& v, ImageOptions& c) {
+  v.field("width", c.width, Check::range(1, 4096));
+  v.field("height", c.height, Check::range(1, 4096));
+  v.field("channels", c.channels, Check::range(1, 3));
+  v.field("mean", c.mean);
+  v.field("std", c.std, Check::gt(0));
+  v.field("max_pixels", c.max_pixels, Check::ge(1));
+}
+template <class V> void visit(V& v, AugmentOptions& c) {
+  v.field("enabled", c.enabled);
+  v.field("crop_padding", c.crop_padding, Check::range(0, 64));
+  v.field("hflip", c.hflip, Check::range(0, 1));
+  v.field("brightness", c.brightness, Check::range(0, 1));
+  v.field("contrast", c.contrast, Check::range(0, 1));
+}
+template <class V> void visit(V& v, TokenizerTrainOptions& c) {
+  v.field("vocab_size", c.vocab_size, Check::range(8, 1000000));
+  v.field("model_type", c.model_type, Check::one_of({"unigram", "bpe", "word", "char"}));
+  v.field("character_coverage", c.character_coverage, Check::range(0.5, 1.0));
+}
+template <class V> void visit(V& v, TextConfig& c) {
+  v.field("tokenizer", c.tokenizer, Check::input_file());
+  v.section("train", c.train);
+  v.field("max_length", c.max_length, Check::range(1, 100000));
+}
+template <class V> void visit(V& v, LoaderConfig& c) {
+  v.field("batch_size", c.batch_size, Check::range(1, 1 << 20));
+  v.field("eval_batch_size", c.eval_batch_size, Check::range(1, 1 << 20));
+  v.field("num_workers", c.num_workers, Check::range(0, 64));
+  v.field("prefetch", c.prefetch, Check::range(1, 64));
+  v.field("shuffle", c.shuffle);
+  v.field("drop_last", c.drop_last);
+}
+template <class V> void visit(V& v, DataConfig& c) {
+  v.field("train", c.train, Check::input_file(/*optional=*/false));
+  v.field("val", c.val, Check::input_file());
+  v.field("test", c.test, Check::input_file());
+  v.field("format", c.format, Check::one_of({"auto", "jsonl", "csv", "tsv"}));
+  v.section("fields", c.fields);
+  v.field("labels", c.labels, Check::input_file());
+  v.field("unknown_labels", c.unknown_labels, Check::one_of({"error", "skip"}));
+  v.field("on_bad_sample", c.on_bad_sample, Check::one_of({"error", "skip"}));
+  v.field("allow_missing_text", c.allow_missing_text);
+  v.field("allow_missing_image", c.allow_missing_image);
+  v.section("image", c.image);
+  v.section("augment", c.augment);
+  v.field("cache_images", c.cache_images);
+  v.section("text", c.text);
+  v.section("loader", c.loader);
+}
+template <class V> void visit(V& v, TextEncoderOptions& c) {
+  v.field("type", c.type(), Check::one_of({"lstm", "gru"}));
+  v.field("embedding_dim", c.embedding_dim(), Check::range(1, 65536));
+  v.field("hidden_size", c.hidden_size(), Check::range(1, 65536));
+  v.field("num_layers", c.num_layers(), Check::range(1, 16));
+  v.field("bidirectional", c.bidirectional());
+  v.field("dropout", c.dropout(), Check::range(0, 0.95));
+  v.field("pooling", c.pooling(), Check::one_of({"last", "mean", "max"}));
+}
+template <class V> void visit(V& v, ImageEncoderOptions& c) {
+  v.field("channels", c.channels(), Check::range(1, 4096));
+  v.field("convs_per_block", c.convs_per_block(), Check::range(1, 8));
+  v.field("kernel_size", c.kernel_size(), Check::range(1, 15));
+  v.field("batch_norm", c.batch_norm());
+  v.field("pool", c.pool(), Check::one_of({"max", "avg", "none"}));
+  v.field("dropout", c.dropout(), Check::range(0, 0.95));
+  v.field("out_dim", c.out_dim(), Check::range(1, 65536));
+}
+template <class V> void visit(V& v, FusionOptions& c) {
+  v.field("type", c.type(), Check::one_of({"concat", "gated"}));
+  v.field("dim", c.dim(), Check::range(1, 65536));
+}
+template <class V> void visit(V& v, HeadOptions& c) {
+  v.field("hidden", c.hidden(), Check::range(1, 65536));
+  v.field("dropout", c.dropout(), Check::range(0, 0.95));
+}
+template <class V> void visit(V& v, ModelConfig& c) {
+  v.field("modalities", c.modalities, Check::one_of({"text", "image"}));
+  v.section("text_encoder", c.text_encoder);
+  v.section("image_encoder", c.image_encoder);
+  v.section("fusion", c.fusion);
+  v.section("head", c.head);
+}
+template <class V> void visit(V& v, OptimizerOptions& c) {
+  v.field("type", c.type, Check::one_of({"adamw", "sgd"}));
+  v.field("lr", c.lr, Check::gt(0));
+  v.field("weight_decay", c.weight_decay, Check::ge(0));
+  v.field("momentum", c.momentum, Check::range(0, 1));
+  v.field("nesterov", c.nesterov);
+  v.field("beta1", c.beta1, Check::range(0, 1));
+  v.field("beta2", c.beta2, Check::range(0, 1));
+  v.field("eps", c.eps, Check::gt(0));
+}
+template <class V> void visit(V& v, SchedulerOptions& c) {
+  v.field("type", c.type, Check::one_of({"constant", "step", "cosine"}));
+  v.field("warmup_steps", c.warmup_steps, Check::ge(0));
+  v.field("step_size", c.step_size, Check::ge(1));
+  v.field("gamma", c.gamma, Check::gt(0));
+  v.field("min_lr", c.min_lr, Check::ge(0));
+}
+template <class V> void visit(V& v, LossOptions& c) {
+  v.field("label_smoothing", c.label_smoothing, Check::range(0, 0.99));
+  v.field("class_weights", c.class_weights, Check::gt(0));
+}
+template <class V> void visit(V& v, EarlyStoppingOptions& c) {
+  v.field("enabled", c.enabled);
+  v.field("metric", c.metric);
+  v.field("mode", c.mode, Check::one_of({"min", "max"}));
+  v.field("patience", c.patience, Check::ge(1));
+  v.field("min_delta", c.min_delta, Check::ge(0));
+  v.field("min_epochs", c.min_epochs, Check::ge(0));
+  v.field("restore_best", c.restore_best);
+}
+template <class V> void visit(V& v, TrainerOptions& c) {
+  v.field("epochs", c.epochs, Check::range(1, 100000));
+  v.field("grad_clip", c.grad_clip, Check::ge(0));
+  v.field("accumulation_steps", c.accumulation_steps, Check::range(1, 4096));
+  v.section("optimizer", c.optimizer);
+  v.section("scheduler", c.scheduler);
+  v.section("loss", c.loss);
+  v.section("early_stopping", c.early_stopping);
+  v.field("save_best", c.save_best);
+  v.field("save_last", c.save_last);
+  v.field("progress", c.progress, Check::one_of({"auto", "bar", "lines", "none"}));
+}
+template <class V> void visit(V& v, EvalConfig& c) {
+  v.field("splits", c.splits, Check::one_of({"val", "test"}));
+  v.field("top_k", c.top_k, Check::range(1, 100));
+  v.field("listed_top", c.listed_top, Check::range(1, 100));
+  v.field("plots", c.plots);
+}
+template <class V> void visit(V& v, OutputConfig& c) {
+  v.field("dir", c.dir, Check::output_dir());
+  v.field("overwrite", c.overwrite);
+}
+template <class V> void visit(V& v, Config& c) {
+  v.section("runtime", c.runtime);
+  v.section("data", c.data);
+  v.section("model", c.model);
+  v.section("train", c.train);
+  v.section("eval", c.eval);
+  v.section("output", c.output);
+}
+
+template <class S>
+void Reader::section(const std::string& key, S& out) {
+  seen_.insert(key);
+  YAML::Node child = node_.IsMap() ? node_[key] : YAML::Node();
+  if (child.IsDefined() && !child.IsNull() && !child.IsMap()) {
+    fail(key, child, "expected a mapping of keys, found " + kind_name(child));
+  }
+  Reader r(child.IsDefined() ? child : YAML::Node(YAML::NodeType::Null),
+           prefix_.empty() ? key : prefix_ + "." + key, ctx_);
+  visit(r, out);
+  r.finish();
+}
+
+template <class S>
+void Writer::section(const std::string& key, S& value) {
+  out_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
+  visit(*this, value);
+  out_ << YAML::EndMap;
+}
+
+// ---- Overrides and cross-field rules. ----
+
+void apply_override(YAML::Node& root, const std::string& spec, Context& ctx) {
+  const auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError("command-line override '" + spec + "'", "", 0,
+                      "expected KEY=VALUE with a dotted key, e.g. train.optimizer.lr=3e-4");
+  }
+  const std::string key = spec.substr(0, eq), text = spec.substr(eq + 1);
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("command-line override '" + spec + "'", key, 0,
+                      "value is not valid YAML: " + e.msg);
+  }
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (part.empty()) {
+      throw ConfigError("command-line override '" + spec + "'", key, 0, "empty key segment");
+    }
+    parts.push_back(part);
+  }
+  YAML::Node cur = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = cur[parts[i]];
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap()) {
+      throw ConfigError("command-line override '" + spec + "'", key, 0,
+                        "'" + parts[i] + "' is not a section");
+    }
+    if (!next.IsDefined() || next.IsNull()) cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    cur.reset(cur[parts[i]]);
+  }
+  cur[parts.back()] = value;
+  ctx.overrides[key] = spec;
+}
+
+void validate(const Config& c, const Context& ctx) {
+  auto fail = [&](const std::string& key, const std::string& msg) {
+    for (const auto& [k, given] : ctx.overrides) {
+      if (k == key) throw ConfigError("command-line override '" + given + "'", key, 0, msg);
+    }
+    throw ConfigError(ctx.file, key, 0, msg);
+  };
+  if (c.data.train.empty()) fail("data.train", "a training manifest is required");
+  const auto& m = c.model.modalities;
+  if (m.empty()) fail("model.modalities", "at least one of text, image is required");
+  if (std::set<std::string>(m.begin(), m.end()).size() != m.size()) {
+    fail("model.modalities", "a modality is listed twice");
+  }
+  if (c.model.uses("text") && c.data.fields.text.empty()) {
+    fail("data.fields.text", "the model uses text, so a text field name is required");
+  }
+  if (c.model.uses("image") && c.data.fields.image.empty()) {
+    fail("data.fields.image", "the model uses images, so an image field name is required");
+  }
+  if (c.data.fields.label.empty()) fail("data.fields.label", "a label field name is required");
+  const auto ch = static_cast<size_t>(c.data.image.channels);
+  if (c.data.image.channels == 2) fail("data.image.channels", "must be 1 (grey) or 3 (colour)");
+  if (c.data.image.mean.size() != 1 && c.data.image.mean.size() != ch) {
+    fail("data.image.mean", "needs 1 or " + std::to_string(ch) + " values");
+  }
+  if (c.data.image.std.size() != 1 && c.data.image.std.size() != ch) {
+    fail("data.image.std", "needs 1 or " + std::to_string(ch) + " values");
+  }
+  if (c.model.image_encoder.kernel_size() % 2 == 0) {
+    fail("model.image_encoder.kernel_size", "must be odd");
+  }
+  if (c.model.image_encoder.channels().empty()) fail("model.image_encoder.channels", "must not be empty");
+  const auto& es = c.train.early_stopping;
+  const std::set<std::string> known_metrics{
+      "train.loss", "train.accuracy", "val.loss", "val.accuracy", "val.macro_f1",
+      "val.weighted_f1", "val.top3_accuracy"};
+  if (!known_metrics.count(es.metric)) {
+    fail("train.early_stopping.metric",
+         "'" + es.metric + "' is not a reported metric; one of: " +
+             join(std::vector<std::string>(known_metrics.begin(), known_metrics.end())));
+  }
+  if (es.metric.rfind("val.", 0) == 0 && c.data.val.empty()) {
+    fail("train.early_stopping.metric", "'" + es.metric + "' needs data.val to be set");
+  }
+  for (const auto& split : c.eval.splits) {
+    if ((split == "val" && c.data.val.empty()) || (split == "test" && c.data.test.empty())) {
+      fail("eval.splits", "split '" + split + "' is listed but data." + split + " is not set");
+    }
+  }
+  if (c.runtime.device != "auto" && c.runtime.device != "cpu" && c.runtime.device != "cuda" &&
+      c.runtime.device.rfind("cuda:", 0) != 0) {
+    fail("runtime.device", "'" + c.runtime.device + "' is not one of auto, cpu, cuda, cuda:N");
+  }
+  if (c.output.dir.empty()) fail("output.dir", "an output directory is required");
+}
+
+Config parse_node(YAML::Node root, Context& ctx, const std::vector<std::string>& overrides) {
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(ctx.file, "", 1, "the config must be a mapping of sections");
+  for (const auto& o : overrides) apply_override(root, o, ctx);
+  Config config;
+  Reader reader(root, "", ctx);
+  visit(reader, config);
+  reader.finish();
+  config.source = ctx.file;
+  if (fs::path(config.output.dir).is_relative()) {
+    config.output.dir = (fs::current_path() / config.output.dir).lexically_normal().string();
+  }
+  validate(config, ctx);
+  return config;
+}
+
+}  // namespace
+
+Config parse_config(const std::string& yaml_text, const std::string& origin,
+                    const std::vector<std::string>& overrides) {
+  Context ctx;
+  ctx.file = origin;
+  ctx.base_dir = fs::absolute(fs::path(origin)).parent_path();
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(origin, "", e.mark.line + 1, "malformed YAML: " + e.msg);
+  }
+  return parse_node(root, ctx, overrides);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path, "", 0, "cannot open the config file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path, overrides);
+}
+
+std::string to_yaml(const Config& config) {
+  YAML::Emitter out;
+  out << YAML::Comment("mmintent effective config: every key, defaults included");
+  out << YAML::BeginMap;
+  Writer w(out);
+  visit(w, const_cast<Config&>(config));
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+void save_config(const Config& config, const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << to_yaml(config);
+    if (!out) throw Error("cannot write config to '" + tmp + "'");
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace mmintent

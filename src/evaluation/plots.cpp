@@ -1,0 +1,333 @@
+#include "mmintent/evaluation/plots.h"
+
+#include "mmintent/error.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+
+namespace mmintent {
+namespace {
+
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+const cv::Scalar kWhite(255, 255, 255);
+const cv::Scalar kBlack(0, 0, 0);
+const cv::Scalar kGrid(225, 225, 225);
+const cv::Scalar kAxis(90, 90, 90);
+
+/// Hershey fonts draw ASCII only: every other code point becomes '?', control characters ' '.
+std::string ascii(const std::string& s, size_t max_chars = 0) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char ch = static_cast<unsigned char>(s[i]);
+    if ((ch & 0xC0) == 0x80) continue;  // UTF-8 continuation byte
+    out += ch >= 0x80 ? '?' : (ch < 0x20 || ch == 0x7F) ? ' ' : static_cast<char>(ch);
+  }
+  if (max_chars > 3 && out.size() > max_chars) out = out.substr(0, max_chars - 2) + "..";
+  return out;
+}
+
+cv::Size text_size(const std::string& text, double scale, int thickness = 1) {
+  int baseline = 0;
+  return cv::getTextSize(text, kFont, scale, thickness, &baseline);
+}
+
+/// Draws `text` with its left end at x and its vertical centre at y.
+void put_left(cv::Mat& img, const std::string& text, int x, int y, double scale,
+              const cv::Scalar& colour, int thickness = 1) {
+  const auto sz = text_size(text, scale, thickness);
+  cv::putText(img, text, {x, y + sz.height / 2}, kFont, scale, colour, thickness, cv::LINE_AA);
+}
+
+void put_right(cv::Mat& img, const std::string& text, int x_right, int y, double scale,
+               const cv::Scalar& colour, int thickness = 1) {
+  put_left(img, text, x_right - text_size(text, scale, thickness).width, y, scale, colour,
+           thickness);
+}
+
+void put_centred(cv::Mat& img, const std::string& text, int x_centre, int y, double scale,
+                 const cv::Scalar& colour, int thickness = 1) {
+  put_left(img, text, x_centre - text_size(text, scale, thickness).width / 2, y, scale, colour,
+           thickness);
+}
+
+/// Pastes dark-on-white `src` onto `dst` at `origin` (keeps the darker pixel of the two).
+void paste_min(cv::Mat& dst, const cv::Mat& src, cv::Point origin) {
+  const cv::Rect r = cv::Rect(origin, src.size()) & cv::Rect(0, 0, dst.cols, dst.rows);
+  if (r.empty()) return;
+  cv::Mat roi = dst(r);
+  cv::min(roi, src(cv::Rect(r.x - origin.x, r.y - origin.y, r.width, r.height)), roi);
+}
+
+/// Draws `text` reading bottom to top, centred on (x_centre, y_centre).
+void put_vertical(cv::Mat& img, const std::string& text, int x_centre, int y_centre,
+                  double scale, const cv::Scalar& colour) {
+  const auto sz = text_size(text, scale);
+  cv::Mat strip(sz.height + 8, sz.width + 4, CV_8UC3, kWhite);
+  cv::putText(strip, text, {2, sz.height + 3}, kFont, scale, colour, 1, cv::LINE_AA);
+  cv::Mat rotated;
+  cv::rotate(strip, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
+  paste_min(img, rotated, {x_centre - rotated.cols / 2, y_centre - rotated.rows / 2});
+}
+
+/// matplotlib's "Blues" colour map, v in [0,1], as BGR.
+cv::Scalar blues(double v) {
+  static const std::array<std::array<double, 3>, 9> kStops{{{247, 251, 255},
+                                                            {222, 235, 247},
+                                                            {198, 219, 239},
+                                                            {158, 202, 225},
+                                                            {107, 174, 214},
+                                                            {66, 146, 198},
+                                                            {33, 113, 181},
+                                                            {8, 81, 156},
+                                                            {8, 48, 107}}};  // RGB
+  v = std::clamp(v, 0.0, 1.0) * (kStops.size() - 1);
+  const size_t i = std::min(static_cast<size_t>(v), kStops.size() - 2);
+  const double t = v - static_cast<double>(i);
+  std::array<double, 3> rgb;
+  for (int c = 0; c < 3; ++c) rgb[c] = kStops[i][c] * (1 - t) + kStops[i + 1][c] * t;
+  return cv::Scalar(rgb[2], rgb[1], rgb[0]);
+}
+
+void write_png(const cv::Mat& img, const std::string& png_path) {
+  bool ok = false;
+  std::string why = "cv::imwrite failed (missing directory or no permission?)";
+  try {
+    ok = cv::imwrite(png_path, img);
+  } catch (const cv::Exception& e) {
+    why = e.what();
+  }
+  if (!ok) throw Error("cannot write plot " + png_path + ": " + why);
+}
+
+/// A "nice" tick step (1, 2 or 5 times a power of ten) giving at most `max_ticks` ticks.
+double nice_step(double range, int max_ticks) {
+  if (range <= 0) return 1;
+  const double raw = range / max_ticks;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    if (m * mag >= raw) return std::max(1.0, m * mag);
+  }
+  return std::max(1.0, 10 * mag);
+}
+
+}  // namespace
+
+void draw_confusion_matrix(const std::vector<std::vector<int64_t>>& confusion,
+                           const std::vector<std::string>& label_names, const std::string& title,
+                           const std::string& png_path) {
+  const int k = static_cast<int>(label_names.size());
+  if (k == 0 || static_cast<int>(confusion.size()) != k) {
+    throw Error("cannot draw " + png_path + ": expected a " + std::to_string(k) + "x" +
+                std::to_string(k) + " confusion matrix (one row per label name), found " +
+                std::to_string(confusion.size()) + " rows");
+  }
+  for (const auto& row : confusion) {
+    if (static_cast<int>(row.size()) != k) {
+      throw Error("cannot draw " + png_path + ": confusion matrix row of " +
+                  std::to_string(row.size()) + " columns, expected " + std::to_string(k));
+    }
+  }
+
+  // Geometry: cells shrink with the class count; names need cells of at least 12 px.
+  const int cell = std::clamp(900 / k, 5, 80);
+  const int side = cell * k;
+  const bool names = cell >= 12;
+  const bool counts = cell >= 18;
+  const double name_scale = std::min(0.5, cell * 0.55 / 22.0);
+  std::vector<std::string> shown(k);
+  int name_w = 0;
+  if (names) {
+    for (int i = 0; i < k; ++i) {
+      shown[i] = ascii(label_names[i], 28);
+      name_w = std::max(name_w, text_size(shown[i], name_scale).width);
+    }
+  } else {
+    name_w = text_size(std::to_string(k - 1), 0.4).width;
+  }
+  const double title_scale = 0.65;
+  const int title_h = 50, axis_title = 30, gap = 8, colourbar = 110;
+  const int left = axis_title + name_w + gap + 6;
+  const int top = title_h;
+  const int bottom = name_w + gap + axis_title + 10;
+  const int width = std::max(left + side + colourbar, text_size(ascii(title), title_scale).width + 40);
+  const int height = top + std::max(side, 120) + bottom;
+  cv::Mat img(height, width, CV_8UC3, kWhite);
+
+  put_centred(img, ascii(title), width / 2, 24, title_scale, kBlack, 1);
+
+  // Cells: colour by the share of the gold row, text with the count.
+  for (int g = 0; g < k; ++g) {
+    int64_t row_sum = 0;
+    for (int p = 0; p < k; ++p) row_sum += confusion[g][p];
+    for (int p = 0; p < k; ++p) {
+      const int64_t c = confusion[g][p];
+      const double share = row_sum ? static_cast<double>(c) / row_sum : 0.0;
+      const cv::Rect r(left + p * cell, top + g * cell, cell, cell);
+      // A floor on the tint keeps rare confusions visible when cells are too small for text.
+      cv::rectangle(img, r, blues(c > 0 ? std::max(share, 0.1) : 0.0), cv::FILLED);
+      if (counts && c > 0) {
+        const std::string txt = std::to_string(c);
+        double s = std::min(0.55, cell / 55.0);
+        while (s > 0.3 && text_size(txt, s).width > cell - 4) s -= 0.05;
+        if (text_size(txt, s).width <= cell - 2) {
+          put_centred(img, txt, r.x + cell / 2, r.y + cell / 2, s,
+                      share > 0.55 ? kWhite : kBlack);
+        }
+      }
+    }
+  }
+  if (cell >= 8) {
+    for (int i = 1; i < k; ++i) {
+      cv::line(img, {left + i * cell, top}, {left + i * cell, top + side}, kGrid, 1);
+      cv::line(img, {left, top + i * cell}, {left + side, top + i * cell}, kGrid, 1);
+    }
+  }
+  cv::rectangle(img, cv::Rect(left - 1, top - 1, side + 2, side + 2), kAxis, 1);
+
+  // Axis labels: names (or index ticks when cells are too small), predicted ones rotated.
+  const int tick_step = names ? 1 : (k <= 100 ? 5 : 10);
+  cv::Mat strip(side, name_w + 4, CV_8UC3, kWhite);  // x labels before rotation
+  for (int i = 0; i < k; i += tick_step) {
+    const std::string txt = names ? shown[i] : std::to_string(i);
+    const double s = names ? name_scale : 0.4;
+    const int y = top + i * cell + cell / 2;
+    put_right(img, txt, left - gap, y, s, kBlack);
+    put_right(strip, txt, strip.cols - 2, i * cell + cell / 2, s, kBlack);
+    if (!names) {
+      cv::line(img, {left - 4, y}, {left - 1, y}, kAxis, 1);
+      cv::line(img, {left + i * cell + cell / 2, top + side + 1},
+               {left + i * cell + cell / 2, top + side + 4}, kAxis, 1);
+    }
+  }
+  cv::Mat rotated;
+  cv::rotate(strip, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
+  paste_min(img, rotated, {left, top + side + gap - 2});
+  put_centred(img, "predicted", left + side / 2, top + side + gap + name_w + axis_title / 2 + 4,
+              0.55, kBlack);
+  put_vertical(img, "gold", axis_title / 2 + 2, top + side / 2, 0.55, kBlack);
+
+  // Colour bar: share of the gold row.
+  const int bar_x = left + side + 20, bar_w = 16, bar_h = std::max(side, 120);
+  for (int y = 0; y < bar_h; ++y) {
+    cv::line(img, {bar_x, top + y}, {bar_x + bar_w - 1, top + y},
+             blues(1.0 - static_cast<double>(y) / (bar_h - 1)), 1);
+  }
+  cv::rectangle(img, cv::Rect(bar_x - 1, top - 1, bar_w + 2, bar_h + 2), kAxis, 1);
+  for (int pct : {0, 50, 100}) {
+    const int y = top + static_cast<int>((100 - pct) / 100.0 * (bar_h - 1));
+    cv::line(img, {bar_x + bar_w, y}, {bar_x + bar_w + 3, y}, kAxis, 1);
+    put_left(img, std::to_string(pct) + "%", bar_x + bar_w + 6, y, 0.4, kBlack);
+  }
+  put_vertical(img, "share of gold row", bar_x + bar_w + 56, top + bar_h / 2, 0.45, kAxis);
+
+  write_png(img, png_path);
+}
+
+void draw_confidence_histogram(const std::vector<double>& correct_top_probs,
+                               const std::vector<double>& wrong_top_probs,
+                               const std::string& title, const std::string& png_path) {
+  constexpr int kBins = 20;
+  auto histogram = [](const std::vector<double>& values) {
+    std::array<int64_t, kBins> h{};
+    for (double v : values) {
+      if (std::isnan(v)) continue;
+      const int b = static_cast<int>(std::clamp(v, 0.0, 1.0) * kBins);
+      ++h[std::min(b, kBins - 1)];
+    }
+    return h;
+  };
+  const auto correct = histogram(correct_top_probs);
+  const auto wrong = histogram(wrong_top_probs);
+  int64_t max_count = 0;
+  for (int b = 0; b < kBins; ++b) max_count = std::max({max_count, correct[b], wrong[b]});
+
+  const int width = 900, height = 560;
+  const int left = 80, right = 30, top = 90, bottom = 70;
+  const int plot_w = width - left - right, plot_h = height - top - bottom;
+  const double bin_w = static_cast<double>(plot_w) / kBins;
+  cv::Mat img(height, width, CV_8UC3, kWhite);
+
+  put_centred(img, ascii(title), width / 2, 24, 0.65, kBlack);
+
+  // Y axis: room above the tallest bar for its count labels.
+  const double step = nice_step(std::max<double>(1, max_count * 1.15), 8);
+  const double y_max = std::max(step, std::ceil(std::max<double>(1, max_count * 1.15) / step) * step);
+  auto y_of = [&](double count) { return top + plot_h - static_cast<int>(count / y_max * plot_h); };
+  for (double t = 0; t <= y_max + 1e-9; t += step) {
+    const int y = y_of(t);
+    cv::line(img, {left, y}, {left + plot_w, y}, kGrid, 1);
+    cv::line(img, {left - 5, y}, {left, y}, kAxis, 1);
+    put_right(img, std::to_string(static_cast<int64_t>(std::llround(t))), left - 8, y, 0.45,
+              kBlack);
+  }
+
+  // Bars, semi-transparent so the two series stay visible where they overlap.
+  const cv::Scalar green(70, 160, 40), red(50, 50, 215);
+  auto draw_bars = [&](const std::array<int64_t, kBins>& h, const cv::Scalar& colour) {
+    cv::Mat overlay = img.clone();
+    for (int b = 0; b < kBins; ++b) {
+      if (h[b] == 0) continue;
+      const cv::Rect r(cv::Point(left + static_cast<int>(b * bin_w) + 2, y_of(h[b])),
+                       cv::Point(left + static_cast<int>((b + 1) * bin_w) - 2, top + plot_h));
+      cv::rectangle(overlay, r, colour, cv::FILLED);
+    }
+    cv::addWeighted(overlay, 0.5, img, 0.5, 0, img);
+    for (int b = 0; b < kBins; ++b) {
+      if (h[b] == 0) continue;
+      const cv::Rect r(cv::Point(left + static_cast<int>(b * bin_w) + 2, y_of(h[b])),
+                       cv::Point(left + static_cast<int>((b + 1) * bin_w) - 2, top + plot_h));
+      cv::rectangle(img, r, colour, 1);
+    }
+  };
+  draw_bars(correct, green);
+  draw_bars(wrong, red);
+
+  // Counts above each bin: correct (green) just above the taller bar, wrong (red) above that.
+  for (int b = 0; b < kBins; ++b) {
+    const int x = left + static_cast<int>((b + 0.5) * bin_w);
+    int y = y_of(static_cast<double>(std::max(correct[b], wrong[b]))) - 9;
+    if (correct[b] > 0) {
+      put_centred(img, std::to_string(correct[b]), x, y, 0.38, green);
+      y -= 14;
+    }
+    if (wrong[b] > 0) put_centred(img, std::to_string(wrong[b]), x, y, 0.38, red);
+  }
+
+  // X axis: ticks every 0.1.
+  cv::line(img, {left, top + plot_h}, {left + plot_w, top + plot_h}, kAxis, 1);
+  cv::line(img, {left, top}, {left, top + plot_h}, kAxis, 1);
+  for (int t = 0; t <= 10; ++t) {
+    const int x = left + t * plot_w / 10;
+    cv::line(img, {x, top + plot_h}, {x, top + plot_h + 5}, kAxis, 1);
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%.1f", t / 10.0);
+    put_centred(img, buf, x, top + plot_h + 18, 0.45, kBlack);
+  }
+  put_centred(img, "top-class probability (confidence)", left + plot_w / 2, height - 22, 0.55,
+              kBlack);
+  put_vertical(img, "predictions per bin", 22, top + plot_h / 2, 0.55, kBlack);
+
+  // Legend under the title.
+  const std::string lc = "correct (n=" + std::to_string(correct_top_probs.size()) + ")";
+  const std::string lw = "wrong (n=" + std::to_string(wrong_top_probs.size()) + ")";
+  int x = left + 10;
+  const int y = 58;
+  cv::rectangle(img, cv::Rect(x, y - 7, 22, 14), green, cv::FILLED);
+  put_left(img, lc, x + 30, y, 0.5, kBlack);
+  x += 30 + text_size(lc, 0.5).width + 30;
+  cv::rectangle(img, cv::Rect(x, y - 7, 22, 14), red, cv::FILLED);
+  put_left(img, lw, x + 30, y, 0.5, kBlack);
+  if (correct_top_probs.empty() && wrong_top_probs.empty()) {
+    put_centred(img, "no predictions", left + plot_w / 2, top + plot_h / 2, 0.7, kAxis);
+  }
+
+  write_png(img, png_path);
+}
+
+}  // namespace mmintent

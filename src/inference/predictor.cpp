@@ -1,0 +1,150 @@
+#include "mmintent/inference/predictor.h"
+
+#include "mmintent/app/run.h"
+#include "mmintent/config/loader.h"
+#include "mmintent/error.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/device.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+
+struct Predictor::Impl {
+  Config config;
+  RunData data;
+  /// In eval mode from load() on; forward() under NoGradGuard changes no state, so concurrent
+  /// predictions are safe.
+  mutable IntentClassifier model{nullptr};
+  c10::Device device{c10::kCPU};
+  DatasetOptions dataset_options;
+
+  std::vector<std::vector<IntentScore>> run(Manifest manifest, int64_t top_k) const {
+    auto dataset = MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options);
+    std::vector<std::vector<IntentScore>> out;
+    const int64_t n = dataset.size();
+    const int64_t bs = std::max<int64_t>(1, config.data.loader.eval_batch_size);
+    const int64_t k = std::min<int64_t>(std::max<int64_t>(1, top_k), data.labels.size());
+    for (int64_t start = 0; start < n; start += bs) {
+      std::vector<int64_t> idx;
+      for (int64_t i = start; i < std::min(n, start + bs); ++i) idx.push_back(i);
+      auto batch = dataset.collate(idx, nullptr, 0).to(device);
+      torch::NoGradGuard no_grad;
+      auto probs = torch::softmax(model->forward(batch), 1).to(torch::kCPU);
+      auto top = probs.topk(k, 1);
+      auto values = std::get<0>(top), indices = std::get<1>(top);
+      for (int64_t b = 0; b < static_cast<int64_t>(idx.size()); ++b) {
+        std::vector<IntentScore> scores;
+        for (int64_t j = 0; j < k; ++j) {
+          scores.push_back({data.labels.name(indices[b][j].item<int64_t>()),
+                            values[b][j].item<double>()});
+        }
+        out.push_back(std::move(scores));
+      }
+    }
+    return out;
+  }
+};
+
+Predictor::Predictor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Predictor::~Predictor() = default;
+Predictor::Predictor(Predictor&&) noexcept = default;
+Predictor& Predictor::operator=(Predictor&&) noexcept = default;
+
+Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& options) {
+  const fs::path dir(run_dir);
+  for (const char* f : {"config.yaml", "labels.json", "model.pt"}) {
+    if (!fs::exists(dir / f)) {
+      throw Error("'" + run_dir + "' is not a finished run directory: " + f + " is missing");
+    }
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->config = load_config((dir / "config.yaml").string());
+  impl->data.labels = LabelMap::load((dir / "labels.json").string());
+  if (impl->config.model.uses("text")) {
+    impl->data.tokenizer =
+        std::make_shared<Tokenizer>(Tokenizer::load((dir / "tokenizer.model").string()));
+  }
+  if (options.threads > 0) configure_threads(static_cast<int>(options.threads));
+  impl->device = resolve_device(options.device);
+  impl->model = build_model(impl->config, impl->data);
+  load_checkpoint((dir / "model.pt").string(), *impl->model, nullptr, impl->device, false);
+  impl->model->to(impl->device);
+  impl->model->eval();
+  const auto& c = impl->config;
+  auto& d = impl->dataset_options;
+  d.use_text = c.model.uses("text");
+  d.use_image = c.model.uses("image");
+  d.image = c.data.image;
+  d.max_length = c.data.text.max_length;
+  d.cache_images = false;
+  return Predictor(std::move(impl));
+}
+
+std::vector<IntentScore> Predictor::predict(const PredictInput& input, int64_t top_k) const {
+  return predict_batch({input}, top_k).at(0);
+}
+
+std::vector<std::vector<IntentScore>> Predictor::predict_batch(
+    const std::vector<PredictInput>& inputs, int64_t top_k) const {
+  Manifest m;
+  m.path = "<request>";
+  const auto& c = impl_->config;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& in = inputs[i];
+    const long line = static_cast<long>(i + 1);
+    if (c.model.uses("text") && in.text.empty() && !c.data.allow_missing_text) {
+      throw DataError("<request>", line, "this model needs a text (the run was trained without allow_missing_text)");
+    }
+    if (c.model.uses("image") && in.image.empty() && !c.data.allow_missing_image) {
+      throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
+    }
+    m.records.push_back(Record{in.text, in.image, "", line});
+  }
+  return impl_->run(std::move(m), top_k);
+}
+
+int64_t Predictor::predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
+                                    int64_t top_k) const {
+  const auto& c = impl_->config;
+  ManifestReadOptions o;
+  o.format = parse_manifest_format(c.data.format);
+  o.fields = c.data.fields;
+  if (!c.model.uses("text")) o.fields.text.clear();
+  if (!c.model.uses("image")) o.fields.image.clear();
+  o.require_label = false;
+  o.allow_missing_text = c.data.allow_missing_text;
+  o.allow_missing_image = c.data.allow_missing_image;
+  Manifest m = read_manifest(manifest_path, o);
+  const auto records = m.records;
+  auto scores = impl_->run(std::move(m), top_k);
+
+  const std::string tmp = output_jsonl + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
+    for (size_t i = 0; i < records.size(); ++i) {
+      nlohmann::json j;
+      j["line"] = records[i].line;
+      if (c.model.uses("text")) j["text"] = records[i].text;
+      if (c.model.uses("image")) j["image"] = records[i].image;
+      if (!records[i].label.empty()) j["label"] = records[i].label;
+      j["top"] = nlohmann::json::array();
+      for (const auto& s : scores[i]) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
+      out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    }
+    if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
+  }
+  fs::rename(tmp, output_jsonl);
+  return static_cast<int64_t>(records.size());
+}
+
+const std::vector<std::string>& Predictor::intents() const { return impl_->data.labels.names(); }
+const Config& Predictor::config() const { return impl_->config; }
+
+}  // namespace mmintent

@@ -1,0 +1,199 @@
+#include "mmintent/training/checkpoint.h"
+
+#include "mmintent/error.h"
+
+#include <ATen/Context.h>
+#include <torch/serialize/archive.h>
+#include <torch/torch.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int64_t kFormatVersion = 1;
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream os;
+  os << sizes;
+  return os.str();
+}
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void write_state(torch::serialize::OutputArchive& archive, const StateDict& state) {
+  for (const auto& [name, tensor] : state) archive.write(name, tensor);
+}
+
+StateDict read_state(torch::serialize::InputArchive& archive, const torch::nn::Module& shape_of) {
+  StateDict out;
+  for (const auto& [name, ref] : copy_state(shape_of)) {
+    at::Tensor t;
+    archive.read(name, t);
+    out.emplace_back(name, t);
+  }
+  return out;
+}
+
+}  // namespace
+
+StateDict copy_state(const torch::nn::Module& module, bool to_cpu) {
+  StateDict out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    auto t = p.value().detach();
+    out.emplace_back(p.key(), to_cpu ? t.to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true)
+                                     : t.clone());
+  }
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) {
+    auto t = b.value().detach();
+    out.emplace_back(b.key(), to_cpu ? t.to(torch::kCPU, false, true) : t.clone());
+  }
+  return out;
+}
+
+void load_state(torch::nn::Module& module, const StateDict& state, const std::string& origin) {
+  std::unordered_map<std::string, at::Tensor> by_name(state.begin(), state.end());
+  torch::NoGradGuard no_grad;
+  auto assign = [&](const std::string& name, at::Tensor target) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      throw CheckpointError(origin + ": has no tensor '" + name +
+                            "' (was it written by a different model architecture?)");
+    }
+    if (!it->second.sizes().equals(target.sizes())) {
+      throw CheckpointError(origin + ": tensor '" + name + "' has shape " +
+                            shape_str(it->second.sizes()) + ", but the model expects " +
+                            shape_str(target.sizes()) + " (a different model architecture?)");
+    }
+    target.copy_(it->second);
+  };
+  for (auto& p : module.named_parameters(true)) assign(p.key(), p.value());
+  for (auto& b : module.named_buffers(true)) assign(b.key(), b.value());
+}
+
+void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                     const torch::optim::Optimizer* optimizer, const TrainingState& state,
+                     const StateDict* best, const c10::Device& device) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format_version", c10::IValue(kFormatVersion));
+  torch::serialize::OutputArchive weights;
+  write_state(weights, copy_state(model));
+  archive.write("model", weights);
+  if (optimizer) {
+    torch::serialize::OutputArchive opt;
+    optimizer->save(opt);
+    archive.write("optimizer", opt);
+  }
+  if (best && !best->empty()) {
+    torch::serialize::OutputArchive best_archive;
+    write_state(best_archive, *best);
+    archive.write("best_model", best_archive);
+  }
+  archive.write("state.epochs_completed", c10::IValue(state.epochs_completed));
+  archive.write("state.global_step", c10::IValue(state.global_step));
+  const auto& es = state.early_stopping;
+  archive.write("state.es.has_best", c10::IValue(es.has_best));
+  archive.write("state.es.best_value", c10::IValue(es.best_value));
+  archive.write("state.es.best_epoch", c10::IValue(es.best_epoch));
+  archive.write("state.es.stalls", c10::IValue(es.stalls));
+  archive.write("state.es.evaluations", c10::IValue(es.evaluations));
+  archive.write("rng.cpu", at::globalContext().defaultGenerator(c10::kCPU).get_state());
+  if (device.is_cuda()) {
+    archive.write("rng.cuda", at::globalContext().defaultGenerator(device).get_state());
+  }
+
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp";
+  try {
+    archive.save_to(tmp);
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("cannot write checkpoint '" + path + "': " + e.what());
+  }
+  fsync_path(tmp, false);
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("cannot move checkpoint into place at '" + path + "': " + ec.message());
+  }
+  fsync_path(target.has_parent_path() ? target.parent_path().string() : ".", true);
+}
+
+CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model,
+                               torch::optim::Optimizer* optimizer, const c10::Device& device,
+                               bool restore_rng) {
+  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
+  CheckpointData data;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path, device);
+    c10::IValue v;
+    if (!archive.try_read("format_version", v)) {
+      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
+    }
+    if (v.toInt() != kFormatVersion) {
+      throw CheckpointError("'" + path + "' has checkpoint format " +
+                            std::to_string(v.toInt()) + ", this build reads " +
+                            std::to_string(kFormatVersion));
+    }
+    torch::serialize::InputArchive weights;
+    archive.read("model", weights);
+    load_state(model, read_state(weights, model), "checkpoint '" + path + "'");
+
+    torch::serialize::InputArchive sub;
+    if (optimizer && archive.try_read("optimizer", sub)) optimizer->load(sub);
+    torch::serialize::InputArchive best_archive;
+    if (archive.try_read("best_model", best_archive)) {
+      data.best = read_state(best_archive, model);
+      for (auto& [name, t] : data.best) t = t.to(torch::kCPU);
+    }
+    auto read_int = [&](const char* key, int64_t fallback) {
+      c10::IValue iv;
+      return archive.try_read(key, iv) ? iv.toInt() : fallback;
+    };
+    data.state.epochs_completed = read_int("state.epochs_completed", 0);
+    data.state.global_step = read_int("state.global_step", 0);
+    auto& es = data.state.early_stopping;
+    c10::IValue iv;
+    if (archive.try_read("state.es.has_best", iv)) es.has_best = iv.toBool();
+    if (archive.try_read("state.es.best_value", iv)) es.best_value = iv.toDouble();
+    es.best_epoch = read_int("state.es.best_epoch", -1);
+    es.stalls = read_int("state.es.stalls", 0);
+    es.evaluations = read_int("state.es.evaluations", 0);
+
+    if (restore_rng) {
+      at::Tensor cpu_state;
+      if (archive.try_read("rng.cpu", cpu_state)) {
+        at::Generator gen = at::globalContext().defaultGenerator(c10::kCPU);
+        gen.set_state(cpu_state.to(torch::kCPU));
+      }
+      at::Tensor cuda_state;
+      if (device.is_cuda() && archive.try_read("rng.cuda", cuda_state)) {
+        at::Generator gen = at::globalContext().defaultGenerator(device);
+        gen.set_state(cuda_state.to(torch::kCPU));
+      }
+    }
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    throw CheckpointError("cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg);
+  }
+  return data;
+}
+
+}  // namespace mmintent

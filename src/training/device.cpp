@@ -1,0 +1,47 @@
+#include "mmintent/training/device.h"
+
+#include "mmintent/error.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <thread>
+
+namespace mmintent {
+
+c10::Device resolve_device(const std::string& spec) {
+  const bool have_cuda = torch::cuda::is_available();
+  if (spec == "auto") return have_cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (spec == "cpu") return c10::Device(c10::kCPU);
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    if (!have_cuda) {
+      throw Error("device '" + spec +
+                  "' requested, but this LibTorch build or machine has no CUDA device "
+                  "(use device: auto or cpu)");
+    }
+    int index = 0;
+    if (spec.size() > 4) {
+      const std::string digits = spec.substr(5);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) {
+        throw Error("device '" + spec + "' is malformed: expected cuda:N with N a number");
+      }
+      index = std::stoi(digits);
+    }
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (index >= count) {
+      throw Error("device '" + spec + "' requested, but only " + std::to_string(count) +
+                  " CUDA device(s) are visible");
+    }
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw Error("device '" + spec + "' is not one of auto, cpu, cuda, cuda:N");
+}
+
+int configure_threads(int intra_op_threads) {
+  int n = intra_op_threads;
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  return at::get_num_threads();
+}
+
+}  // namespace mmintent

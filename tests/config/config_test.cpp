@@ -1,0 +1,180 @@
+#include "mmintent/config/loader.h"
+#include "mmintent/error.h"
+#include "support/support.h"
+
+#include <gmock/gmock.h>
+
+using mmintent::ConfigError;
+using mmintent::parse_config;
+using ::testing::HasSubstr;
+
+namespace {
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    train_ = dir_.write("train.jsonl", "{\"text\": \"hi\", \"image\": \"a.png\", \"label\": \"x\"}\n");
+    dir_.write("val.jsonl", "{\"text\": \"hi\", \"image\": \"a.png\", \"label\": \"x\"}\n");
+  }
+  std::string base() const {
+    return "data:\n  train: train.jsonl\n  val: val.jsonl\neval:\n  splits: [val]\n";
+  }
+  std::string cfg_path() const { return (dir_.path() / "cfg.yaml").string(); }
+  /// Parses `yaml` and returns the ConfigError it raises.
+  ConfigError error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+    try {
+      parse_config(yaml, cfg_path(), overrides);
+    } catch (const ConfigError& e) {
+      return e;
+    }
+    ADD_FAILURE() << "no ConfigError for:\n" << yaml;
+    return ConfigError("", "", 0, "");
+  }
+  mmintent::test::TempDir dir_;
+  std::string train_;
+};
+
+TEST_F(ConfigTest, DefaultsAndResolvedPaths) {
+  auto c = parse_config(base(), cfg_path());
+  EXPECT_EQ(c.data.train, train_);
+  EXPECT_EQ(c.model.text_encoder.type(), "lstm");
+  EXPECT_EQ(c.train.optimizer.type, "adamw");
+  EXPECT_EQ(c.data.loader.batch_size, 32);
+  EXPECT_TRUE(c.model.uses("text"));
+  EXPECT_TRUE(c.model.uses("image"));
+}
+
+TEST_F(ConfigTest, ReadsNestedValues) {
+  auto c = parse_config(base() +
+                            "model:\n  text_encoder: {type: gru, hidden_size: 32, pooling: max}\n"
+                            "  image_encoder: {channels: [8, 16]}\n"
+                            "train:\n  optimizer: {type: sgd, lr: 0.1, momentum: 0.8}\n"
+                            "  early_stopping: {metric: val.macro_f1, mode: max, patience: 2}\n",
+                        cfg_path());
+  EXPECT_EQ(c.model.text_encoder.type(), "gru");
+  EXPECT_EQ(c.model.text_encoder.hidden_size(), 32);
+  EXPECT_EQ(c.model.image_encoder.channels(), (std::vector<int64_t>{8, 16}));
+  EXPECT_DOUBLE_EQ(c.train.optimizer.lr, 0.1);
+  EXPECT_EQ(c.train.early_stopping.metric, "val.macro_f1");
+}
+
+TEST_F(ConfigTest, UnknownKeyNamesFileKeyAndLine) {
+  auto e = error_of(base() + "train:\n  epochs: 3\n  optimiser: {lr: 1}\n");
+  EXPECT_EQ(e.key(), "train.optimiser");
+  EXPECT_EQ(e.line(), 8);
+  EXPECT_THAT(e.what(), HasSubstr("cfg.yaml:8"));
+  EXPECT_THAT(e.what(), HasSubstr("unknown key"));
+  EXPECT_THAT(e.what(), HasSubstr("did you mean 'optimizer'"));
+}
+
+TEST_F(ConfigTest, UnknownTopLevelSection) {
+  auto e = error_of(base() + "trainer: {epochs: 3}\n");
+  EXPECT_EQ(e.key(), "trainer");
+  EXPECT_THAT(e.what(), HasSubstr("unknown key"));
+}
+
+TEST_F(ConfigTest, WrongTypeSaysExpectedAndFound) {
+  auto e = error_of(base() + "train:\n  epochs: many\n");
+  EXPECT_EQ(e.key(), "train.epochs");
+  EXPECT_EQ(e.line(), 7);
+  EXPECT_THAT(e.what(), HasSubstr("expected an integer, found 'many'"));
+  auto f = error_of(base() + "model:\n  text_encoder: [1, 2]\n");
+  EXPECT_EQ(f.key(), "model.text_encoder");
+  EXPECT_THAT(f.what(), HasSubstr("expected a mapping"));
+  auto g = error_of(base() + "model:\n  head: {hidden: 5}\n");
+  EXPECT_EQ(g.key(), "model.head.hidden");
+  EXPECT_THAT(g.what(), HasSubstr("expected a list, found '5'"));
+}
+
+TEST_F(ConfigTest, OutOfRangeValue) {
+  auto e = error_of(base() + "train:\n  optimizer: {lr: -0.1}\n");
+  EXPECT_EQ(e.key(), "train.optimizer.lr");
+  EXPECT_THAT(e.what(), HasSubstr("out of range"));
+  auto f = error_of(base() + "model:\n  text_encoder: {dropout: 1.5}\n");
+  EXPECT_EQ(f.key(), "model.text_encoder.dropout");
+}
+
+TEST_F(ConfigTest, BadChoice) {
+  auto e = error_of(base() + "model:\n  text_encoder: {type: transformer}\n");
+  EXPECT_EQ(e.key(), "model.text_encoder.type");
+  EXPECT_THAT(e.what(), HasSubstr("'transformer' is not one of: lstm, gru"));
+}
+
+TEST_F(ConfigTest, MissingFileNamesKeyAndPath) {
+  auto e = error_of("data:\n  train: nowhere.jsonl\n");
+  EXPECT_EQ(e.key(), "data.train");
+  EXPECT_EQ(e.line(), 2);
+  EXPECT_THAT(e.what(), HasSubstr("nowhere.jsonl' does not exist"));
+}
+
+TEST_F(ConfigTest, MissingTrainSplit) {
+  auto e = error_of("model: {modalities: [text]}\n");
+  EXPECT_EQ(e.key(), "data.train");
+}
+
+TEST_F(ConfigTest, MalformedYamlNamesLine) {
+  auto e = error_of("data:\n  train: [unclosed\n  val: x\n");
+  EXPECT_GT(e.line(), 0);
+  EXPECT_THAT(e.what(), HasSubstr("malformed YAML"));
+}
+
+TEST_F(ConfigTest, Overrides) {
+  auto c = parse_config(base(), cfg_path(),
+                        {"train.optimizer.lr=3e-4", "model.text_encoder.type=gru",
+                         "model.modalities=[text]", "data.loader.batch_size=8"});
+  EXPECT_DOUBLE_EQ(c.train.optimizer.lr, 3e-4);
+  EXPECT_EQ(c.model.text_encoder.type(), "gru");
+  EXPECT_FALSE(c.model.uses("image"));
+  EXPECT_EQ(c.data.loader.batch_size, 8);
+}
+
+TEST_F(ConfigTest, BadOverridesNameTheOverride) {
+  auto e = error_of(base(), {"train.optimizer.lr=abc"});
+  EXPECT_EQ(e.key(), "train.optimizer.lr");
+  EXPECT_THAT(e.what(), HasSubstr("command-line override 'train.optimizer.lr=abc'"));
+  auto f = error_of(base(), {"train.optimzer.lr=1"});
+  EXPECT_THAT(f.what(), HasSubstr("unknown key"));
+  auto g = error_of(base(), {"novalue"});
+  EXPECT_THAT(g.what(), HasSubstr("expected KEY=VALUE"));
+  auto h = error_of(base(), {"train.epochs.x=1"});
+  EXPECT_THAT(h.what(), HasSubstr("expected an integer, found a mapping"));
+  auto k = error_of(base() + "train: {epochs: 3}\n", {"train.epochs.x=1"});
+  EXPECT_THAT(k.what(), HasSubstr("'epochs' is not a section"));
+}
+
+TEST_F(ConfigTest, CrossFieldRules) {
+  auto e = error_of("data:\n  train: train.jsonl\ntrain:\n  early_stopping: {metric: val.loss}\n");
+  EXPECT_EQ(e.key(), "train.early_stopping.metric");
+  EXPECT_THAT(e.what(), HasSubstr("needs data.val"));
+  auto f = error_of(base() + "train:\n  early_stopping: {metric: val.f2}\n");
+  EXPECT_THAT(f.what(), HasSubstr("not a reported metric"));
+  auto h = error_of("data:\n  train: train.jsonl\n  val: val.jsonl\n  image: {channels: 3, mean: [0.5, 0.5]}\neval: {splits: [val]}\n");
+  EXPECT_EQ(h.key(), "data.image.mean");
+  auto i = error_of(base() + "model: {modalities: []}\n");
+  EXPECT_EQ(i.key(), "model.modalities");
+  auto j = error_of("data:\n  train: train.jsonl\n");  // eval.splits defaults to val and test
+  EXPECT_EQ(j.key(), "train.early_stopping.metric");
+}
+
+TEST_F(ConfigTest, EffectiveConfigRoundTrips) {
+  auto c = parse_config(base() + "train: {optimizer: {lr: 0.0003}, epochs: 7}\n", cfg_path(),
+                        {"model.text_encoder.type=gru"});
+  const std::string yaml = mmintent::to_yaml(c);
+  auto d = parse_config(yaml, (dir_.path() / "elsewhere" / "config.yaml").string());
+  EXPECT_EQ(mmintent::to_yaml(d), yaml);
+  EXPECT_DOUBLE_EQ(d.train.optimizer.lr, 0.0003);
+  EXPECT_EQ(d.train.epochs, 7);
+  EXPECT_EQ(d.model.text_encoder.type(), "gru");
+  EXPECT_EQ(d.data.train, train_);
+}
+
+TEST_F(ConfigTest, LoadConfigMissingFile) {
+  try {
+    mmintent::load_config((dir_.path() / "absent.yaml").string());
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("absent.yaml"));
+  }
+}
+
+}  // namespace

@@ -1,0 +1,124 @@
+#include "mmintent/models/intent_classifier.h"
+#include "support/support.h"
+#include "support/synthetic.h"
+
+#include <torch/torch.h>
+
+using namespace mmintent;
+
+namespace {
+
+class ModelsTest : public test::SeededTest {};
+
+IntentClassifierOptions small_options(bool text, bool image, const std::string& fusion = "concat") {
+  IntentClassifierOptions o;
+  o.num_classes(8).use_text(text).use_image(image);
+  o.text(TextEncoderOptions().vocab_size(30).embedding_dim(8).hidden_size(12));
+  o.image(ImageEncoderOptions().channels({4, 8}).out_dim(10));
+  o.fusion(FusionOptions().type(fusion).dim(16));
+  o.head(HeadOptions().hidden({16}).dropout(0.0));
+  return o;
+}
+
+TEST_F(ModelsTest, OutputShapesForEachModalitySetting) {
+  test::SyntheticSource src(6, 6, 1, false);
+  const auto batch = src.all();
+  for (auto [text, image] : {std::pair{true, true}, {true, false}, {false, true}}) {
+    for (const std::string fusion : {"concat", "gated"}) {
+      IntentClassifier model(small_options(text, image, fusion));
+      auto logits = model->forward(batch);
+      EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{6, 8}));
+      auto probs = model->predict_proba(batch);
+      EXPECT_TRUE(torch::allclose(probs.sum(1), torch::ones({6}), 1e-5, 1e-5));
+    }
+  }
+}
+
+TEST_F(ModelsTest, ImageEncoderShape) {
+  ImageEncoder enc(ImageEncoderOptions().in_channels(3).channels({4, 8, 8}).convs_per_block(2).out_dim(5));
+  EXPECT_EQ(enc->forward(torch::randn({2, 3, 32, 24})).sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_THROW(enc->forward(torch::randn({2, 1, 32, 32})), c10::Error);
+}
+
+TEST_F(ModelsTest, PaddingNeverChangesTheTextEncoding) {
+  for (const std::string type : {"lstm", "gru"}) {
+    for (const std::string pooling : {"last", "mean", "max"}) {
+      for (bool bidirectional : {false, true}) {
+        TextEncoder enc(TextEncoderOptions()
+                            .vocab_size(30)
+                            .embedding_dim(6)
+                            .hidden_size(5)
+                            .num_layers(2)
+                            .type(type)
+                            .pooling(pooling)
+                            .bidirectional(bidirectional));
+        enc->eval();
+        auto ids = torch::tensor({{3L, 7L, 9L, 0L}, {4L, 5L, 6L, 8L}});
+        auto lengths = torch::tensor({3L, 4L});
+        auto padded = torch::cat({ids, torch::zeros({2, 5}, torch::kLong)}, 1);  // 5 more pads
+        auto a = enc->forward(ids, lengths);
+        auto b = enc->forward(padded, lengths);
+        auto alone = enc->forward(ids.slice(0, 0, 1).slice(1, 0, 3), torch::tensor({3L}));
+        EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-6)) << type << " " << pooling;
+        EXPECT_TRUE(torch::allclose(a[0], alone[0], 1e-6, 1e-6)) << type << " " << pooling;
+        EXPECT_EQ(a.size(1), enc->output_dim());
+      }
+    }
+  }
+}
+
+TEST_F(ModelsTest, MissingModalityIsMaskedNotRead) {
+  for (const std::string fusion : {"concat", "gated"}) {
+    IntentClassifier model(small_options(true, true, fusion));
+    model->eval();
+    test::SyntheticSource src(4, 4, 3, false);
+    auto batch = src.all();
+    batch.image_mask = torch::tensor({1.f, 0.f, 1.f, 0.f});
+    batch.text_mask = torch::tensor({1.f, 1.f, 0.f, 1.f});
+    auto before = model->forward(batch);
+    auto scrambled = batch;
+    scrambled.images = torch::randn_like(batch.images) * 10;
+    scrambled.token_ids = (batch.token_ids * 3) % 29;
+    auto after = model->forward(scrambled);
+    // Sample 1 has no image, sample 2 no text: their logits ignore that modality's content.
+    // (Sample 1's text and sample 2's image changed too, so compare with only the masked part changed.)
+    auto only_image = batch;
+    only_image.images = scrambled.images;
+    auto with_new_images = model->forward(only_image);
+    EXPECT_TRUE(torch::allclose(before[1], with_new_images[1], 1e-5, 1e-5)) << fusion;
+    EXPECT_TRUE(torch::allclose(before[3], with_new_images[3], 1e-5, 1e-5)) << fusion;
+    EXPECT_FALSE(torch::allclose(before[0], with_new_images[0], 1e-5, 1e-5)) << fusion;
+    auto only_text = batch;
+    only_text.token_ids = scrambled.token_ids;
+    auto with_new_text = model->forward(only_text);
+    EXPECT_TRUE(torch::allclose(before[2], with_new_text[2], 1e-5, 1e-5)) << fusion;
+    (void)after;
+  }
+}
+
+TEST_F(ModelsTest, TinyModelOverfitsATinyBatch) {
+  IntentClassifier model(small_options(true, true));
+  test::SyntheticSource src(16, 16, 5, false);
+  auto batch = src.all();
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(0.02));
+  float loss_value = 0;
+  for (int step = 0; step < 150; ++step) {
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(model->forward(batch), batch.labels);
+    loss.backward();
+    opt.step();
+    loss_value = loss.item<float>();
+  }
+  EXPECT_LT(loss_value, 0.05f);
+  auto pred = model->predict_proba(batch).argmax(1);
+  EXPECT_TRUE(pred.equal(batch.labels));
+}
+
+TEST_F(ModelsTest, InvalidOptionsAreRejected) {
+  auto o = small_options(false, false);
+  EXPECT_THROW(IntentClassifier{o}, c10::Error);
+  EXPECT_THROW(TextEncoder(TextEncoderOptions().vocab_size(10).type("rnn")), c10::Error);
+  EXPECT_THROW(ImageEncoder(ImageEncoderOptions().kernel_size(4)), c10::Error);
+}
+
+}  // namespace

@@ -1,0 +1,222 @@
+#include "mmintent/error.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/device.h"
+#include "mmintent/training/trainer.h"
+#include "support/support.h"
+#include "support/synthetic.h"
+
+#include <gmock/gmock.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace mmintent;
+using ::testing::HasSubstr;
+
+namespace {
+
+class TrainerTest : public test::SeededTest {
+ protected:
+  static IntentClassifierOptions model_options(bool image = true) {
+    IntentClassifierOptions o;
+    o.num_classes(8).use_image(image);
+    o.text(TextEncoderOptions().vocab_size(30).embedding_dim(8).hidden_size(12).dropout(0.1));
+    o.image(ImageEncoderOptions().channels({4, 8}).out_dim(10));
+    o.head(HeadOptions().hidden({16}).dropout(0.2));
+    return o;
+  }
+  TrainerOptions trainer_options(const std::string& run_dir, int64_t epochs) const {
+    TrainerOptions t;
+    t.epochs = epochs;
+    t.device = "cpu";
+    t.run_dir = run_dir;
+    t.progress = "none";
+    t.optimizer.lr = 0.01;
+    t.scheduler.type = "cosine";
+    t.scheduler.warmup_steps = 3;
+    t.grad_clip = 1.0;
+    t.early_stopping.metric = "val.loss";
+    t.early_stopping.patience = 100;
+    return t;
+  }
+  static bool same_weights(const StateDict& a, const StateDict& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].first != b[i].first || !a[i].second.equal(b[i].second)) return false;
+    }
+    return true;
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(TrainerTest, LearnsTheSyntheticTask) {
+  test::SyntheticSource train(512, 32, 1, true), val(64, 64, 2, false);
+  IntentClassifier model(model_options());
+  auto options = trainer_options(dir_.str(), 8);
+  options.optimizer.lr = 0.02;
+  Trainer trainer(model, options);
+  auto result = trainer.fit(train, &val);
+  EXPECT_EQ(result.epochs_completed, 8);
+  // Chance is 1/8; one modality alone gives at most 1/2 (see SyntheticSource).
+  EXPECT_GT(trainer.evaluate(val, "val").at("val.accuracy"), 0.75);
+  EXPECT_LT(result.history.back().metrics.at("val.loss"),
+            0.5 * result.history.front().metrics.at("val.loss"));
+  for (const char* f : {"best.pt", "last.pt", "model.pt", "metrics.jsonl"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir_.path() / f)) << f;
+  }
+  // One JSON line per epoch.
+  std::ifstream in(dir_.path() / "metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++lines;
+    EXPECT_THAT(line, HasSubstr("\"val.accuracy\""));
+  }
+  EXPECT_EQ(lines, 8);
+}
+
+TEST_F(TrainerTest, ResumeContinuesExactlyLikeAnUninterruptedRun) {
+  test::SyntheticSource train(96, 16, 1, true), val(32, 32, 2, false);
+  // Uninterrupted: 4 epochs.
+  torch::manual_seed(3);
+  Trainer full(IntentClassifier(model_options()), trainer_options((dir_.path() / "full").string(), 4));
+  full.fit(train, &val);
+  const auto expected = copy_state(*full.model());
+
+  // Interrupted after epoch 2 (the callback runs after the checkpoints are written).
+  torch::manual_seed(3);
+  const auto run = (dir_.path() / "cut").string();
+  {
+    Trainer first(IntentClassifier(model_options()), trainer_options(run, 4));
+    first.on_epoch_end = [](const EpochRecord& r) {
+      if (r.epoch == 2) throw std::runtime_error("simulated crash");
+    };
+    EXPECT_THROW(first.fit(train, &val), std::runtime_error);
+  }
+  torch::manual_seed(999);  // a different RNG state and initialisation: resume must restore it
+  Trainer second(IntentClassifier(model_options()), trainer_options(run, 4));
+  second.resume(run + "/last.pt");
+  EXPECT_EQ(second.state().epochs_completed, 2);
+  auto result = second.fit(train, &val);
+  EXPECT_EQ(result.epochs_completed, 4);
+  EXPECT_TRUE(same_weights(copy_state(*second.model()), expected));
+  // metrics.jsonl holds each epoch exactly once.
+  std::ifstream in(run + "/metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  EXPECT_EQ(lines, 4);
+}
+
+TEST_F(TrainerTest, AccumulationMatchesOneLargeBatchIncludingAShortLastWindow) {
+  // 10 samples: batch 8 gives windows [8] [2]; batch 4 x 2 gives [4+4] [2]. Plain SGD and no
+  // dropout or batch norm, so the updates must agree.
+  auto options = model_options(/*image=*/false);
+  options.text(options.text().dropout(0.0));
+  options.head(HeadOptions().hidden({16}).dropout(0.0));
+  auto run = [&](int64_t batch, int64_t accumulation) {
+    torch::manual_seed(11);
+    IntentClassifier model(options);
+    auto t = trainer_options("", 2);
+    t.optimizer.type = "sgd";
+    t.optimizer.momentum = 0;
+    t.optimizer.weight_decay = 0;
+    t.optimizer.lr = 0.5;
+    t.scheduler.type = "constant";
+    t.scheduler.warmup_steps = 0;
+    t.grad_clip = 0;
+    t.accumulation_steps = accumulation;
+    t.early_stopping.metric = "train.loss";
+    Trainer trainer(model, t);
+    test::SyntheticSource train(10, batch, 4, false);
+    trainer.fit(train, nullptr);
+    return copy_state(*trainer.model());
+  };
+  const auto big = run(8, 1), accumulated = run(4, 2), naive = run(4, 1);
+  for (size_t i = 0; i < big.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(big[i].second, accumulated[i].second, 1e-5, 1e-6)) << big[i].first;
+  }
+  bool differs = false;
+  for (size_t i = 0; i < big.size(); ++i) differs |= !torch::allclose(big[i].second, naive[i].second, 1e-5, 1e-6);
+  EXPECT_TRUE(differs) << "the comparison is too weak: no accumulation gave the same weights";
+}
+
+TEST_F(TrainerTest, EarlyStoppingStopsAndRestoresTheBestWeights) {
+  test::SyntheticSource train(64, 16, 1, true), val(32, 32, 2, false);
+  auto t = trainer_options(dir_.str(), 30);
+  t.optimizer.lr = 0.05;
+  t.early_stopping.metric = "val.accuracy";
+  t.early_stopping.mode = "max";
+  t.early_stopping.patience = 2;
+  t.early_stopping.min_delta = 0.5;  // only the first evaluation can count as an improvement
+  Trainer trainer(IntentClassifier(model_options()), t);
+  auto result = trainer.fit(train, &val);
+  EXPECT_EQ(result.stop_reason, "early_stopping");
+  EXPECT_EQ(result.epochs_completed, 3);
+  EXPECT_EQ(result.best_epoch, 1);
+  IntentClassifier best(model_options());
+  load_checkpoint(dir_.str() + "/best.pt", *best, nullptr, torch::kCPU, false);
+  EXPECT_TRUE(same_weights(copy_state(*best), copy_state(*trainer.model())));
+}
+
+TEST_F(TrainerTest, UnknownEarlyStoppingMetricIsAClearError) {
+  test::SyntheticSource train(16, 8, 1, true), val(8, 8, 2, false);
+  auto t = trainer_options("", 2);
+  t.early_stopping.metric = "val.bleu";
+  Trainer trainer(IntentClassifier(model_options()), t);
+  try {
+    trainer.fit(train, &val);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("val.bleu"));
+    EXPECT_THAT(e.what(), HasSubstr("val.accuracy"));
+  }
+}
+
+TEST_F(TrainerTest, CheckpointRoundTripAndBadCheckpoints) {
+  IntentClassifier a(model_options());
+  const auto path = dir_.str() + "/ck.pt";
+  TrainingState st;
+  st.epochs_completed = 5;
+  st.global_step = 77;
+  st.early_stopping.has_best = true;
+  st.early_stopping.best_value = 0.25;
+  save_checkpoint(path, *a, nullptr, st, nullptr, torch::kCPU);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  IntentClassifier b(model_options());
+  auto data = load_checkpoint(path, *b, nullptr, torch::kCPU, false);
+  EXPECT_TRUE(same_weights(copy_state(*a), copy_state(*b)));
+  EXPECT_EQ(data.state.epochs_completed, 5);
+  EXPECT_EQ(data.state.global_step, 77);
+  EXPECT_DOUBLE_EQ(data.state.early_stopping.best_value, 0.25);
+
+  // Another architecture.
+  auto other = model_options();
+  other.text(other.text().hidden_size(7));
+  IntentClassifier c(other);
+  try {
+    load_checkpoint(path, *c, nullptr, torch::kCPU, false);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ck.pt"));
+    EXPECT_THAT(e.what(), HasSubstr("architecture"));
+  }
+  // Truncated and missing files.
+  const auto bytes = test::read_file(path);
+  const auto cut = dir_.write("cut.pt", bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(load_checkpoint(cut, *b, nullptr, torch::kCPU, false), CheckpointError);
+  EXPECT_THROW(load_checkpoint(dir_.str() + "/none.pt", *b, nullptr, torch::kCPU, false), CheckpointError);
+}
+
+TEST_F(TrainerTest, DeviceStrings) {
+  EXPECT_EQ(resolve_device("cpu").type(), c10::kCPU);
+  EXPECT_THROW(resolve_device("tpu"), Error);
+  if (!torch::cuda::is_available()) {
+    EXPECT_EQ(resolve_device("auto").type(), c10::kCPU);
+    EXPECT_THROW(resolve_device("cuda:0"), Error);
+  } else {
+    EXPECT_THROW(resolve_device("cuda:x"), Error);
+    EXPECT_THROW(resolve_device("cuda:999"), Error);
+  }
+}
+
+}  // namespace

@@ -1,1 +1,1 @@
-// Anchor translation unit for the shared precompiled LibTorch header.
+// Anchor translation unit for the shared precompiled LibTorch header (cmake/MmintentCompiler.cmake).

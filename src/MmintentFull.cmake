@@ -50,17 +50,29 @@ set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 add_executable(mmintent_make_demo ${PROJECT_SOURCE_DIR}/tools/make_demo_data.cpp)
 target_link_libraries(mmintent_make_demo PRIVATE ${OpenCV_LIBS} ZLIB::ZLIB mmintent_warnings)
 
-# --- Installation and the CMake package: find_package(mmintent CONFIG) gives mmintent::mmintent.
+# --- Installation and the CMake package: find_package(mmintent CONFIG) gives mmintent::mmintent
+# (and mmintent::core, the LibTorch-only part). See examples/app and scripts/check_example.sh.
 include(CMakePackageConfigHelpers)
+# The public headers use C++17 (std::optional, ...): consumers get the standard with the target.
+target_compile_features(mmintent_core PUBLIC cxx_std_17)
+# Installed name = build-tree alias: mmintent::core.
+set_target_properties(mmintent_core PROPERTIES EXPORT_NAME core)
+# The libraries find each other, and libmmintent.so finds libmmintent_spm.so (by dladdr), in
+# their own folder; the programs look in ../lib. System libraries (LibTorch, OpenCV, ...) need
+# no RPATH.
 set_target_properties(mmintent_core mmintent PROPERTIES
   INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH OFF)
 set_target_properties(mmintent_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
-install(TARGETS mmintent_core mmintent mmintent_warnings EXPORT mmintentTargets
+# mmintent_warnings is not exported: both libraries link it PRIVATE, so consumers never see it
+# (an exported copy would only offer them the project's warning flags).
+install(TARGETS mmintent_core mmintent EXPORT mmintentTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# The sentencepiece shim must sit next to libmmintent.so (see src/data/tokenizer.cpp).
 install(TARGETS mmintent_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(TARGETS mmintent_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# The CLI, and the demo data generator so an installed copy can run the README demo.
+install(TARGETS mmintent_cli mmintent_make_demo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mmintent DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT mmintentTargets NAMESPACE mmintent::
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmintent)

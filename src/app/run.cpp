@@ -19,9 +19,8 @@
 
 namespace mmintent {
 namespace fs = std::filesystem;
-namespace {
 
-ManifestReadOptions manifest_options(const Config& c, bool require_label) {
+ManifestReadOptions manifest_read_options(const Config& c, bool require_label) {
   ManifestReadOptions o;
   o.format = parse_manifest_format(c.data.format);
   o.fields = c.data.fields;
@@ -46,6 +45,8 @@ DatasetOptions dataset_options(const Config& c) {
   o.threads = std::max<int64_t>(1, c.data.loader.num_workers);
   return o;
 }
+
+namespace {
 
 /// Sets the thread pools once: LibTorch's from the config, OpenCV's off (our loader threads
 /// already run in parallel; OpenCV's pool on top would oversubscribe the cores).
@@ -151,7 +152,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
 
   // 1. Read and check the data before anything is written.
   RunData data;
-  const auto mopts = manifest_options(c, /*require_label=*/true);
+  const auto mopts = manifest_read_options(c, /*require_label=*/true);
   Manifest train_manifest = read_manifest(c.data.train, mopts);
   if (train_manifest.records.empty()) throw DataError(c.data.train, 0, "the training split is empty");
   if (!c.data.labels.empty()) {
@@ -254,7 +255,7 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   }
   RunData data = load_run_data(c, run_dir);
   auto dataset = std::make_shared<MultimodalDataset>(
-      read_manifest(manifest_path, manifest_options(c, true)), &data.labels, data.tokenizer,
+      read_manifest(manifest_path, manifest_read_options(c, true)), &data.labels, data.tokenizer,
       dataset_options(c));
   report_skipped(*dataset);
   const auto device = resolve_device(c.runtime.device);

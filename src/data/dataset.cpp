@@ -88,9 +88,11 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       int64_t w = 0;
       for (int64_t i = 0; i < n; ++i) {
         if (!keep[i]) continue;
-        records_[w] = std::move(records_[i]);
-        images_[w] = std::move(images_[i]);
-        if (!labels_.empty()) labels_[w] = labels_[i];
+        if (w != i) {  // a self-move would empty the strings
+          records_[w] = std::move(records_[i]);
+          images_[w] = std::move(images_[i]);
+          if (!labels_.empty()) labels_[w] = labels_[i];
+        }
         ++w;
       }
       records_.resize(w);

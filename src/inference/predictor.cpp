@@ -76,13 +76,8 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   load_checkpoint((dir / "model.pt").string(), *impl->model, nullptr, impl->device, false);
   impl->model->to(impl->device);
   impl->model->eval();
-  const auto& c = impl->config;
-  auto& d = impl->dataset_options;
-  d.use_text = c.model.uses("text");
-  d.use_image = c.model.uses("image");
-  d.image = c.data.image;
-  d.max_length = c.data.text.max_length;
-  d.cache_images = false;
+  impl->dataset_options = dataset_options(impl->config);
+  impl->dataset_options.cache_images = false;
   return Predictor(std::move(impl));
 }
 
@@ -112,15 +107,7 @@ std::vector<std::vector<IntentScore>> Predictor::predict_batch(
 int64_t Predictor::predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
                                     int64_t top_k) const {
   const auto& c = impl_->config;
-  ManifestReadOptions o;
-  o.format = parse_manifest_format(c.data.format);
-  o.fields = c.data.fields;
-  if (!c.model.uses("text")) o.fields.text.clear();
-  if (!c.model.uses("image")) o.fields.image.clear();
-  o.require_label = false;
-  o.allow_missing_text = c.data.allow_missing_text;
-  o.allow_missing_image = c.data.allow_missing_image;
-  Manifest m = read_manifest(manifest_path, o);
+  Manifest m = read_manifest(manifest_path, manifest_read_options(c, /*require_label=*/false));
   const auto records = m.records;
   auto scores = impl_->run(std::move(m), top_k);
 

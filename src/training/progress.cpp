@@ -42,7 +42,7 @@ void Progress::update(int64_t done, const std::string& info) {
     if (now - last_draw_ < std::chrono::milliseconds(100) && done_ < total_) return;
     last_draw_ = now;
     draw(false, info);
-  } else if (total_ > 0 && done_ * 10 >= next_decile_ * total_) {
+  } else if (total_ > 0 && done_ < total_ && done_ * 10 >= next_decile_ * total_) {
     while (done_ * 10 >= next_decile_ * total_) ++next_decile_;
     draw(false, info);
   }

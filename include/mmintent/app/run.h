@@ -21,6 +21,11 @@ struct RunData {
   std::shared_ptr<const MultimodalDataset> train, val, test;
 };
 
+/// How the config says manifests are read (fields, format, missing modalities, bad records).
+ManifestReadOptions manifest_read_options(const Config& config, bool require_label);
+/// How the config says samples are prepared (modalities, image size, text length, policies).
+DatasetOptions dataset_options(const Config& config);
+
 /// The loader for a split: shuffled and augmented for training, in order otherwise.
 std::unique_ptr<DataLoader> make_loader(const Config& config,
                                         std::shared_ptr<const MultimodalDataset> dataset,

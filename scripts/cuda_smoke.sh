@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the LibTorch-only core and runs the synthetic training check on a CUDA GPU. Needs only
+# a CUDA LibTorch (no OpenCV, sentencepiece or yaml-cpp): by default the one inside the
+# installed PyTorch wheel, or the one named by TORCH_PREFIX.
+#   scripts/cuda_smoke.sh [BUILD_DIR]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$root/build-cuda}"
+prefix="${TORCH_PREFIX:-$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')}"
+echo "cuda_smoke: LibTorch from $prefix"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DMMINTENT_CORE_ONLY=ON -DCMAKE_PREFIX_PATH="$prefix"
+cmake --build "$build" -j "$(nproc)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$build/bin/mmintent_smoke" --device cuda --epochs 6 --run-dir "$build/smoke_run"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README command two: install what is missing, build, and run the whole test suite (unit tests,
+# the LibTorch-only smoke check, end-to-end CLI tests), then build and run the example app
+# against the installed package.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+bash scripts/build.sh build
+ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900
+bash scripts/check_example.sh build

@@ -11,7 +11,11 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -75,7 +79,8 @@ std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
   return out;
 }
 
-void check_writable_dir(const fs::path& dir, bool must_be_empty) {
+/// Checks that `dir` can serve as a run directory; with `create`, makes it and probes a write.
+void check_run_dir(const fs::path& dir, bool must_be_empty, bool create) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
     throw ConfigError("", "output.dir", 0, "'" + dir.string() + "' exists and is not a directory");
@@ -86,6 +91,7 @@ void check_writable_dir(const fs::path& dir, bool must_be_empty) {
                           "' is not empty; choose another output.dir, set output.overwrite=true, "
                           "or resume with --resume auto");
   }
+  if (!create) return;
   fs::create_directories(dir, ec);
   if (ec) {
     throw ConfigError("", "output.dir", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
@@ -96,6 +102,28 @@ void check_writable_dir(const fs::path& dir, bool must_be_empty) {
   out.close();
   fs::remove(probe, ec);
 }
+
+/// A temporary folder removed with everything in it when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("mmintent_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
 
 ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
                                      const std::shared_ptr<const MultimodalDataset>& dataset,
@@ -170,31 +198,31 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   if (!c.data.val.empty()) val_manifest = read_manifest(c.data.val, mopts);
   if (!c.data.test.empty()) test_manifest = read_manifest(c.data.test, mopts);
 
-  // 2. The run directory must be usable before any training starts.
-  check_writable_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming);
-  setup_logging("info", (run_dir / "train.log").string());
-  log::info("run", "run directory " + run_dir.string());
+  // 2. Refuse an unusable run directory early, but create nothing yet.
+  check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/false);
 
-  // 3. Tokenizer: given, or trained on the training texts (or reused when resuming).
+  // 3. Tokenizer: reused when resuming, given, or trained on the training texts into a
+  //    temporary folder (moved into the run directory once all the data has been checked).
   const auto tok_path = run_dir / "tokenizer.model";
+  std::optional<ScratchDir> tok_scratch;
   if (c.model.uses("text")) {
     if (resuming && fs::exists(tok_path)) {
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
     } else if (!c.data.text.tokenizer.empty()) {
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.data.text.tokenizer));
-      fs::copy_file(c.data.text.tokenizer, tok_path, fs::copy_options::overwrite_existing);
     } else {
       std::vector<std::string> texts;
       for (const auto& r : train_manifest.records) texts.push_back(r.text);
       log::info("data", "training a sentencepiece tokenizer (" + c.data.text.train.model_type +
                             ", vocab " + std::to_string(c.data.text.train.vocab_size) + ") on " +
                             std::to_string(texts.size()) + " texts");
+      tok_scratch.emplace();
       data.tokenizer = std::make_shared<Tokenizer>(
-          Tokenizer::train(texts, (run_dir / "tokenizer").string(), c.data.text.train));
+          Tokenizer::train(texts, (tok_scratch->path() / "tokenizer").string(), c.data.text.train));
     }
   }
 
-  // 4. Datasets (texts tokenised, images decoded once).
+  // 4. Datasets: labels checked, texts tokenised, images decoded once.
   const auto dopts = dataset_options(c);
   data.train = std::make_shared<MultimodalDataset>(std::move(train_manifest), &data.labels, data.tokenizer, dopts);
   if (!c.data.val.empty()) data.val = std::make_shared<MultimodalDataset>(std::move(val_manifest), &data.labels, data.tokenizer, dopts);
@@ -209,10 +237,22 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
                         std::to_string(data.test ? data.test->size() : 0) + " samples, " +
                         std::to_string(data.labels.size()) + " intents" +
                         (data.tokenizer ? ", vocabulary " + std::to_string(data.tokenizer->vocab_size()) : ""));
+
+  // 5. Everything checked: now the run directory is created and written.
+  check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/true);
+  setup_logging("info", (run_dir / "train.log").string());
+  log::info("run", "run directory " + run_dir.string());
+  if (data.tokenizer && !(resuming && fs::exists(tok_path))) {
+    const fs::path model(data.tokenizer->model_path());
+    fs::copy_file(model, tok_path, fs::copy_options::overwrite_existing);
+    auto vocab = fs::path(model).replace_extension(".vocab");
+    if (fs::exists(vocab)) fs::copy_file(vocab, run_dir / "tokenizer.vocab", fs::copy_options::overwrite_existing);
+    data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
+  }
   data.labels.save((run_dir / "labels.json").string());
   save_config(c, (run_dir / "config.yaml").string());
 
-  // 5. Model and training.
+  // 6. Model and training.
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = build_model(c, data);
   Trainer trainer(model, c.trainer_options());
@@ -225,7 +265,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   result.run_dir = run_dir.string();
   result.fit = trainer.fit(*train_loader, val_loader.get());
 
-  // 6. Evaluation of the final (best) weights.
+  // 7. Evaluation of the final (best) weights.
   for (const auto& split : c.eval.splits) {
     const auto& d = split == "val" ? data.val : data.test;
     result.metrics[split] = evaluate_split(trainer.model(), c, data, d, split, result.run_dir,

@@ -130,9 +130,7 @@ void MultimodalDataset::write_image(int64_t i, const AugmentOptions* augment, ui
   const auto& r = records_.at(i);
   try {
     image_to_chw(load_image(r.image, options_.image), options_.image, augment, seed, out);
-  } catch (const DataError&) {
-    throw;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // name the manifest line, as the cached path does
     throw DataError(path_, r.line, e.what());
   }
 }

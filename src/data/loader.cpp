@@ -63,6 +63,7 @@ void DataLoader::stop_workers() {
 
 void DataLoader::start_epoch(int64_t epoch) {
   stop_workers();
+  started_ = true;
   order_ = order(epoch);
   epoch_seed_ = mix_seed(options_.seed, static_cast<uint64_t>(epoch), 0xA11A);
   next_to_return_ = 0;
@@ -105,11 +106,13 @@ void DataLoader::worker_loop() {
 }
 
 std::optional<Batch> DataLoader::next() {
+  if (!started_) start_epoch(0);
   if (next_to_return_ >= num_batches()) return std::nullopt;
   const int64_t b = next_to_return_;
   if (workers_.empty()) {
+    Batch batch = make_batch(b);  // advance only once the batch exists, as with workers
     ++next_to_return_;
-    return make_batch(b);
+    return batch;
   }
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return ready_.count(b) || failed_.count(b); });

@@ -34,6 +34,7 @@ class DataLoader : public BatchSource {
   DataLoader& operator=(const DataLoader&) = delete;
 
   void start_epoch(int64_t epoch) override;
+  /// Next batch of the current pass (a pass of epoch 0 starts implicitly if none was started).
   std::optional<Batch> next() override;
   int64_t num_batches() const override;
   int64_t num_samples() const override;
@@ -53,6 +54,7 @@ class DataLoader : public BatchSource {
   std::vector<int64_t> order_;
   uint64_t epoch_seed_ = 0;
   int64_t next_to_return_ = 0;
+  bool started_ = false;
 
   // Worker state, guarded by mutex_.
   std::mutex mutex_;

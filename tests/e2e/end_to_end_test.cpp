@@ -1,0 +1,628 @@
+// End-to-end tests of the `mmintent` CLI: the real executable (MMINTENT_CLI) trains, evaluates
+// and predicts on a small generated multimodal fixture; bad configs and data give the documented
+// exit codes (0 ok, 2 usage, 3 config, 4 data, 5 checkpoint, 1 other) and one-line errors.
+// Everything is written under a TempDir; the CLI runs with that dir as its working directory.
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/support.h"
+
+#ifndef MMINTENT_CLI
+#error "MMINTENT_CLI must name the built mmintent executable"
+#endif
+
+namespace mmintent {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::TempDir;
+
+// ---- The fixture: 4 intents = 2 actions (from the text) x 2 image kinds (from the image). ----
+
+const std::vector<std::vector<std::string>> kActionTexts = {
+    {"i want to return this item", "please refund my purchase", "how do i send this back",
+     "can i get my money back for this", "this arrived broken and i want a refund"},
+    {"is this available in the store", "do you have this in stock",
+     "when will this be back in stock", "can i buy this today",
+     "how many of these do you have left"},
+};
+const std::vector<std::string> kOpenings = {"", "hi ", "hello ", "excuse me ", "good morning "};
+const std::vector<std::string> kActions = {"refund", "stock"};
+const std::vector<std::string> kKinds = {"left", "right"};
+
+std::string intent_name(int action, int kind) { return kActions[action] + "_" + kKinds[kind]; }
+
+/// A 16x16 grey image, bright on the left (kind 0) or on the right (kind 1), with noise.
+cv::Mat kind_image(int kind, std::mt19937& rng) {
+  std::uniform_int_distribution<int> bright(170, 240), dark(15, 80);
+  cv::Mat m(16, 16, CV_8UC1);
+  for (int y = 0; y < 16; ++y) {
+    for (int x = 0; x < 16; ++x) {
+      const bool left = x < 8;
+      m.at<uint8_t>(y, x) = static_cast<uint8_t>((left == (kind == 0)) ? bright(rng) : dark(rng));
+    }
+  }
+  return m;
+}
+
+/// Writes data/<split>.jsonl with `n` samples (balanced over the 4 intents) and their images
+/// under data/img/; returns the manifest path.
+std::string write_split(const fs::path& root, const std::string& split, int n, unsigned seed) {
+  std::mt19937 rng(seed);
+  const fs::path data = root / "data";
+  fs::create_directories(data / "img");
+  std::ofstream out(data / (split + ".jsonl"));
+  for (int i = 0; i < n; ++i) {
+    const int label = i % 4, action = label / 2, kind = label % 2;
+    const auto& texts = kActionTexts[action];
+    const std::string text = kOpenings[rng() % kOpenings.size()] + texts[rng() % texts.size()];
+    const std::string image = "img/" + split + "_" + std::to_string(i) + ".png";
+    EXPECT_TRUE(cv::imwrite((data / image).string(), kind_image(kind, rng)));
+    out << json{{"text", text}, {"image", image}, {"label", intent_name(action, kind)}}.dump()
+        << "\n";
+  }
+  return (data / (split + ".jsonl")).string();
+}
+
+/// The config for the fixture, with data paths relative to the config's folder.
+std::string config_text(const std::string& output_dir) {
+  return R"(runtime:
+  device: cpu
+  threads: 2
+  seed: 7
+data:
+  train: data/train.jsonl
+  val: data/val.jsonl
+  test: data/test.jsonl
+  image:
+    width: 16
+    height: 16
+    channels: 1
+    mean: [0.5]
+    std: [0.5]
+  augment:
+    enabled: false
+  text:
+    train: {vocab_size: 60, model_type: unigram}
+    max_length: 16
+  loader:
+    batch_size: 16
+    eval_batch_size: 64
+    num_workers: 1
+model:
+  modalities: [text, image]
+  text_encoder:
+    type: gru
+    embedding_dim: 16
+    hidden_size: 16
+    num_layers: 1
+    bidirectional: false
+    pooling: max
+  image_encoder:
+    channels: [8, 16]
+    kernel_size: 3
+    batch_norm: true
+    pool: max
+    dropout: 0.0
+    out_dim: 32
+  fusion: {type: concat}
+  head: {hidden: [32], dropout: 0.0}
+train:
+  epochs: 6
+  optimizer: {type: adamw, lr: 0.01, weight_decay: 0.0}
+  scheduler: {type: constant}
+  progress: lines
+  early_stopping:
+    metric: val.accuracy
+    mode: max
+    patience: 10
+eval:
+  splits: [val, test]
+output:
+  dir: )" +
+         output_dir + R"(
+  overwrite: false
+)";
+}
+
+/// Replaces the first occurrence of `from` in `text` by `to` (which must exist).
+std::string replace_once(std::string text, const std::string& from, const std::string& to) {
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << "'" << from << "' not in the config";
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+/// 1-based line of the first occurrence of `needle` in `text`.
+int line_of(const std::string& text, const std::string& needle) {
+  const auto at = text.find(needle);
+  if (at == std::string::npos) return 0;
+  return 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<long>(at), '\n'));
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct CliResult {
+  int code = -1;
+  std::string out, err;
+  /// The "mmintent: error: ..." line of stderr, or "" when there is none.
+  std::string error_line() const {
+    std::istringstream in(err);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("mmintent: error:", 0) == 0) return line;
+    }
+    return "";
+  }
+  std::string dump() const {
+    return "exit " + std::to_string(code) + "\n--- stdout\n" + out + "\n--- stderr\n" + err;
+  }
+};
+
+/// The generated fixture and a helper to run the CLI in it.
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path();
+    train_manifest_ = write_split(root_, "train", 160, 1);
+    val_manifest_ = write_split(root_, "val", 40, 2);
+    test_manifest_ = write_split(root_, "test", 40, 3);
+    run_dir_ = (root_ / "runs" / "main").string();
+    config_ = write_config("config.yaml", config_text(run_dir_));
+  }
+
+  std::string write_config(const std::string& name, const std::string& text) const {
+    return dir_.write(name, text);
+  }
+
+  /// Runs `mmintent ARGS` with the temp dir as working directory.
+  CliResult cli(const std::vector<std::string>& args) {
+    const auto logs = root_ / "cli_logs";
+    fs::create_directories(logs);
+    const std::string n = std::to_string(calls_++);
+    const auto out_path = logs / (n + ".out"), err_path = logs / (n + ".err");
+    std::string cmd = "cd " + quote(root_.string()) + " && " + quote(MMINTENT_CLI);
+    for (const auto& a : args) cmd += " " + quote(a);
+    cmd += " >" + quote(out_path.string()) + " 2>" + quote(err_path.string()) + " </dev/null";
+    const int status = std::system(cmd.c_str());
+    CliResult r;
+    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    r.out = test::read_file(out_path.string());
+    r.err = test::read_file(err_path.string());
+    return r;
+  }
+
+  /// Trains the base config into run_dir_ and checks that it succeeded.
+  void train_base() {
+    const auto r = cli({"train", config_});
+    ASSERT_EQ(r.code, 0) << r.dump();
+  }
+
+  static json read_json(const fs::path& path) {
+    std::ifstream in(path);
+    EXPECT_TRUE(in.good()) << path;
+    return json::parse(in);
+  }
+
+  static std::vector<std::string> lines_of(const fs::path& path) {
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) out.push_back(line);
+    }
+    return out;
+  }
+
+  /// (path -> last write time) of every file under `dir`.
+  static std::map<std::string, fs::file_time_type> snapshot(const fs::path& dir) {
+    std::map<std::string, fs::file_time_type> out;
+    if (!fs::exists(dir)) return out;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      if (e.is_regular_file()) out[e.path().string()] = e.last_write_time();
+    }
+    return out;
+  }
+
+  /// Checks a failing run: the exit code and one "mmintent: error:" line containing `parts`.
+  static void expect_failure(const CliResult& r, int code, const std::vector<std::string>& parts) {
+    EXPECT_EQ(r.code, code) << r.dump();
+    const auto line = r.error_line();
+    ASSERT_FALSE(line.empty()) << "no 'mmintent: error:' line\n" << r.dump();
+    for (const auto& p : parts)
+      EXPECT_NE(line.find(p), std::string::npos) << "'" << p << "' not in: " << line;
+  }
+
+  TempDir dir_;
+  fs::path root_;
+  std::string train_manifest_, val_manifest_, test_manifest_, run_dir_, config_;
+  int calls_ = 0;
+};
+
+// ---- Training, evaluation, prediction. ----
+
+TEST_F(EndToEndTest, TrainWritesTheRunDirectoryAndLearns) {
+  const auto r = cli({"train", config_});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const fs::path run(run_dir_);
+  for (const char* f :
+       {"config.yaml", "labels.json", "tokenizer.model", "best.pt", "last.pt", "model.pt",
+        "metrics.jsonl", "report.json", "confusion_test.png", "confidence_test.png",
+        "misclassified_test.jsonl", "confusion_val.png", "train.log"}) {
+    EXPECT_TRUE(fs::is_regular_file(run / f)) << f << " missing from " << run_dir_;
+  }
+  EXPECT_NE(r.out.find("run directory: "), std::string::npos) << r.dump();
+
+  // One metrics line per epoch, each a JSON object.
+  const auto metrics = lines_of(run / "metrics.jsonl");
+  EXPECT_EQ(metrics.size(), 6u);
+  for (const auto& line : metrics) EXPECT_TRUE(json::parse(line).is_object()) << line;
+
+  const auto labels = read_json(run / "labels.json");
+  EXPECT_EQ(labels, json({"refund_left", "refund_right", "stock_left", "stock_right"}));
+
+  const auto report = read_json(run / "report.json");
+  ASSERT_TRUE(report.contains("test")) << report.dump();
+  ASSERT_TRUE(report.contains("val")) << report.dump();
+  const double test_acc = report["test"]["accuracy"].get<double>();
+  const double val_acc = report["val"]["accuracy"].get<double>();
+  ASSERT_TRUE(report["test"].contains("macro_f1"));
+  EXPECT_EQ(report["test"]["count"].get<int64_t>(), 40);
+  // Chance is 0.25; the fixture is easy (text -> action, bright half -> kind).
+  EXPECT_GE(test_acc, 0.75) << report.dump(2);
+  EXPECT_GE(val_acc, 0.75) << report.dump(2);
+  EXPECT_GE(report["test"]["macro_f1"].get<double>(), 0.6);
+
+  // Every misclassified line is JSON naming the gold label.
+  for (const auto& line : lines_of(run / "misclassified_test.jsonl")) {
+    const auto j = json::parse(line);
+    EXPECT_TRUE(j.contains("gold")) << line;
+  }
+  // Nothing was written next to the CLI logs except the run and the fixture.
+  for (const auto& e : fs::directory_iterator(root_)) {
+    const auto name = e.path().filename().string();
+    EXPECT_TRUE(name == "data" || name == "runs" || name == "cli_logs" || name == "config.yaml")
+        << name;
+  }
+}
+
+TEST_F(EndToEndTest, EvalReproducesTheTestAccuracyAndTakesAManifestPath) {
+  train_base();
+  const fs::path run(run_dir_);
+  const auto before = read_json(run / "report.json");
+  const double test_acc = before["test"]["accuracy"].get<double>();
+
+  const auto r = cli({"eval", run_dir_, "--split", "test"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto after = read_json(run / "report.json");
+  EXPECT_EQ(after["test"]["accuracy"].get<double>(), test_acc);
+  EXPECT_EQ(after["test"]["macro_f1"].get<double>(), before["test"]["macro_f1"].get<double>());
+  std::ostringstream printed;
+  printed << "accuracy: " << std::fixed << std::setprecision(4) << test_acc;
+  EXPECT_NE(r.out.find(printed.str()), std::string::npos) << r.dump();
+
+  // A manifest path: a copy of the test split under another name gets its own report entry.
+  const auto extra = (root_ / "data" / "extra.jsonl").string();
+  fs::copy_file(test_manifest_, extra);
+  const auto f = cli({"eval", run_dir_, "--split", extra});
+  ASSERT_EQ(f.code, 0) << f.dump();
+  const auto with_extra = read_json(run / "report.json");
+  ASSERT_TRUE(with_extra.contains("extra")) << with_extra.dump();
+  EXPECT_EQ(with_extra["extra"]["accuracy"].get<double>(), test_acc);
+  EXPECT_EQ(with_extra["extra"]["count"].get<int64_t>(), 40);
+
+  const auto v = cli({"eval", run_dir_, "--split", "val"});
+  EXPECT_EQ(v.code, 0) << v.dump();
+  EXPECT_EQ(read_json(run / "report.json")["val"]["accuracy"].get<double>(),
+            before["val"]["accuracy"].get<double>());
+
+  // A manifest that does not exist: a data error naming it.
+  const auto missing = cli({"eval", run_dir_, "--split", "data/nope.jsonl"});
+  expect_failure(missing, 4, {"nope.jsonl"});
+}
+
+TEST_F(EndToEndTest, PredictPrintsIntentsAndWritesManifestPredictions) {
+  train_base();
+  // An easy sample: a refund text with a bright-left image.
+  std::mt19937 rng(99);
+  const auto image = (root_ / "easy.png").string();
+  ASSERT_TRUE(cv::imwrite(image, kind_image(0, rng)));
+  const auto r =
+      cli({"predict", run_dir_, "--text", "please refund my purchase", "--image", image});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  std::istringstream in(r.out);
+  std::vector<std::pair<std::string, double>> scores;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    std::string intent;
+    double p = -1;
+    if (ls >> intent >> p) scores.emplace_back(intent, p);
+  }
+  ASSERT_EQ(scores.size(), 3u) << r.dump();  // --top-k defaults to 3
+  EXPECT_EQ(scores[0].first, "refund_left") << r.dump();
+  double sum = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    EXPECT_GE(scores[i].second, 0.0);
+    EXPECT_LE(scores[i].second, 1.0);
+    if (i > 0) {
+      EXPECT_LE(scores[i].second, scores[i - 1].second) << "not sorted";
+    }
+    sum += scores[i].second;
+  }
+  EXPECT_LE(sum, 1.0 + 1e-3) << r.dump();
+  EXPECT_GT(scores[0].second, 0.5) << r.dump();
+
+  // --top-k 4 lists every intent, summing to ~1.
+  const auto all = cli({"predict", run_dir_, "--text", "do you have this in stock", "--image",
+                        image, "--top-k", "4"});
+  ASSERT_EQ(all.code, 0) << all.dump();
+  std::istringstream in4(all.out);
+  double sum4 = 0;
+  int n4 = 0;
+  std::string first;
+  for (std::string line; std::getline(in4, line);) {
+    std::istringstream ls(line);
+    std::string intent;
+    double p;
+    if (ls >> intent >> p) {
+      if (n4++ == 0) first = intent;
+      sum4 += p;
+    }
+  }
+  EXPECT_EQ(n4, 4) << all.dump();
+  EXPECT_NEAR(sum4, 1.0, 2e-3) << all.dump();
+  EXPECT_EQ(first, "stock_left") << all.dump();
+
+  // A whole manifest: one JSON line per record.
+  const auto out = (root_ / "predictions.jsonl").string();
+  const auto m = cli({"predict", run_dir_, "--manifest", test_manifest_, "--out", out});
+  ASSERT_EQ(m.code, 0) << m.dump();
+  EXPECT_NE(m.out.find("wrote 40 predictions"), std::string::npos) << m.dump();
+  const auto lines = lines_of(out);
+  ASSERT_EQ(lines.size(), 40u);
+  int correct = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto j = json::parse(lines[i]);
+    EXPECT_EQ(j["line"].get<int64_t>(), static_cast<int64_t>(i) + 1);
+    ASSERT_TRUE(j["top"].is_array());
+    ASSERT_EQ(j["top"].size(), 3u);
+    double s = 0;
+    for (const auto& t : j["top"]) s += t["probability"].get<double>();
+    EXPECT_LE(s, 1.0 + 1e-6);
+    if (j["top"][0]["intent"] == j["label"]) ++correct;
+  }
+  EXPECT_GE(correct, 30) << "predict --manifest should match the trained accuracy";
+
+  // --manifest without --out is a usage error; no input at all too.
+  expect_failure(cli({"predict", run_dir_, "--manifest", test_manifest_}), 2, {"--out"});
+  expect_failure(cli({"predict", run_dir_}), 2, {"--text"});
+}
+
+TEST_F(EndToEndTest, CommandLineOverridesTakeEffect) {
+  const auto other = (root_ / "runs" / "override").string();
+  const auto r = cli(
+      {"train", config_, "train.epochs=1", "output.dir=" + other, "model.text_encoder.type=lstm"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_FALSE(fs::exists(run_dir_)) << "the config's output.dir must not be used";
+  const auto saved = test::read_file((fs::path(other) / "config.yaml").string());
+  EXPECT_NE(saved.find("epochs: 1\n"), std::string::npos) << saved;
+  EXPECT_EQ(saved.find("epochs: 6"), std::string::npos) << saved;
+  EXPECT_TRUE(saved.find("type: \"lstm\"") != std::string::npos ||
+              saved.find("type: lstm") != std::string::npos)
+      << saved;
+  EXPECT_NE(saved.find(other), std::string::npos) << saved;
+  EXPECT_EQ(lines_of(fs::path(other) / "metrics.jsonl").size(), 1u);
+
+  // A bad override names itself.
+  expect_failure(cli({"train", config_, "train.epochs=0", "output.dir=" + other + "2"}), 3,
+                 {"train.epochs=0", "train.epochs"});
+  expect_failure(cli({"train", config_, "train.epochz=2"}), 3, {"train.epochz"});
+}
+
+TEST_F(EndToEndTest, TrainingIntoANonEmptyRunDirFailsWithoutWriting) {
+  const auto dir = (root_ / "runs" / "short").string();
+  const auto first = cli({"train", config_, "train.epochs=1", "output.dir=" + dir});
+  ASSERT_EQ(first.code, 0) << first.dump();
+  const auto before = snapshot(dir);
+  ASSERT_FALSE(before.empty());
+
+  const auto again = cli({"train", config_, "train.epochs=1", "output.dir=" + dir});
+  expect_failure(again, 3, {"output.dir", dir});
+  EXPECT_EQ(snapshot(dir), before) << "a refused run must not touch the run directory";
+
+  // With overwrite it is allowed.
+  const auto over =
+      cli({"train", config_, "train.epochs=1", "output.dir=" + dir, "output.overwrite=true"});
+  EXPECT_EQ(over.code, 0) << over.dump();
+}
+
+TEST_F(EndToEndTest, ResumeAutoContinuesAFinishedRun) {
+  const auto dir = (root_ / "runs" / "resume").string();
+  const auto first = cli({"train", config_, "train.epochs=2", "output.dir=" + dir});
+  ASSERT_EQ(first.code, 0) << first.dump();
+  ASSERT_EQ(lines_of(fs::path(dir) / "metrics.jsonl").size(), 2u);
+
+  // The same epochs: nothing left to train, evaluation still runs.
+  const auto same =
+      cli({"train", config_, "train.epochs=2", "output.dir=" + dir, "--resume", "auto"});
+  ASSERT_EQ(same.code, 0) << same.dump();
+  EXPECT_EQ(lines_of(fs::path(dir) / "metrics.jsonl").size(), 2u);
+
+  // More epochs: training continues from epoch 3.
+  const auto more =
+      cli({"train", config_, "train.epochs=3", "output.dir=" + dir, "--resume", "auto"});
+  ASSERT_EQ(more.code, 0) << more.dump();
+  const auto metrics = lines_of(fs::path(dir) / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  EXPECT_EQ(json::parse(metrics[2])["epoch"].get<int64_t>(), 3) << metrics[2];
+  EXPECT_TRUE(read_json(fs::path(dir) / "report.json").contains("test"));
+
+  // Resuming from a checkpoint that does not exist is a checkpoint error.
+  const auto bad = cli({"train", config_, "train.epochs=3", "output.dir=" + dir, "--resume",
+                        (root_ / "missing.pt").string()});
+  EXPECT_EQ(bad.code, 5) << bad.dump();
+  EXPECT_NE(bad.error_line().find("missing.pt"), std::string::npos) << bad.dump();
+}
+
+TEST_F(EndToEndTest, SavedConfigCanBeFedBack) {
+  const auto first_dir = (root_ / "runs" / "first").string();
+  const auto first = cli({"train", config_, "train.epochs=1", "output.dir=" + first_dir});
+  ASSERT_EQ(first.code, 0) << first.dump();
+  const auto saved = (fs::path(first_dir) / "config.yaml").string();
+  const auto second_dir = (root_ / "runs" / "second").string();
+  const auto again = cli({"train", saved, "output.dir=" + second_dir});
+  ASSERT_EQ(again.code, 0) << again.dump();
+  EXPECT_TRUE(fs::is_regular_file(fs::path(second_dir) / "model.pt"));
+  EXPECT_EQ(lines_of(fs::path(second_dir) / "metrics.jsonl").size(), 1u);
+  // The effective config of the second run equals the first's apart from output.dir.
+  auto a = test::read_file(saved),
+       b = test::read_file((fs::path(second_dir) / "config.yaml").string());
+  a = replace_once(a, first_dir, "<dir>");
+  b = replace_once(b, second_dir, "<dir>");
+  EXPECT_EQ(a, b);
+  // `mmintent config` prints the same effective config.
+  const auto shown = cli({"config", saved});
+  ASSERT_EQ(shown.code, 0) << shown.dump();
+  EXPECT_EQ(shown.out, test::read_file(saved));
+}
+
+// ---- Bad configs and data: exit codes and messages. ----
+
+TEST_F(EndToEndTest, UnknownKeyIsAConfigErrorNamingKeyAndLine) {
+  const auto bad = replace_once(config_text(run_dir_), "  epochs: 6", "  epochz: 6");
+  const auto path = write_config("bad_key.yaml", bad);
+  const int line = line_of(bad, "epochz");
+  const auto r = cli({"train", path});
+  expect_failure(r, 3, {"bad_key.yaml", ":" + std::to_string(line), "train.epochz"});
+  EXPECT_FALSE(fs::exists(run_dir_)) << "nothing may be written for a bad config";
+}
+
+TEST_F(EndToEndTest, WrongTypeIsAConfigError) {
+  const auto bad = replace_once(config_text(run_dir_), "  epochs: 6", "  epochs: many");
+  const auto path = write_config("bad_type.yaml", bad);
+  const auto r = cli({"train", path});
+  expect_failure(r, 3,
+                 {"bad_type.yaml", ":" + std::to_string(line_of(bad, "epochs: many")),
+                  "train.epochs", "integer"});
+  EXPECT_FALSE(fs::exists(run_dir_));
+}
+
+TEST_F(EndToEndTest, OutOfRangeValueIsAConfigError) {
+  const auto bad = replace_once(config_text(run_dir_), "    channels: 1", "    channels: 5");
+  const auto path = write_config("bad_range.yaml", bad);
+  const auto r = cli({"train", path});
+  expect_failure(r, 3,
+                 {"bad_range.yaml", ":" + std::to_string(line_of(bad, "channels: 5")),
+                  "data.image.channels", "5"});
+  EXPECT_FALSE(fs::exists(run_dir_));
+}
+
+TEST_F(EndToEndTest, MissingManifestIsAConfigError) {
+  const auto bad =
+      replace_once(config_text(run_dir_), "test: data/test.jsonl", "test: data/absent.jsonl");
+  const auto path = write_config("bad_manifest.yaml", bad);
+  const auto r = cli({"train", path});
+  expect_failure(r, 3, {"bad_manifest.yaml", "data.test", "absent.jsonl"});
+  EXPECT_FALSE(fs::exists(run_dir_));
+}
+
+TEST_F(EndToEndTest, MalformedYamlIsAConfigError) {
+  const auto bad = replace_once(config_text(run_dir_), "    mean: [0.5]", "    mean: [0.5");
+  const auto path = write_config("bad_yaml.yaml", bad);
+  const auto r = cli({"train", path});
+  expect_failure(r, 3, {"bad_yaml.yaml", "YAML"});
+  EXPECT_FALSE(fs::exists(run_dir_));
+  // A config file that does not exist is refused by the argument parser (usage).
+  EXPECT_EQ(cli({"train", (root_ / "nope.yaml").string()}).code, 2);
+}
+
+TEST_F(EndToEndTest, ManifestLineThatIsNotJsonIsADataError) {
+  auto text = test::read_file(train_manifest_);
+  // Line 5 becomes invalid JSON.
+  size_t at = 0;
+  for (int i = 0; i < 4; ++i) at = text.find('\n', at) + 1;
+  text.insert(at, "{\"text\": \"broken\", \"image\": \n");
+  std::ofstream(train_manifest_, std::ios::trunc) << text;
+  const auto r = cli({"train", config_});
+  expect_failure(r, 4, {"train.jsonl:5", "JSON"});
+  EXPECT_FALSE(fs::exists(run_dir_)) << "nothing may be written for bad data";
+}
+
+TEST_F(EndToEndTest, UnknownLabelInValIsADataError) {
+  auto text = test::read_file(val_manifest_);
+  // Line 3 gets a label the training split never had.
+  const auto j =
+      json{{"text", "please refund my purchase"}, {"image", "img/val_0.png"}, {"label", "mystery"}};
+  size_t at = 0;
+  for (int i = 0; i < 2; ++i) at = text.find('\n', at) + 1;
+  text.insert(at, j.dump() + "\n");
+  std::ofstream(val_manifest_, std::ios::trunc) << text;
+  const auto r = cli({"train", config_});
+  expect_failure(r, 4, {"val.jsonl:3", "mystery"});
+  // LIBRARY BUG (reported to the lead): run.h says "Nothing is written before the config and
+  // the data have been checked", but train_from_config (src/app/run.cpp) checks labels only when
+  // it builds the datasets (step 4), after it has created the run directory, started train.log
+  // and trained tokenizer.model there; the next attempt then fails with "not empty".
+  std::string left;
+  if (fs::exists(run_dir_)) {
+    for (const auto& e : fs::directory_iterator(run_dir_))
+      left += " " + e.path().filename().string();
+  }
+  EXPECT_TRUE(left.empty()) << "a run refused for bad data left files in " << run_dir_ << ":"
+                            << left;
+
+  // With unknown_labels: skip the sample is left out and training succeeds.
+  const auto skip = cli({"train", config_, "data.unknown_labels=skip", "train.epochs=1",
+                         "output.dir=" + (root_ / "runs" / "skip").string()});
+  EXPECT_EQ(skip.code, 0) << skip.dump();
+  EXPECT_NE(skip.err.find("val.jsonl:3"), std::string::npos) << "the skipped sample is reported\n"
+                                                             << skip.dump();
+}
+
+// ---- Usage. ----
+
+TEST_F(EndToEndTest, HelpAndUsageExitCodes) {
+  const auto help = cli({"--help"});
+  EXPECT_EQ(help.code, 0) << help.dump();
+  EXPECT_NE(help.out.find("train"), std::string::npos) << help.dump();
+  EXPECT_NE(help.out.find("predict"), std::string::npos) << help.dump();
+  const auto train_help = cli({"train", "--help"});
+  EXPECT_EQ(train_help.code, 0) << train_help.dump();
+  EXPECT_NE(train_help.out.find("--resume"), std::string::npos) << train_help.dump();
+  EXPECT_EQ(cli({}).code, 2);
+  EXPECT_EQ(cli({"frobnicate"}).code, 2);
+  EXPECT_EQ(cli({"predict", run_dir_, "--top-k", "0", "--text", "hi"}).code, 2);
+}
+
+TEST_F(EndToEndTest, PredictOrEvalOnADirThatIsNotARunFails) {
+  const auto not_run = (root_ / "data").string();
+  const auto p = cli({"predict", not_run, "--text", "please refund my purchase"});
+  EXPECT_NE(p.code, 0) << p.dump();
+  EXPECT_NE(p.error_line().find(not_run), std::string::npos) << p.dump();
+  EXPECT_NE(p.error_line().find("config.yaml"), std::string::npos) << p.dump();
+  const auto e = cli({"eval", not_run});
+  EXPECT_NE(e.code, 0) << e.dump();
+  EXPECT_NE(e.error_line().find("not a run directory"), std::string::npos) << e.dump();
+  EXPECT_FALSE(fs::exists(root_ / "data" / "report.json"));
+}
+
+}  // namespace
+}  // namespace mmintent

@@ -21,6 +21,7 @@ add_library(mmintent SHARED
   data/tokenizer.cpp
   data/dataset.cpp
   data/loader.cpp
+  data/importers.cpp
   evaluation/report.cpp
   evaluation/plots.cpp
   inference/predictor.cpp
@@ -34,7 +35,7 @@ target_include_directories(mmintent PUBLIC
 target_link_libraries(mmintent
   PUBLIC mmintent_core
   PRIVATE ${OpenCV_LIBS} yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
-          Threads::Threads ${CMAKE_DL_LIBS} mmintent_warnings)
+          Threads::Threads ${CMAKE_DL_LIBS} ZLIB::ZLIB mmintent_warnings)
 # Where to look for the shim besides the directory of libmmintent.so itself.
 target_compile_definitions(mmintent PRIVATE
   MMINTENT_SPM_BUILD_DIR="${CMAKE_LIBRARY_OUTPUT_DIRECTORY}"

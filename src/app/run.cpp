@@ -4,15 +4,18 @@
 #include "mmintent/config/loader.h"
 #include "mmintent/core/log.h"
 #include "mmintent/error.h"
+#include "mmintent/evaluation/out_of_scope.h"
 #include "mmintent/evaluation/predictions.h"
 #include "mmintent/evaluation/report.h"
 #include "mmintent/training/device.h"
 
+#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -47,6 +50,7 @@ DatasetOptions dataset_options(const Config& c) {
   o.unknown_labels = c.data.unknown_labels;
   o.on_bad_sample = c.data.on_bad_sample;
   o.threads = std::max<int64_t>(1, c.data.loader.num_workers);
+  if (!c.oos.label.empty() && c.oos.method == "threshold") o.extra_label = c.oos.label;
   return o;
 }
 
@@ -125,19 +129,117 @@ class ScratchDir {
   fs::path path_;
 };
 
+/// How a run recognises out-of-scope samples: from the config, and for the threshold method
+/// the threshold (given, or chosen on the validation split).
+struct OosSetup {
+  bool enabled = false;
+  bool threshold_method = false;
+  std::string label;
+  int64_t index = -1;     ///< class index of out-of-scope samples among the gold labels
+  double threshold = -1;  ///< threshold method only
+};
+
+OosSetup oos_setup(const Config& c, const LabelMap& labels) {
+  OosSetup o;
+  if (c.oos.label.empty()) return o;
+  o.enabled = true;
+  o.label = c.oos.label;
+  o.threshold_method = c.oos.method == "threshold";
+  o.threshold = c.oos.threshold;
+  if (o.threshold_method) {
+    o.index = labels.size();  // not a trained class: one past the model's classes
+  } else {
+    o.index = labels.find(o.label);
+    if (o.index < 0) {
+      throw ConfigError(c.source, "oos.label", 0,
+                        "'" + o.label + "' is not among the training labels (method: class needs "
+                        "out-of-scope samples in the training split)");
+    }
+  }
+  return o;
+}
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  const auto c = t.to(torch::kCPU, torch::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+/// Merges `value` into report.json under report[split][key] (temp file + rename).
+void merge_report(const fs::path& run_dir, const std::string& split, const std::string& key,
+                  const nlohmann::json& value) {
+  const auto path = run_dir / "report.json";
+  nlohmann::json report = nlohmann::json::object();
+  if (std::ifstream in(path); in) report = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!report.is_object()) throw Error("cannot update '" + path.string() + "': not a JSON object");
+  report[split][key] = value;
+  const auto tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << report.dump(2) << "\n";
+    if (!out) throw Error("cannot write '" + tmp + "'");
+  }
+  fs::rename(tmp, path);
+}
+
+/// Chooses the out-of-scope threshold on the validation split and records it in oos.json.
+void choose_threshold(IntentClassifier& model, const Config& c, const RunData& data,
+                      const c10::Device& device, const fs::path& run_dir, OosSetup& oos) {
+  if (!oos.threshold_method || oos.threshold >= 0) return;
+  if (!data.val) throw ConfigError(c.source, "oos.threshold", 0, "choosing the threshold needs data.val");
+  auto loader = make_loader(c, data.val, /*training=*/false);
+  auto p = collect_predictions(model, *loader, device);
+  oos.threshold = choose_oos_threshold(p.probs, to_vector(p.labels), oos.index);
+  log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold));
+}
+
+void save_oos(const fs::path& run_dir, const OosSetup& oos) {
+  if (!oos.enabled) return;
+  nlohmann::json j{{"label", oos.label}, {"method", oos.threshold_method ? "threshold" : "class"}};
+  if (oos.threshold_method) j["threshold"] = oos.threshold;
+  std::ofstream(run_dir / "oos.json") << j.dump(2) << "\n";
+}
+
 ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
                                      const std::shared_ptr<const MultimodalDataset>& dataset,
                                      const std::string& name, const std::string& run_dir,
-                                     const c10::Device& device, bool print_table) {
+                                     const c10::Device& device, bool print_table,
+                                     const OosSetup& oos) {
   auto loader = make_loader(c, dataset, /*training=*/false);
   auto predictions = collect_predictions(model, *loader, device);
+  auto names = data.labels.names();
+  if (oos.threshold_method && predictions.probs.defined()) {
+    // Rejections become a class of their own: an extra column that is 1 where the top
+    // probability is under the threshold, so reports, confusion matrix and top-k show them.
+    const auto top = std::get<0>(predictions.probs.max(1));
+    const auto rejected = top.lt(oos.threshold).to(torch::kFloat).unsqueeze(1);
+    predictions.probs = torch::cat({predictions.probs * (1 - rejected), rejected}, 1);
+    names.push_back(oos.label);
+  }
   SplitReportOptions ro;
   ro.top_ks = c.eval.top_k;
   ro.listed_top = c.eval.listed_top;
   ro.plots = c.eval.plots;
-  auto metrics = write_split_report(run_dir, name, predictions, data.labels.names(),
-                                    sample_infos(*dataset), ro);
-  if (print_table) std::cout << format_metrics_table(name, metrics, data.labels.names()) << std::flush;
+  auto metrics = write_split_report(run_dir, name, predictions, names, sample_infos(*dataset), ro);
+  if (print_table) std::cout << format_metrics_table(name, metrics, names) << std::flush;
+  if (oos.enabled && predictions.probs.defined()) {
+    const auto om = oos_metrics(to_vector(predictions.probs.argmax(1)), to_vector(predictions.labels), oos.index);
+    nlohmann::json j{{"label", oos.label},
+                     {"method", oos.threshold_method ? "threshold" : "class"},
+                     {"in_scope_count", om.in_scope_count},
+                     {"oos_count", om.oos_count},
+                     {"in_scope_accuracy", om.in_scope_accuracy},
+                     {"oos_recall", om.oos_recall},
+                     {"oos_precision", om.oos_precision},
+                     {"oos_f1", om.oos_f1}};
+    if (oos.threshold_method) j["threshold"] = oos.threshold;
+    merge_report(run_dir, name, "oos", j);
+    if (print_table) {
+      std::printf("%s out-of-scope (%s%s): in-scope accuracy %.4f, oos recall %.4f, oos precision %.4f\n",
+                  name.c_str(), oos.threshold_method ? "threshold " : "class",
+                  oos.threshold_method ? std::to_string(oos.threshold).c_str() : "",
+                  om.in_scope_accuracy, om.oos_recall, om.oos_precision);
+    }
+  }
   return metrics;
 }
 
@@ -182,6 +284,14 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   RunData data;
   const auto mopts = manifest_read_options(c, /*require_label=*/true);
   Manifest train_manifest = read_manifest(c.data.train, mopts);
+  if (!c.oos.label.empty() && c.oos.method == "threshold") {
+    // The threshold method trains on in-scope samples only.
+    auto& r = train_manifest.records;
+    const auto before = r.size();
+    r.erase(std::remove_if(r.begin(), r.end(), [&](const Record& x) { return x.label == c.oos.label; }), r.end());
+    log::info("data", "left " + std::to_string(before - r.size()) + " out-of-scope ('" + c.oos.label +
+                          "') samples out of training (oos.method: threshold)");
+  }
   if (train_manifest.records.empty()) throw DataError(c.data.train, 0, "the training split is empty");
   if (!c.data.labels.empty()) {
     data.labels = LabelMap::load(c.data.labels);
@@ -194,6 +304,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
     throw DataError(c.data.train, 0, "needs at least 2 distinct labels, found " +
                                          std::to_string(data.labels.size()));
   }
+  OosSetup oos = oos_setup(c, data.labels);
   Manifest val_manifest, test_manifest;
   if (!c.data.val.empty()) val_manifest = read_manifest(c.data.val, mopts);
   if (!c.data.test.empty()) test_manifest = read_manifest(c.data.test, mopts);
@@ -266,10 +377,12 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   result.fit = trainer.fit(*train_loader, val_loader.get());
 
   // 7. Evaluation of the final (best) weights.
+  choose_threshold(trainer.model(), c, data, trainer.device(), run_dir, oos);
+  save_oos(run_dir, oos);
   for (const auto& split : c.eval.splits) {
     const auto& d = split == "val" ? data.val : data.test;
     result.metrics[split] = evaluate_split(trainer.model(), c, data, d, split, result.run_dir,
-                                           trainer.device(), options.print_tables);
+                                           trainer.device(), options.print_tables, oos);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log::info("run", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
@@ -302,7 +415,16 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   auto model = build_model(c, data);
   load_checkpoint((fs::path(run_dir) / "model.pt").string(), *model, nullptr, device, false);
   model->to(device);
-  return evaluate_split(model, c, data, dataset, name, run_dir, device, print_table);
+  OosSetup oos = oos_setup(c, data.labels);
+  if (oos.threshold_method) {
+    std::ifstream in(fs::path(run_dir) / "oos.json");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_object() || !j.contains("threshold")) {
+      throw Error("'" + run_dir + "/oos.json' is missing or has no threshold");
+    }
+    oos.threshold = j["threshold"].get<double>();
+  }
+  return evaluate_split(model, c, data, dataset, name, run_dir, device, print_table, oos);
 }
 
 }  // namespace mmintent

@@ -5,11 +5,13 @@
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
 #include "mmintent/config/loader.h"
+#include "mmintent/data/importers.h"
 #include "mmintent/error.h"
 #include "mmintent/inference/predictor.h"
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -29,6 +31,34 @@ void print_scores(const std::vector<mmintent::IntentScore>& scores) {
   for (const auto& s : scores) {
     std::cout << std::left << std::setw(32) << s.intent << std::fixed << std::setprecision(4)
               << s.probability << "\n";
+  }
+}
+
+void print_import_summary(const mmintent::ImportSummary& summary, double seconds) {
+  std::cout << "imported " << summary.dataset << " into " << summary.out_dir << " in " << std::fixed
+            << std::setprecision(2) << seconds << " s\n";
+  for (const auto& split : summary.splits) {
+    std::cout << "  " << std::left << std::setw(12) << (split.split + ".jsonl") << std::right << std::setw(7)
+              << split.records << " records; by " << summary.kind << ":";
+    for (const auto& [kind, n] : split.by_kind) std::cout << " " << kind << " " << n;
+    std::cout << "\n";
+  }
+  std::cout << "  labels: " << summary.num_labels << "\n";
+  for (const auto& note : summary.notes) std::cout << "  note: " << note << "\n";
+  const auto differences = summary.count_differences();
+  if (differences.empty()) {
+    std::cout << "  matches published counts (";
+    for (std::size_t i = 0; i < summary.checks.size(); ++i) {
+      std::cout << (i ? "; " : "") << summary.checks[i].what << " " << summary.checks[i].found;
+    }
+    std::cout << ")\n";
+  } else {
+    std::cout << "  warning: counts differ from the published ones: ";
+    for (std::size_t i = 0; i < differences.size(); ++i) {
+      std::cout << (i ? "; " : "") << differences[i].what << ": found " << differences[i].found
+                << ", published " << differences[i].published;
+    }
+    std::cout << "\n";
   }
 }
 
@@ -71,6 +101,40 @@ int main(int argc, char** argv) {
   predict->add_option("--top-k", top_k, "How many intents to list")->check(CLI::PositiveNumber);
   predict->add_option("--device", device, "auto, cpu, cuda or cuda:N");
 
+  // import
+  auto* import_cmd = app.add_subcommand("import", "Convert a public data set into train/val/test JSONL manifests");
+  import_cmd->require_subcommand(1);
+  std::string src_dir, out_dir;
+  mmintent::Clinc150ImportOptions clinc_options;
+  std::string oos_mode = "include";
+  auto* import_clinc = import_cmd->add_subcommand("clinc150", "CLINC150: SRC_DIR/data_<variant>.json");
+  import_clinc->add_option("src_dir", src_dir, "Folder with the CLINC150 files")->required();
+  import_clinc->add_option("out_dir", out_dir, "Where to write train/val/test.jsonl")->required();
+  import_clinc->add_option("--variant", clinc_options.variant, "full, small, imbalanced or oos_plus")
+      ->check(CLI::IsMember({"full", "small", "imbalanced", "oos_plus"}));
+  import_clinc->add_option("--oos", oos_mode, "include (append out-of-scope samples to each split) or exclude")
+      ->check(CLI::IsMember({"include", "exclude"}));
+  import_clinc->add_option("--oos-label", clinc_options.oos_label, "Label of the out-of-scope samples");
+  mmintent::SnipsImportOptions snips_options;
+  std::string latin1_mode = "decode", surrogate_mode = "join";
+  auto* import_snips = import_cmd->add_subcommand("snips", "SNIPS: SRC_DIR/train_<Intent>_full.json, validate_<Intent>.json");
+  import_snips->add_option("src_dir", src_dir, "Folder with the SNIPS files")->required();
+  import_snips->add_option("out_dir", out_dir, "Where to write train/val/test.jsonl")->required();
+  import_snips->add_option("--latin1", latin1_mode, "Bytes that are not UTF-8: decode (as Latin-1) or error")
+      ->check(CLI::IsMember({"decode", "error"}));
+  import_snips->add_option("--surrogate-pairs", surrogate_mode,
+                           "With --latin1 decode, a CESU-8 surrogate pair: join (one code point) or latin1")
+      ->check(CLI::IsMember({"join", "latin1"}));
+  import_snips->add_option("--val-per-intent", snips_options.val_per_intent,
+                           "Train-file utterances per intent held out as val (the validate files are test)");
+  import_snips->add_option("--seed", snips_options.seed, "Seed for choosing the val utterances");
+  mmintent::FashionMnistImportOptions fashion_options;
+  auto* import_fashion = import_cmd->add_subcommand("fashion-mnist", "Fashion-MNIST: the four *-ubyte.gz files");
+  import_fashion->add_option("src_dir", src_dir, "Folder with the gzip IDX files")->required();
+  import_fashion->add_option("out_dir", out_dir, "Where to write images/ and train/val/test.jsonl")->required();
+  import_fashion->add_option("--val-size", fashion_options.val_size, "Training images held out as val");
+  import_fashion->add_option("--seed", fashion_options.seed, "Seed for choosing the val images");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -108,6 +172,22 @@ int main(int argc, char** argv) {
         if (text.empty() && image.empty()) return fail(kUsage, "give --text and/or --image, or --manifest");
         print_scores(predictor.predict({text, image}, top_k));
       }
+    } else if (*import_cmd) {
+      const auto start = std::chrono::steady_clock::now();
+      mmintent::ImportSummary summary;
+      if (*import_clinc) {
+        clinc_options.include_oos = oos_mode == "include";
+        summary = mmintent::import_clinc150(src_dir, out_dir, clinc_options);
+      } else if (*import_snips) {
+        snips_options.invalid_utf8 = latin1_mode == "error" ? mmintent::SnipsImportOptions::InvalidUtf8::error
+                                                            : mmintent::SnipsImportOptions::InvalidUtf8::decode;
+        snips_options.join_surrogate_pairs = surrogate_mode == "join";
+        summary = mmintent::import_snips(src_dir, out_dir, snips_options);
+      } else {
+        summary = mmintent::import_fashion_mnist(src_dir, out_dir, fashion_options);
+      }
+      print_import_summary(summary,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     return kOk;
   } catch (const mmintent::ConfigError& e) {

@@ -392,6 +392,11 @@ template <class V> void visit(V& v, EvalConfig& c) {
   v.field("listed_top", c.listed_top, Check::range(1, 100));
   v.field("plots", c.plots);
 }
+template <class V> void visit(V& v, OosConfig& c) {
+  v.field("label", c.label);
+  v.field("method", c.method, Check::one_of({"class", "threshold"}));
+  v.field("threshold", c.threshold, Check::range(-1, 1));
+}
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
   v.field("overwrite", c.overwrite);
@@ -402,6 +407,7 @@ template <class V> void visit(V& v, Config& c) {
   v.section("model", c.model);
   v.section("train", c.train);
   v.section("eval", c.eval);
+  v.section("oos", c.oos);
   v.section("output", c.output);
 }
 
@@ -517,6 +523,12 @@ void validate(const Config& c, const Context& ctx) {
     fail("runtime.device", "'" + c.runtime.device + "' is not one of auto, cpu, cuda, cuda:N");
   }
   if (c.output.dir.empty()) fail("output.dir", "an output directory is required");
+  if (c.oos.method == "threshold" && !c.oos.label.empty()) {
+    if (c.oos.threshold < 0 && c.oos.threshold != -1) fail("oos.threshold", "must be in (0, 1) or -1 (choose on val)");
+    if (c.oos.threshold == -1 && c.data.val.empty()) {
+      fail("oos.threshold", "choosing the threshold (-1) needs data.val");
+    }
+  }
 }
 
 Config parse_node(YAML::Node root, Context& ctx, const std::vector<std::string>& overrides) {

@@ -34,7 +34,10 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
   kept.reserve(manifest.records.size());
   for (auto& r : manifest.records) {
     if (labels) {
-      const int64_t idx = labels->find(r.label);
+      int64_t idx = labels->find(r.label);
+      if (idx < 0 && !options_.extra_label.empty() && r.label == options_.extra_label) {
+        idx = labels->size();
+      }
       if (idx < 0) {
         const std::string msg = "label '" + r.label +
                                 "' is not in the label map (built from the training split or "

@@ -71,6 +71,17 @@ struct EvalConfig {
   bool plots = true;
 };
 
+/// Out-of-scope handling (e.g. CLINC150's "oos" samples).
+struct OosConfig {
+  /// The label that marks out-of-scope samples in the manifests; empty: no OOS handling.
+  std::string label;
+  /// "class": out-of-scope is one more trained class. "threshold": out-of-scope samples are
+  /// left out of training; at prediction a top probability under the threshold means OOS.
+  std::string method = "class";
+  /// threshold method: a fixed value in (0, 1), or -1 to choose it on the validation split.
+  double threshold = -1;
+};
+
 struct OutputConfig {
   std::string dir = "runs/default";
   bool overwrite = false;  ///< allow writing into a non-empty run directory
@@ -84,6 +95,7 @@ struct Config {
   /// device, seed and run_dir are taken from runtime and output, not from this section.
   TrainerOptions train;
   EvalConfig eval;
+  OosConfig oos;
   OutputConfig output;
 
   /// The trainer's options with device, seed and run directory filled in.

@@ -23,6 +23,9 @@ struct DatasetOptions {
   std::string unknown_labels = "error";  ///< error | skip
   std::string on_bad_sample = "error";   ///< error | skip (bad images, when cached)
   int64_t threads = 1;          ///< threads used to decode the cache
+  /// Samples with this label get class index labels->size() (one past the label map), for
+  /// out-of-scope samples that are not a trained class. Empty: none.
+  std::string extra_label;
 };
 
 class MultimodalDataset {

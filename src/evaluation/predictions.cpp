@@ -11,21 +11,27 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
   model->eval();
   std::vector<torch::Tensor> probs, labels, indices;
   double loss_sum = 0;
-  int64_t n = 0;
+  int64_t n_loss = 0;
   source.start_epoch(epoch);
   while (auto batch = source.next()) {
     auto b = batch->to(device, /*non_blocking=*/true);
     auto logits = model->forward(b);
     if (b.labels.defined()) {
-      loss_sum += torch::nn::functional::cross_entropy(
-                      logits, b.labels,
-                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
+      // Labels past the model's classes (out-of-scope samples that are not a trained class)
+      // have no loss.
+      const auto known = b.labels.lt(logits.size(1));
+      const auto n_known = known.sum().item<int64_t>();
+      if (n_known > 0) {
+        loss_sum += torch::nn::functional::cross_entropy(
+                        logits.index({known}), b.labels.index({known}),
+                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .item<double>();
+      }
+      n_loss += n_known;
       labels.push_back(b.labels.to(torch::kCPU));
     }
     probs.push_back(torch::softmax(logits, 1).to(torch::kCPU, torch::kFloat));
     indices.push_back(batch->indices);
-    n += batch->size();
   }
   model->train(was_training);
   Predictions p;
@@ -34,7 +40,7 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
     p.indices = torch::cat(indices);
     if (!labels.empty()) p.labels = torch::cat(labels);
   }
-  p.loss = n ? loss_sum / n : 0.0;
+  p.loss = n_loss ? loss_sum / n_loss : 0.0;
   return p;
 }
 

@@ -80,7 +80,10 @@ std::map<std::string, double> Trainer::evaluate(BatchSource& source, const std::
   std::map<std::string, double> out;
   out[prefix + ".loss"] = p.loss;
   if (p.labels.defined() && p.labels.numel() > 0) {
-    auto m = compute_metrics(p.probs, p.labels, {1, 3});
+    // Samples labelled past the model's classes (untrained out-of-scope samples) are left out:
+    // these metrics are about the trained classes.
+    const auto known = p.labels.lt(p.probs.size(1));
+    auto m = compute_metrics(p.probs.index({known}), p.labels.index({known}), {1, 3});
     out[prefix + ".accuracy"] = m.accuracy;
     out[prefix + ".macro_f1"] = m.macro_f1;
     out[prefix + ".weighted_f1"] = m.weighted_f1;

@@ -1,4 +1,5 @@
 #include "mmintent/error.h"
+#include "mmintent/evaluation/predictions.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/trainer.h"
@@ -205,6 +206,21 @@ TEST_F(TrainerTest, CheckpointRoundTripAndBadCheckpoints) {
   const auto cut = dir_.write("cut.pt", bytes.substr(0, bytes.size() / 2));
   EXPECT_THROW(load_checkpoint(cut, *b, nullptr, torch::kCPU, false), CheckpointError);
   EXPECT_THROW(load_checkpoint(dir_.str() + "/none.pt", *b, nullptr, torch::kCPU, false), CheckpointError);
+}
+
+TEST_F(TrainerTest, LabelsPastTheModelsClassesAreLeftOutOfValidationMetrics) {
+  // Out-of-scope samples of the threshold method carry the label num_classes: they have no
+  // loss and are not part of the trained-class metrics.
+  test::SyntheticSource val(32, 8, 2, false, /*classes=*/8);
+  auto options = model_options();
+  options.num_classes(6);  // labels 6 and 7 are "past the classes"
+  Trainer trainer(IntentClassifier(options), trainer_options("", 1));
+  auto metrics = trainer.evaluate(val, "val");
+  EXPECT_TRUE(std::isfinite(metrics.at("val.loss")));
+  EXPECT_GE(metrics.at("val.accuracy"), 0.0);
+  auto p = collect_predictions(trainer.model(), val, torch::kCPU);
+  EXPECT_EQ(p.labels.size(0), 32);  // every sample is still returned
+  EXPECT_GT(p.labels.ge(6).sum().item<int64_t>(), 0);
 }
 
 TEST_F(TrainerTest, DeviceStrings) {

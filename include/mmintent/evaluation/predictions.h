@@ -11,7 +11,9 @@ struct Predictions {
   at::Tensor probs;    ///< [N,K] float on the CPU
   at::Tensor labels;   ///< [N] int64
   at::Tensor indices;  ///< [N] int64 sample indices into the source's data set
-  double loss = 0;     ///< mean cross-entropy (plain, without smoothing or weights)
+  /// Mean cross-entropy (plain, without smoothing or weights) over the samples whose label is
+  /// one of the model's classes.
+  double loss = 0;
 };
 
 /// Evaluates in eval mode without gradients; restores the model's training flag afterwards.

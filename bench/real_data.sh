@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One command per real-data benchmark: import the data set, train and evaluate the config,
+# and print the figure the README's results table quotes, with the wall time.
+#   bench/real_data.sh clinc150|clinc150_threshold|snips|fashion_mnist [KEY=VALUE overrides...]
+# Expects a build in build/ (scripts/build.sh); the data comes from ../shared/data and
+# /usr/share/datasets/fashion-mnist and is written to data/generated/ (git-ignored).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
+shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|snips|fashion_mnist [overrides]}"
+shift
+
+case "$name" in
+  clinc150|clinc150_threshold)
+    "$bin" import clinc150 "$shared/clinc150" data/generated/clinc150
+    config=configs/clinc150.yaml
+    extra=()
+    [ "$name" = clinc150_threshold ] && extra=(oos.method=threshold)
+    ;;
+  snips)
+    "$bin" import snips "$shared/snips" data/generated/snips
+    config=configs/snips.yaml
+    extra=()
+    ;;
+  fashion_mnist)
+    if [ ! -f data/generated/fashion_mnist/test.jsonl ]; then
+      "$bin" import fashion-mnist /usr/share/datasets/fashion-mnist data/generated/fashion_mnist
+    fi
+    config=configs/fashion_mnist.yaml
+    extra=()
+    ;;
+  *) echo "unknown benchmark '$name'" >&2; exit 2 ;;
+esac
+
+run_dir="runs/bench_$name"
+start=$(date +%s)
+"$bin" train "$config" "output.dir=$run_dir" train.progress=lines "${extra[@]}" "$@"
+seconds=$(( $(date +%s) - start ))
+
+python3 - "$run_dir/report.json" "$name" "$seconds" <<'PY'
+import json, sys
+report, name, seconds = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+test = report["test"]
+line = f"{name}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}"
+if "oos" in test:
+    o = test["oos"]
+    line += (f", in-scope accuracy {o['in_scope_accuracy']:.4f}, out-of-scope recall "
+             f"{o['oos_recall']:.4f}, precision {o['oos_precision']:.4f}")
+    if "threshold" in o:
+        line += f" (threshold {o['threshold']:.4f}, chosen on val)"
+print(f"{line}; train + eval wall time {seconds} s")
+PY

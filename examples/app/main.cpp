@@ -114,7 +114,8 @@ int run(int argc, char** argv) {
   mmintent::PredictInput request;
   request.text = sample.text;
   request.image = sample.image;
-  const std::vector<mmintent::IntentScore> top = predictor.predict(request, /*top_k=*/3);
+  const mmintent::Prediction prediction = predictor.predict(request, /*top_k=*/3);
+  const std::vector<mmintent::IntentScore>& top = prediction.top;
 
   std::printf("request: \"%s\" + %s (true intent: %s)\n", request.text.c_str(),
               request.image.c_str(), sample.label.c_str());

@@ -27,8 +27,9 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-void print_scores(const std::vector<mmintent::IntentScore>& scores) {
-  for (const auto& s : scores) {
+void print_prediction(const mmintent::Prediction& prediction) {
+  if (prediction.out_of_scope) std::cout << "out of scope: no supported intent fits this request\n";
+  for (const auto& s : prediction.top) {
     std::cout << std::left << std::setw(32) << s.intent << std::fixed << std::setprecision(4)
               << s.probability << "\n";
   }
@@ -170,7 +171,7 @@ int main(int argc, char** argv) {
         std::cout << "wrote " << n << " predictions to " << out << "\n";
       } else {
         if (text.empty() && image.empty()) return fail(kUsage, "give --text and/or --image, or --manifest");
-        print_scores(predictor.predict({text, image}, top_k));
+        print_prediction(predictor.predict({text, image}, top_k));
       }
     } else if (*import_cmd) {
       const auto start = std::chrono::steady_clock::now();

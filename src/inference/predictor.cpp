@@ -23,10 +23,12 @@ struct Predictor::Impl {
   mutable IntentClassifier model{nullptr};
   c10::Device device{c10::kCPU};
   DatasetOptions dataset_options;
+  std::string oos_label;     ///< empty: the run has no out-of-scope handling
+  double oos_threshold = -1; ///< >= 0 for oos.method: threshold
 
-  std::vector<std::vector<IntentScore>> run(Manifest manifest, int64_t top_k) const {
+  std::vector<Prediction> run(Manifest manifest, int64_t top_k) const {
     auto dataset = MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options);
-    std::vector<std::vector<IntentScore>> out;
+    std::vector<Prediction> out;
     const int64_t n = dataset.size();
     const int64_t bs = std::max<int64_t>(1, config.data.loader.eval_batch_size);
     const int64_t k = std::min<int64_t>(std::max<int64_t>(1, top_k), data.labels.size());
@@ -39,12 +41,16 @@ struct Predictor::Impl {
       auto top = probs.topk(k, 1);
       auto values = std::get<0>(top), indices = std::get<1>(top);
       for (int64_t b = 0; b < static_cast<int64_t>(idx.size()); ++b) {
-        std::vector<IntentScore> scores;
+        Prediction p;
         for (int64_t j = 0; j < k; ++j) {
-          scores.push_back({data.labels.name(indices[b][j].item<int64_t>()),
-                            values[b][j].item<double>()});
+          p.top.push_back({data.labels.name(indices[b][j].item<int64_t>()),
+                           values[b][j].item<double>()});
         }
-        out.push_back(std::move(scores));
+        if (!oos_label.empty()) {
+          p.out_of_scope = oos_threshold >= 0 ? p.top[0].probability < oos_threshold
+                                              : p.top[0].intent == oos_label;
+        }
+        out.push_back(std::move(p));
       }
     }
     return out;
@@ -78,15 +84,27 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   impl->model->eval();
   impl->dataset_options = dataset_options(impl->config);
   impl->dataset_options.cache_images = false;
+  const auto& oos = impl->config.oos;
+  if (!oos.label.empty()) {
+    impl->oos_label = oos.label;
+    if (oos.method == "threshold") {
+      std::ifstream in(dir / "oos.json");
+      const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || !j.contains("threshold") || !j["threshold"].is_number()) {
+        throw Error("'" + (dir / "oos.json").string() + "' is missing or has no threshold");
+      }
+      impl->oos_threshold = j["threshold"].get<double>();
+    }
+  }
   return Predictor(std::move(impl));
 }
 
-std::vector<IntentScore> Predictor::predict(const PredictInput& input, int64_t top_k) const {
+Prediction Predictor::predict(const PredictInput& input, int64_t top_k) const {
   return predict_batch({input}, top_k).at(0);
 }
 
-std::vector<std::vector<IntentScore>> Predictor::predict_batch(
-    const std::vector<PredictInput>& inputs, int64_t top_k) const {
+std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>& inputs,
+                                                int64_t top_k) const {
   Manifest m;
   m.path = "<request>";
   const auto& c = impl_->config;
@@ -122,7 +140,8 @@ int64_t Predictor::predict_manifest(const std::string& manifest_path, const std:
       if (c.model.uses("image")) j["image"] = records[i].image;
       if (!records[i].label.empty()) j["label"] = records[i].label;
       j["top"] = nlohmann::json::array();
-      for (const auto& s : scores[i]) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
+      for (const auto& s : scores[i].top) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
+      if (!impl_->oos_label.empty()) j["out_of_scope"] = scores[i].out_of_scope;
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     }
     if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");

@@ -647,6 +647,22 @@ TEST_F(EndToEndTest, OutOfScopeAsAClassAndByAThresholdChosenOnVal) {
   ASSERT_EQ(r.code, 0) << r.dump();
   auto again = read_json(fs::path(thr_dir) / "report.json")["test"]["oos"];
   EXPECT_EQ(again, report["oos"]);
+  // predict applies the same threshold: its out-of-scope share on the test split equals the
+  // share of rejections in the report's confusion matrix (last row/column = oos).
+  const auto out = (root_ / "thr_predictions.jsonl").string();
+  r = cli({"predict", thr_dir, "--manifest", test_manifest_, "--out", out});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  int rejected = 0, lines = 0;
+  for (const auto& line : lines_of(out)) {
+    const auto j = json::parse(line);
+    ASSERT_TRUE(j.contains("out_of_scope")) << line;
+    rejected += j["out_of_scope"].get<bool>();
+    ++lines;
+  }
+  EXPECT_EQ(lines, 50);
+  int64_t predicted_oos = 0;
+  for (const auto& row : report["confusion"]["matrix"]) predicted_oos += row.back().get<int64_t>();
+  EXPECT_EQ(rejected, predicted_oos);
 
   // The class method needs out-of-scope samples in training.
   r = cli({"train", config_, "oos.label=nothing_like_this",

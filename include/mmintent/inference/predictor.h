@@ -16,6 +16,15 @@ struct IntentScore {
   double probability = 0;
 };
 
+/// What the model says about one request.
+struct Prediction {
+  std::vector<IntentScore> top;  ///< the most probable intents, most probable first
+  /// True when the run has out-of-scope handling (oos.label) and this request is out of scope:
+  /// its top intent is the out-of-scope class, or its top probability is under the threshold
+  /// chosen for the run (oos.method: threshold). The product should then say it does not know.
+  bool out_of_scope = false;
+};
+
 struct PredictInput {
   std::string text;   ///< may be empty when the model allows missing text or is image-only
   std::string image;  ///< path; may be empty likewise
@@ -34,12 +43,13 @@ class Predictor {
   Predictor(Predictor&&) noexcept;
   Predictor& operator=(Predictor&&) noexcept;
 
-  /// Top-k intents, most probable first.
-  std::vector<IntentScore> predict(const PredictInput& input, int64_t top_k = 3) const;
-  std::vector<std::vector<IntentScore>> predict_batch(const std::vector<PredictInput>& inputs,
-                                                      int64_t top_k = 3) const;
+  /// Top-k intents, most probable first, and the out-of-scope decision.
+  Prediction predict(const PredictInput& input, int64_t top_k = 3) const;
+  std::vector<Prediction> predict_batch(const std::vector<PredictInput>& inputs,
+                                        int64_t top_k = 3) const;
   /// Predicts every record of a manifest (labels optional) and writes one JSON line per record:
-  /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...]}.
+  /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...],
+  /// "out_of_scope" (when the run has out-of-scope handling)}.
   /// Returns the number of records written.
   int64_t predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
                            int64_t top_k = 3) const;

@@ -1,4 +1,5 @@
 #include "mmintent/data/importers.h"
+#include "mmintent/data/manifest.h"
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -134,39 +135,6 @@ std::vector<std::size_t> choose_sorted(std::size_t n, std::size_t k, std::uint64
 // ---------------------------------------------------------------------------------------------
 // UTF-8 checking and repair
 
-/// Length of the valid UTF-8 sequence starting at s[i], or 0 when none starts there
-/// (overlong forms, surrogates and code points above U+10FFFF are invalid).
-std::size_t utf8_sequence_length(const std::string& s, std::size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) return 1;
-  std::size_t len = 0;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 == 0xE0) {
-    len = 3, lo = 0xA0;
-  } else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
-    len = 3;
-  } else if (b0 == 0xED) {
-    len = 3, hi = 0x9F;
-  } else if (b0 == 0xF0) {
-    len = 4, lo = 0x90;
-  } else if (b0 >= 0xF1 && b0 <= 0xF3) {
-    len = 4;
-  } else if (b0 == 0xF4) {
-    len = 4, hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  const auto b1 = static_cast<unsigned char>(s[i + 1]);
-  if (b1 < lo || b1 > hi) return 0;
-  for (std::size_t k = 2; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if (b < 0x80 || b > 0xBF) return 0;
-  }
-  return len;
-}
 
 /// The code point of a CESU-8 surrogate pair (ED A0-AF xx ED B0-BF xx) at s[i], or 0.
 std::uint32_t cesu8_pair_at(const std::string& s, std::size_t i) {

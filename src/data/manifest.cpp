@@ -21,42 +21,6 @@ namespace fs = std::filesystem;
 /// it and we can report the offset inside the decoded text (DEL is legal inside JSON strings).
 constexpr char kInvalidByteMarker = '\x7F';
 
-/// Length of the valid UTF-8 sequence starting at s[i], or 0 when none starts there.
-std::size_t valid_sequence_length(const std::string& s, std::size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) return 1;
-  std::size_t len = 0;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 == 0xE0) {
-    len = 3;
-    lo = 0xA0;
-  } else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
-    len = 3;
-  } else if (b0 == 0xED) {
-    len = 3;
-    hi = 0x9F;  // excludes UTF-16 surrogates
-  } else if (b0 == 0xF0) {
-    len = 4;
-    lo = 0x90;
-  } else if (b0 >= 0xF1 && b0 <= 0xF3) {
-    len = 4;
-  } else if (b0 == 0xF4) {
-    len = 4;
-    hi = 0x8F;  // nothing above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  const auto b1 = static_cast<unsigned char>(s[i + 1]);
-  if (b1 < lo || b1 > hi) return 0;
-  for (std::size_t k = 2; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if (b < 0x80 || b > 0xBF) return 0;
-  }
-  return len;
-}
 
 bool is_blank(const std::string& s) {
   return std::all_of(s.begin(), s.end(),
@@ -232,7 +196,7 @@ void read_jsonl(const std::string& path, const std::string& data,
       const bool had_marker = line.find(kInvalidByteMarker) != std::string::npos;
       std::size_t first_invalid = std::string::npos;
       for (std::size_t i = 0; i < line.size();) {
-        const std::size_t len = valid_sequence_length(line, i);
+        const std::size_t len = utf8_sequence_length(line, i);
         if (len == 0) {
           if (!had_invalid) first_invalid = i;
           had_invalid = true;
@@ -433,9 +397,45 @@ void read_delimited(const std::string& path, const std::string& data, char delim
 
 }  // namespace
 
+std::size_t utf8_sequence_length(const std::string& s, std::size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  if (b0 < 0x80) return 1;
+  std::size_t len = 0;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+  } else if (b0 == 0xE0) {
+    len = 3;
+    lo = 0xA0;
+  } else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
+    len = 3;
+  } else if (b0 == 0xED) {
+    len = 3;
+    hi = 0x9F;  // excludes UTF-16 surrogates
+  } else if (b0 == 0xF0) {
+    len = 4;
+    lo = 0x90;
+  } else if (b0 >= 0xF1 && b0 <= 0xF3) {
+    len = 4;
+  } else if (b0 == 0xF4) {
+    len = 4;
+    hi = 0x8F;  // nothing above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  const auto b1 = static_cast<unsigned char>(s[i + 1]);
+  if (b1 < lo || b1 > hi) return 0;
+  for (std::size_t k = 2; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if (b < 0x80 || b > 0xBF) return 0;
+  }
+  return len;
+}
+
 std::size_t find_invalid_utf8(const std::string& text) {
   for (std::size_t i = 0; i < text.size();) {
-    const std::size_t len = valid_sequence_length(text, i);
+    const std::size_t len = utf8_sequence_length(text, i);
     if (len == 0) return i;
     i += len;
   }

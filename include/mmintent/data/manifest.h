@@ -61,4 +61,8 @@ Manifest read_manifest(const std::string& path, const ManifestReadOptions& optio
 /// is valid UTF-8.
 std::size_t find_invalid_utf8(const std::string& text);
 
+/// Length of the valid UTF-8 sequence starting at text[i] (1-4), or 0 when none starts there
+/// (overlong forms, surrogates and code points above U+10FFFF are invalid).
+std::size_t utf8_sequence_length(const std::string& text, std::size_t i);
+
 }  // namespace mmintent

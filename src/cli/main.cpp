@@ -1,6 +1,7 @@
 // mmintent: train, evaluate and serve multimodal intent classifiers from YAML configs.
 // The only place that prints usage and turns errors into exit codes:
-//   0 success, 2 usage, 3 config error, 4 data error, 5 checkpoint/run-dir error, 1 other.
+//   0 success, 2 usage, 3 config error, 4 data error, 5 checkpoint/run-dir error, 1 other,
+//   130 interrupted (SIGINT/SIGTERM: the last completed epoch's checkpoints are kept).
 
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
@@ -8,6 +9,7 @@
 #include "mmintent/data/importers.h"
 #include "mmintent/error.h"
 #include "mmintent/inference/predictor.h"
+#include "mmintent/training/interrupt.h"
 
 #include <CLI/CLI.hpp>
 
@@ -18,7 +20,7 @@
 
 namespace {
 
-enum ExitCode { kOk = 0, kOther = 1, kUsage = 2, kConfig = 3, kData = 4, kCheckpoint = 5 };
+enum ExitCode { kOk = 0, kOther = 1, kUsage = 2, kConfig = 3, kData = 4, kCheckpoint = 5, kInterrupted = 130 };
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
@@ -146,6 +148,7 @@ int main(int argc, char** argv) {
   try {
     mmintent::setup_logging("info");
     if (*train) {
+      mmintent::install_stop_handlers();
       auto config = mmintent::load_config(config_path, overrides);
       mmintent::TrainRunOptions options;
       options.resume = resume;
@@ -191,6 +194,8 @@ int main(int argc, char** argv) {
                            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     return kOk;
+  } catch (const mmintent::Interrupted& e) {
+    return fail(kInterrupted, e.what());
   } catch (const mmintent::ConfigError& e) {
     return fail(kConfig, e.what());
   } catch (const mmintent::DataError& e) {

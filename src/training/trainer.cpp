@@ -5,6 +5,7 @@
 #include "mmintent/evaluation/metrics.h"
 #include "mmintent/evaluation/predictions.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/interrupt.h"
 #include "mmintent/training/progress.h"
 
 #include <torch/torch.h>
@@ -137,6 +138,13 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
       ++state_.global_step;
     }
     progress.update(i + 1, "loss " + fmt(loss_sum / std::max<int64_t>(1, seen)));
+    if (stop_requested()) {
+      throw Interrupted("interrupted during epoch " + std::to_string(epoch + 1) + " at batch " +
+                        std::to_string(i + 1) + "/" + std::to_string(batches) + "; " +
+                        (epoch > 0 ? "last.pt holds epoch " + std::to_string(epoch) +
+                                         ": resume with --resume auto"
+                                   : std::string("no epoch was completed")));
+    }
   }
   progress.finish("loss " + fmt(loss_sum / std::max<int64_t>(1, seen)));
   return {{"train.loss", seen ? loss_sum / seen : 0.0},

@@ -594,6 +594,31 @@ TEST_F(EndToEndTest, UnknownLabelInValIsADataError) {
                                                              << skip.dump();
 }
 
+// ---- Interruption. ----
+
+TEST_F(EndToEndTest, SigintKeepsTheLastEpochAndResumeFinishes) {
+  const auto run = (root_ / "runs" / "sigint").string();
+  const auto code_file = (root_ / "sigint_code").string();
+  // Start training, wait for the first epoch's metrics line, send SIGINT, collect the status.
+  const std::string script =
+      "cd " + quote(root_.string()) + " && (" + quote(MMINTENT_CLI) + " train " + quote(config_) +
+      " train.epochs=40 train.early_stopping.enabled=false output.dir=" + quote(run) + " >sigint.out 2>sigint.err </dev/null & pid=$!;"
+      " for i in $(seq 1 600); do [ -s " + quote(run + "/metrics.jsonl") + " ] && break; sleep 0.1; done;"
+      " kill -INT $pid; wait $pid; echo $? >" + quote(code_file) + ")";
+  ASSERT_EQ(std::system(script.c_str()), 0);
+  const auto err = test::read_file((root_ / "sigint.err").string());
+  EXPECT_EQ(std::stoi(test::read_file(code_file)), 130) << err;
+  EXPECT_NE(err.find("interrupted during epoch"), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(fs::path(run) / "last.pt"));
+  const auto done = lines_of(fs::path(run) / "metrics.jsonl").size();
+  EXPECT_GE(done, 1u);
+  EXPECT_LT(done, 40u);
+  const auto r = cli({"train", config_, "train.epochs=40", "train.early_stopping.enabled=false",
+                      "output.dir=" + run, "--resume", "auto"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(lines_of(fs::path(run) / "metrics.jsonl").size(), 40u);
+}
+
 // ---- Out-of-scope samples. ----
 
 /// Appends `n` out-of-scope samples (label "oos": off-topic texts, noise images) to a manifest.

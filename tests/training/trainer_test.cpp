@@ -2,6 +2,7 @@
 #include "mmintent/evaluation/predictions.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/interrupt.h"
 #include "mmintent/training/trainer.h"
 #include "support/support.h"
 #include "support/synthetic.h"
@@ -106,6 +107,35 @@ TEST_F(TrainerTest, ResumeContinuesExactlyLikeAnUninterruptedRun) {
   int lines = 0;
   for (std::string line; std::getline(in, line);) ++lines;
   EXPECT_EQ(lines, 4);
+}
+
+TEST_F(TrainerTest, StopRequestKeepsTheLastEpochAndResumesExactly) {
+  test::SyntheticSource train(96, 16, 1, true), val(32, 32, 2, false);
+  torch::manual_seed(3);
+  Trainer full(IntentClassifier(model_options()), trainer_options((dir_.path() / "full").string(), 3));
+  full.fit(train, &val);
+
+  torch::manual_seed(3);
+  const auto run = (dir_.path() / "stopped").string();
+  {
+    Trainer first(IntentClassifier(model_options()), trainer_options(run, 3));
+    first.on_epoch_end = [](const EpochRecord& r) {
+      if (r.epoch == 1) request_stop();  // as SIGINT during epoch 2 would
+    };
+    try {
+      first.fit(train, &val);
+      FAIL() << "no Interrupted";
+    } catch (const Interrupted& e) {
+      EXPECT_THAT(e.what(), HasSubstr("epoch 2 at batch 1/6"));
+      EXPECT_THAT(e.what(), HasSubstr("resume with --resume auto"));
+    }
+  }
+  clear_stop_request();
+  Trainer second(IntentClassifier(model_options()), trainer_options(run, 3));
+  second.resume(run + "/last.pt");
+  EXPECT_EQ(second.state().epochs_completed, 1);
+  second.fit(train, &val);
+  EXPECT_TRUE(same_weights(copy_state(*second.model()), copy_state(*full.model())));
 }
 
 TEST_F(TrainerTest, AccumulationMatchesOneLargeBatchIncludingAShortLastWindow) {

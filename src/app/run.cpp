@@ -293,7 +293,10 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
                           "') samples out of training (oos.method: threshold)");
   }
   if (train_manifest.records.empty()) throw DataError(c.data.train, 0, "the training split is empty");
-  if (!c.data.labels.empty()) {
+  const auto saved_labels = run_dir / "labels.json";
+  if (resuming && fs::exists(saved_labels)) {
+    data.labels = LabelMap::load(saved_labels.string());  // the resumed run's own class order
+  } else if (!c.data.labels.empty()) {
     data.labels = LabelMap::load(c.data.labels);
   } else {
     std::vector<std::string> names;

@@ -12,8 +12,11 @@ target_compile_options(mmintent_warnings INTERFACE
   $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Wno-unused-parameter>)
 
 if(MMINTENT_SANITIZE)
-  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer)
-  add_link_options(-fsanitize=address,undefined)
+  # UBSan halts on the first error (a report is a failure, not a warning); -g1 gives the
+  # reports file:line. scripts/sanitize.sh builds and runs the test suite this way.
+  add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=all
+                      -fno-omit-frame-pointer -g1)
+  add_link_options(-fsanitize=address,undefined -fno-sanitize-recover=all)
 endif()
 
 # Precompiled LibTorch header, made once per kind of target and reused by every LibTorch-heavy

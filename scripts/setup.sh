@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(
   # toolchain
   g++ cmake ninja-build pkg-config ccache
+  # clang and its runtimes (libFuzzer, sanitizers) for scripts/fuzz.sh
+  clang libclang-rt-14-dev
   # libraries
   libtorch-dev libopencv-dev libsentencepiece-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev

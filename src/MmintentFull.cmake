@@ -22,11 +22,16 @@ add_library(mmintent SHARED
   data/dataset.cpp
   data/loader.cpp
   data/importers.cpp
+  data/feedback.cpp
   evaluation/report.cpp
   evaluation/plots.cpp
+  evaluation/calibration.cpp
   inference/predictor.cpp
+  inference/decision.cpp
+  inference/rewrite.cpp
   app/logging.cpp
   app/run.cpp
+  app/tune.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)
 target_include_directories(mmintent PUBLIC

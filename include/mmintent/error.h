@@ -46,4 +46,11 @@ class CheckpointError : public Error {
   explicit CheckpointError(const std::string& what) : Error(what) {}
 };
 
+/// Training went wrong numerically (a NaN or Inf loss or gradient): names the epoch, batch and
+/// optimizer step. The checkpoints on disk are those of the last good epoch.
+class TrainingError : public Error {
+ public:
+  explicit TrainingError(const std::string& what) : Error(what) {}
+};
+
 }  // namespace mmintent

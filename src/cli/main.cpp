@@ -1,10 +1,12 @@
 // mmintent: train, evaluate and serve multimodal intent classifiers from YAML configs.
 // The only place that prints usage and turns errors into exit codes:
-//   0 success, 2 usage, 3 config error, 4 data error, 5 checkpoint/run-dir error, 1 other,
+//   0 success, 2 usage, 3 config error, 4 data error, 5 checkpoint/run-dir error,
+//   6 training diverged (NaN/Inf loss or gradient), 1 other,
 //   130 interrupted (SIGINT/SIGTERM: the last completed epoch's checkpoints are kept).
 
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
+#include "mmintent/app/tune.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/importers.h"
 #include "mmintent/error.h"
@@ -20,7 +22,8 @@
 
 namespace {
 
-enum ExitCode { kOk = 0, kOther = 1, kUsage = 2, kConfig = 3, kData = 4, kCheckpoint = 5, kInterrupted = 130 };
+enum ExitCode { kOk = 0, kOther = 1, kUsage = 2, kConfig = 3, kData = 4, kCheckpoint = 5, kTraining = 6,
+               kInterrupted = 130 };
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
@@ -31,6 +34,12 @@ int fail(int code, const std::string& message) {
 
 void print_prediction(const mmintent::Prediction& prediction) {
   if (prediction.out_of_scope) std::cout << "out of scope: no supported intent fits this request\n";
+  std::cout << "decision: " << mmintent::to_string(prediction.decision);
+  if (prediction.candidates.size() == 2) {
+    std::cout << " between " << prediction.candidates[0].intent << " and "
+              << prediction.candidates[1].intent;
+  }
+  std::cout << "\n";
   for (const auto& s : prediction.top) {
     std::cout << std::left << std::setw(32) << s.intent << std::fixed << std::setprecision(4)
               << s.probability << "\n";
@@ -103,6 +112,29 @@ int main(int argc, char** argv) {
   predict->add_option("--out", out, "...into this JSONL file");
   predict->add_option("--top-k", top_k, "How many intents to list")->check(CLI::PositiveNumber);
   predict->add_option("--device", device, "auto, cpu, cuda or cuda:N");
+  bool rewrite = false;
+  predict->add_flag("--rewrite", rewrite,
+                    "Emit the request for the assistant behind as JSON lines (normalised text, decision, "
+                    "rendered rewrite template), to stdout for --text, to --out for --manifest");
+
+  // calibrate
+  auto* calibrate = app.add_subcommand(
+      "calibrate", "Fit the temperature of a finished run post hoc (calibration.json) and re-choose the "
+                   "thresholds its config chooses on val (oos.json, decision.json)");
+  std::string calibrate_split = "val";
+  calibrate->add_option("run_dir", run_dir, "Run directory written by 'train'")->required();
+  calibrate->add_option("--split", calibrate_split, "val (default), test, or a manifest file to fit on");
+
+  // tune
+  auto* tune = app.add_subcommand("tune", "Update a trained run from a feedback log into a new run directory");
+  mmintent::TuneOptions tune_options;
+  tune->add_option("run_dir", run_dir, "Run directory written by 'train' (only read)")->required();
+  tune->add_option("--feedback", tune_options.feedback, "Feedback log (JSONL: text/image, predicted, reaction, corrected_to)")
+      ->required();
+  tune->add_option("--out", tune_options.out_dir, "The new run directory")->required();
+  tune->add_option("overrides", tune_options.overrides,
+                   "Dotted KEY=VALUE overrides of the run's config, e.g. tune.epochs=5 tune.freeze_encoders=true");
+  tune->add_flag("--overwrite", tune_options.overwrite, "Allow a non-empty --out directory");
 
   // import
   auto* import_cmd = app.add_subcommand("import", "Convert a public data set into train/val/test JSONL manifests");
@@ -170,11 +202,39 @@ int main(int argc, char** argv) {
       auto predictor = mmintent::Predictor::load(run_dir, po);
       if (!manifest.empty()) {
         if (out.empty()) return fail(kUsage, "--manifest needs --out FILE");
-        const auto n = predictor.predict_manifest(manifest, out, top_k);
-        std::cout << "wrote " << n << " predictions to " << out << "\n";
+        const auto n = predictor.predict_manifest(manifest, out, top_k, rewrite);
+        std::cout << "wrote " << n << (rewrite ? " rewritten requests to " : " predictions to ")
+                  << out << "\n";
       } else {
         if (text.empty() && image.empty()) return fail(kUsage, "give --text and/or --image, or --manifest");
-        print_prediction(predictor.predict({text, image}, top_k));
+        const mmintent::PredictInput input{text, image};
+        const auto prediction = predictor.predict(input, top_k);
+        if (rewrite) {
+          std::cout << mmintent::to_json_line(predictor.rewrite(input, prediction),
+                                              predictor.rewriter())
+                    << "\n";
+        } else {
+          print_prediction(prediction);
+        }
+      }
+    } else if (*calibrate) {
+      const auto r = mmintent::calibrate_run(run_dir, calibrate_split);
+      std::cout << std::fixed << std::setprecision(4) << "temperature: " << r.fit.temperature
+                << " (fitted on " << calibrate_split << ", " << r.fit.count << " samples"
+                << (r.fit.at_bound ? ", on the search bound" : "") << ")\n"
+                << "ECE: " << r.before.ece << " -> " << r.after.ece << "  NLL: " << r.before.nll << " -> "
+                << r.after.nll << "\n"
+                << "decision thresholds: min_confidence " << r.min_confidence << ", clarify_margin "
+                << r.clarify_margin << "\n";
+      if (r.oos_threshold >= 0) std::cout << "out-of-scope threshold: " << r.oos_threshold << "\n";
+      std::cout << "wrote " << run_dir << "/calibration.json; run 'mmintent eval' to refresh the reports\n";
+    } else if (*tune) {
+      mmintent::install_stop_handlers();
+      auto result = mmintent::tune_from_feedback(run_dir, tune_options);
+      std::cout << "run directory: " << result.run_dir << "\n";
+      for (const auto& [split, m] : result.metrics) {
+        std::cout << split << ".accuracy: " << std::fixed << std::setprecision(4) << m.accuracy
+                  << "  " << split << ".macro_f1: " << m.macro_f1 << "\n";
       }
     } else if (*import_cmd) {
       const auto start = std::chrono::steady_clock::now();
@@ -202,6 +262,8 @@ int main(int argc, char** argv) {
     return fail(kData, e.what());
   } catch (const mmintent::CheckpointError& e) {
     return fail(kCheckpoint, e.what());
+  } catch (const mmintent::TrainingError& e) {
+    return fail(kTraining, e.what());
   } catch (const std::exception& e) {
     return fail(kOther, first_line(e.what()));
   }

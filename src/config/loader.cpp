@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -99,7 +100,9 @@ class Reader {
     if (!node_.IsDefined() || node_.IsNull()) return;
     if (!node_.IsMap()) fail("", node_, "expected a mapping of keys");
     for (const auto& kv : node_) {
-      const auto key = kv.first.as<std::string>();
+      // A complex key (a list, a mapping, null) is no key name; as<std::string> would throw.
+      if (!kv.first.IsScalar()) fail("", kv.first, "expected a key name, found " + kind_name(kv.first));
+      const auto key = kv.first.Scalar();
       if (seen_.count(key)) continue;
       std::string hint;
       size_t best = 3;
@@ -190,6 +193,22 @@ class Reader {
       out = p.string();
     }
   }
+  /// A mapping of names to strings (rewrite templates and display names per intent).
+  void read(const std::string& key, const YAML::Node& v, std::map<std::string, std::string>& out,
+            const Check&) const {
+    if (v.IsNull()) {
+      out.clear();
+      return;
+    }
+    if (!v.IsMap()) fail(key, v, "expected a mapping of names to strings, found " + kind_name(v));
+    std::map<std::string, std::string> values;
+    for (const auto& kv : v) {
+      const auto name = scalar<std::string>(key, kv.first, "a name");
+      if (kv.second.IsNull()) fail(key + "." + name, kv.second, "expected a string, found null");
+      values[name] = scalar<std::string>(key + "." + name, kv.second, "a string");
+    }
+    out = std::move(values);
+  }
   template <class T>
   void read(const std::string& key, const YAML::Node& v, std::vector<T>& out, const Check& c) const {
     if (!v.IsSequence()) fail(key, v, "expected a list, found " + kind_name(v));
@@ -231,7 +250,7 @@ class Writer {
       os.precision(precision);
       os << v;
       s = os.str();
-      if (std::stod(s) == v) break;
+      if (std::strtod(s.c_str(), nullptr) == v) break;  // std::stod throws for subnormals
     }
     if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
     out_ << s;
@@ -239,6 +258,14 @@ class Writer {
   void write(const std::string& v) {
     if (v.empty()) out_ << YAML::Null;
     else out_ << YAML::DoubleQuoted << v;
+  }
+  void write(const std::map<std::string, std::string>& m) {
+    if (m.empty()) out_ << YAML::Flow;
+    out_ << YAML::BeginMap;
+    for (const auto& [k, v] : m) {
+      out_ << YAML::Key << YAML::DoubleQuoted << k << YAML::Value << YAML::DoubleQuoted << v;
+    }
+    out_ << YAML::EndMap;
   }
   template <class T>
   void write(const std::vector<T>& v) {
@@ -397,6 +424,32 @@ template <class V> void visit(V& v, OosConfig& c) {
   v.field("method", c.method, Check::one_of({"class", "threshold"}));
   v.field("threshold", c.threshold, Check::range(-1, 1));
 }
+template <class V> void visit(V& v, TuneConfig& c) {
+  v.field("epochs", c.epochs, Check::range(1, 100000));
+  v.field("lr", c.lr, Check::gt(0));
+  v.field("scheduler", c.scheduler, Check::one_of({"constant", "cosine"}));
+  v.field("batch_size", c.batch_size, Check::range(1, 1 << 20));
+  v.field("replay_ratio", c.replay_ratio, Check::range(0, 1000));
+  v.field("rejection_weight", c.rejection_weight, Check::ge(0));
+  v.field("freeze_encoders", c.freeze_encoders);
+}
+template <class V> void visit(V& v, CalibrationOptions& c) {
+  v.field("enabled", c.enabled);
+  v.field("method", c.method, Check::one_of({"temperature", "none"}));
+}
+template <class V> void visit(V& v, DecisionOptions& c) {
+  v.field("min_confidence", c.min_confidence, Check::range(-1, 1));
+  v.field("clarify_margin", c.clarify_margin, Check::range(-1, 1));
+  v.field("target_precision", c.target_precision, Check::range(0, 1));
+}
+template <class V> void visit(V& v, RewriteOptions& c) {
+  v.field("fillers", c.fillers);
+  v.field("templates", c.templates);
+  v.field("default_template", c.default_template);
+  v.field("display_names", c.display_names);
+  v.field("clarify_template", c.clarify_template);
+  v.field("fallback_text", c.fallback_text);
+}
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
   v.field("overwrite", c.overwrite);
@@ -408,6 +461,10 @@ template <class V> void visit(V& v, Config& c) {
   v.section("train", c.train);
   v.section("eval", c.eval);
   v.section("oos", c.oos);
+  v.section("calibration", c.calibration);
+  v.section("decision", c.decision);
+  v.section("rewrite", c.rewrite);
+  v.section("tune", c.tune);
   v.section("output", c.output);
 }
 
@@ -528,6 +585,36 @@ void validate(const Config& c, const Context& ctx) {
     if (c.oos.threshold == -1 && c.data.val.empty()) {
       fail("oos.threshold", "choosing the threshold (-1) needs data.val");
     }
+  }
+  for (const auto& [key, value] :
+       {std::pair<std::string, double>{"decision.min_confidence", c.decision.min_confidence},
+        {"decision.clarify_margin", c.decision.clarify_margin}}) {
+    if (value < 0 && value != -1) fail(key, "must be in [0, 1], or -1 to choose it on val");
+    if (value == -1 && c.data.val.empty()) {
+      fail(key, "choosing it on the validation split (-1) needs data.val");
+    }
+  }
+  const auto& rw = c.rewrite;
+  for (size_t i = 0; i < rw.fillers.size(); ++i) {
+    if (rw.fillers[i].find_first_not_of(" \t\r\n") == std::string::npos) {
+      fail("rewrite.fillers[" + std::to_string(i) + "]", "a filler must not be empty");
+    }
+  }
+  auto check_template = [&](const std::string& key, const std::string& text, TemplateKind kind) {
+    const auto problem = template_problem(text, kind);
+    if (problem.empty()) return;
+    for (const auto& [k, given] : ctx.overrides) {  // e.g. rewrite.templates={...}
+      if (key.rfind(k + ".", 0) == 0) {
+        throw ConfigError("command-line override '" + given + "'", key, 0, problem);
+      }
+    }
+    fail(key, problem);
+  };
+  check_template("rewrite.default_template", rw.default_template, TemplateKind::accept);
+  check_template("rewrite.clarify_template", rw.clarify_template, TemplateKind::clarify);
+  check_template("rewrite.fallback_text", rw.fallback_text, TemplateKind::fallback);
+  for (const auto& [intent, text] : rw.templates) {
+    check_template("rewrite.templates." + intent, text, TemplateKind::accept);
   }
 }
 

@@ -2,10 +2,35 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
 namespace mmintent {
 namespace {
 at::Tensor move(const at::Tensor& t, const c10::Device& device, bool non_blocking) {
   return t.defined() ? t.to(device, non_blocking) : t;
+}
+
+/// Concatenates the tensor `get(part)` of every part; all defined or all undefined.
+template <class Get>
+at::Tensor cat_field(const std::vector<Batch>& parts, const char* name, Get get) {
+  const bool first = get(parts.front()).defined();
+  std::vector<at::Tensor> ts;
+  for (const auto& p : parts) {
+    if (get(p).defined() != first) {
+      throw std::invalid_argument(std::string("concat_batches: '") + name +
+                                  "' is defined in some parts and not in others");
+    }
+    if (first) ts.push_back(get(p));
+  }
+  if (!first) return {};
+  try {
+    return at::cat(ts, 0);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("concat_batches: parts disagree on '") + name +
+                                "': " + e.what());
+  }
 }
 }  // namespace
 
@@ -18,7 +43,71 @@ Batch Batch::to(const c10::Device& device, bool non_blocking) const {
   b.image_mask = move(image_mask, device, non_blocking);
   b.labels = move(labels, device, non_blocking);
   b.indices = indices;
+  b.soft_targets = move(soft_targets, device, non_blocking);
+  b.rejected = move(rejected, device, non_blocking);
   return b;
+}
+
+Batch concat_batches(const std::vector<Batch>& parts) {
+  if (parts.empty()) throw std::invalid_argument("concat_batches: no batches");
+  if (parts.size() == 1) return parts.front();
+  Batch out;
+  // Token ids: right-pad every part to the longest text.
+  if (parts.front().token_ids.defined()) {
+    int64_t T = 1;
+    for (const auto& p : parts) {
+      if (p.token_ids.defined()) T = std::max<int64_t>(T, p.token_ids.size(1));
+    }
+    std::vector<at::Tensor> ids;
+    for (const auto& p : parts) {
+      if (!p.token_ids.defined()) {
+        throw std::invalid_argument("concat_batches: 'token_ids' is defined in some parts and not in others");
+      }
+      ids.push_back(p.token_ids.size(1) == T
+                        ? p.token_ids
+                        : at::constant_pad_nd(p.token_ids, {0, T - p.token_ids.size(1)}, 0));
+    }
+    out.token_ids = at::cat(ids, 0);
+  } else {
+    cat_field(parts, "token_ids", [](const Batch& b) { return b.token_ids; });
+  }
+  out.lengths = cat_field(parts, "lengths", [](const Batch& b) { return b.lengths; });
+  out.text_mask = cat_field(parts, "text_mask", [](const Batch& b) { return b.text_mask; });
+  out.images = cat_field(parts, "images", [](const Batch& b) { return b.images; });
+  out.image_mask = cat_field(parts, "image_mask", [](const Batch& b) { return b.image_mask; });
+  out.labels = cat_field(parts, "labels", [](const Batch& b) { return b.labels; });
+  out.indices = cat_field(parts, "indices", [](const Batch& b) { return b.indices; });
+
+  // Optional targets: fill the parts that lack them with "hard" rows / "nothing rejected".
+  int64_t K = -1;
+  bool any_rejected = false;
+  for (const auto& p : parts) {
+    if (p.soft_targets.defined()) {
+      if (K >= 0 && p.soft_targets.size(1) != K) {
+        throw std::invalid_argument("concat_batches: parts disagree on the number of classes (" +
+                                    std::to_string(K) + " vs " +
+                                    std::to_string(p.soft_targets.size(1)) + ")");
+      }
+      K = p.soft_targets.size(1);
+    }
+    any_rejected = any_rejected || p.rejected.defined();
+  }
+  if (K >= 0) {
+    std::vector<at::Tensor> ts;
+    for (const auto& p : parts) {
+      ts.push_back(p.soft_targets.defined() ? p.soft_targets
+                                            : at::zeros({p.size(), K}, at::kFloat));
+    }
+    out.soft_targets = at::cat(ts, 0);
+  }
+  if (any_rejected) {
+    std::vector<at::Tensor> ts;
+    for (const auto& p : parts) {
+      ts.push_back(p.rejected.defined() ? p.rejected : at::full({p.size()}, -1, at::kLong));
+    }
+    out.rejected = at::cat(ts, 0);
+  }
+  return out;
 }
 
 }  // namespace mmintent

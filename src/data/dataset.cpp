@@ -32,24 +32,53 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
   // Labels first: unknown ones are an error or are skipped, before any expensive work.
   std::vector<Record> kept;
   kept.reserve(manifest.records.size());
+  if (labels) num_classes_ = labels->size();
   for (auto& r : manifest.records) {
     if (labels) {
-      int64_t idx = labels->find(r.label);
-      if (idx < 0 && !options_.extra_label.empty() && r.label == options_.extra_label) {
-        idx = labels->size();
+      // The hard label (or a soft label's most probable intent), every intent of a soft label
+      // and a rejected intent must be in the label map.
+      std::string unknown, what = "label";
+      int64_t idx = -1;
+      std::vector<std::pair<int64_t, float>> soft;
+      for (const auto& [name, p] : r.soft_label) {
+        const int64_t k = labels->find(name);
+        if (k < 0) {
+          unknown = name;
+          what = "soft label intent";
+          break;
+        }
+        soft.emplace_back(k, static_cast<float>(p));
       }
-      if (idx < 0) {
-        const std::string msg = "label '" + r.label +
+      if (unknown.empty() && !(r.label.empty() && !r.rejected.empty())) {
+        idx = labels->find(r.label);
+        if (idx < 0 && !options_.extra_label.empty() && r.label == options_.extra_label &&
+            r.soft_label.empty()) {
+          idx = labels->size();
+        }
+        if (idx < 0) unknown = r.label;
+      }
+      int64_t rejected = -1;
+      if (unknown.empty() && !r.rejected.empty()) {
+        rejected = labels->find(r.rejected);
+        if (rejected < 0) {
+          unknown = r.rejected;
+          what = "rejected intent";
+        }
+      }
+      if (!unknown.empty() || (idx < 0 && rejected < 0)) {
+        const std::string msg = what + " '" + unknown +
                                 "' is not in the label map (built from the training split or "
-                                "data.labels); set data.unknown_labels: skip to leave such "
-                                "samples out";
+                                "data.labels)";
         if (options_.unknown_labels == "skip") {
           skipped_.push_back(path_ + ":" + std::to_string(r.line) + ": " + msg);
           continue;
         }
-        throw DataError(path_, r.line, msg);
+        throw DataError(path_, r.line,
+                        msg + "; set data.unknown_labels: skip to leave such samples out");
       }
       labels_.push_back(idx);
+      soft_.push_back(std::move(soft));
+      rejected_.push_back(rejected);
     }
     if (!options_.use_image) r.image.clear();
     if (!options_.use_text) r.text.clear();
@@ -57,17 +86,20 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
   }
   records_ = std::move(kept);
 
-  // Decode the image cache in parallel; bad images are errors or skips.
-  if (options_.use_image && options_.cache_images) {
+  // Decode the image cache (or, with check_images, every image once without keeping it) in
+  // parallel; bad images are errors or skips.
+  const bool cache = options_.cache_images;
+  if (options_.use_image && (cache || options_.check_images)) {
     const int64_t n = size();
-    images_.resize(n);
+    if (cache) images_.resize(n);
     std::vector<std::string> errors(n);
     std::atomic<int64_t> next{0};
     auto work = [&] {
       for (int64_t i = next++; i < n; i = next++) {
         if (records_[i].image.empty()) continue;
         try {
-          images_[i] = load_image(records_[i].image, options_.image);
+          DecodedImage image = load_image(records_[i].image, options_.image);
+          if (cache) images_[i] = std::move(image);
         } catch (const std::exception& e) {
           errors[i] = e.what();
         }
@@ -82,7 +114,7 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
     std::vector<char> keep(n, 1);
     for (int64_t i = 0; i < n; ++i) {
       if (errors[i].empty()) continue;
-      const std::string msg = "sample " + path_ + ":" + std::to_string(records_[i].line) + ": " + errors[i];
+      const std::string msg = path_ + ":" + std::to_string(records_[i].line) + ": " + errors[i];
       if (options_.on_bad_sample != "skip") throw DataError(path_, records_[i].line, errors[i]);
       skipped_.push_back(msg);
       keep[i] = 0;
@@ -93,14 +125,22 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
         if (!keep[i]) continue;
         if (w != i) {  // a self-move would empty the strings
           records_[w] = std::move(records_[i]);
-          images_[w] = std::move(images_[i]);
-          if (!labels_.empty()) labels_[w] = labels_[i];
+          if (cache) images_[w] = std::move(images_[i]);
+          if (!labels_.empty()) {
+            labels_[w] = labels_[i];
+            soft_[w] = std::move(soft_[i]);
+            rejected_[w] = rejected_[i];
+          }
         }
         ++w;
       }
       records_.resize(w);
-      images_.resize(w);
-      if (!labels_.empty()) labels_.resize(w);
+      if (cache) images_.resize(w);
+      if (!labels_.empty()) {
+        labels_.resize(w);
+        soft_.resize(w);
+        rejected_.resize(w);
+      }
     }
   }
 
@@ -179,6 +219,23 @@ Batch MultimodalDataset::collate(const std::vector<int64_t>& indices, const Augm
     batch.labels = at::empty({B}, at::kLong);
     auto* lab = batch.labels.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) lab[b] = labels_[indices[b]];
+    bool any_soft = false, any_rejected = false;
+    for (auto i : indices) {
+      any_soft = any_soft || !soft_[i].empty();
+      any_rejected = any_rejected || rejected_[i] >= 0;
+    }
+    if (any_soft) {
+      batch.soft_targets = at::zeros({B, num_classes_}, at::kFloat);
+      auto* q = batch.soft_targets.data_ptr<float>();
+      for (int64_t b = 0; b < B; ++b) {
+        for (const auto& [k, p] : soft_[indices[b]]) q[b * num_classes_ + k] = p;
+      }
+    }
+    if (any_rejected) {
+      batch.rejected = at::empty({B}, at::kLong);
+      auto* rej = batch.rejected.data_ptr<int64_t>();
+      for (int64_t b = 0; b < B; ++b) rej[b] = rejected_[indices[b]];
+    }
   }
   return batch;
 }

@@ -1,6 +1,7 @@
 #include "mmintent/data/image.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -37,8 +38,63 @@ bool is_jpeg(const std::vector<uint8_t>& d) {
   return d.size() >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
 }
 
-/// Image dimensions read from the file header, for PNG, JPEG, BMP and WebP; nullopt for other
-/// formats or a header too short to tell (the decoder then decides).
+/// Width and height of a PBM/PGM/PPM/PFM header ("P5 # comment\n 640 480 ..."); nullopt when
+/// the header is malformed or cut short.
+std::optional<Size2> pnm_size(const std::vector<uint8_t>& d) {
+  std::size_t i = 2;
+  uint64_t values[2] = {0, 0};
+  for (auto& v : values) {
+    while (i < d.size() && (std::isspace(d[i]) || d[i] == '#')) {
+      if (d[i] == '#') {
+        while (i < d.size() && d[i] != '\n') ++i;
+      } else {
+        ++i;
+      }
+    }
+    if (i >= d.size() || !std::isdigit(d[i])) return std::nullopt;
+    for (int digits = 0; i < d.size() && std::isdigit(d[i]); ++i) {
+      if (++digits > 12) return std::nullopt;  // absurd: let the decoder refuse it
+      v = v * 10 + (d[i] - '0');
+    }
+  }
+  return Size2{values[0], values[1]};
+}
+
+/// Width and height from the first image file directory of a (classic, not Big) TIFF; nullopt
+/// when the directory lies outside `d` or lacks the tags.
+std::optional<Size2> tiff_size(const std::vector<uint8_t>& d, bool little_endian) {
+  const std::size_t n = d.size();
+  const uint8_t* p = d.data();
+  auto u16 = [&](std::size_t at) { return little_endian ? le16(p + at) : be16(p + at); };
+  auto u32 = [&](std::size_t at) { return little_endian ? le32(p + at) : be32(p + at); };
+  const std::size_t ifd = u32(4);
+  if (ifd + 2 > n) return std::nullopt;
+  const std::size_t entries = u16(ifd);
+  uint64_t width = 0, height = 0;
+  bool has_width = false, has_height = false;
+  for (std::size_t k = 0; k < entries; ++k) {
+    const std::size_t e = ifd + 2 + 12 * k;
+    if (e + 12 > n) return std::nullopt;
+    const uint32_t tag = u16(e), type = u16(e + 2);
+    if (tag != 256 && tag != 257) continue;
+    uint64_t value = 0;
+    if (type == 3) {
+      value = u16(e + 8);  // SHORT
+    } else if (type == 4) {
+      value = u32(e + 8);  // LONG
+    } else {
+      return std::nullopt;
+    }
+    (tag == 256 ? width : height) = value;
+    (tag == 256 ? has_width : has_height) = true;
+  }
+  if (!has_width || !has_height) return std::nullopt;
+  return Size2{width, height};
+}
+
+/// Image dimensions read from the file header, for PNG, JPEG, BMP, WebP, PNM (PBM/PGM/PPM/PFM)
+/// and TIFF; nullopt for other formats or a header too short to tell (the decoder then
+/// decides, within OpenCV's own limit).
 std::optional<Size2> header_size(const std::vector<uint8_t>& d) {
   const std::size_t n = d.size();
   const uint8_t* p = d.data();
@@ -82,31 +138,94 @@ std::optional<Size2> header_size(const std::vector<uint8_t>& d) {
     }
     if (std::memcmp(p + 12, "VP8X", 4) == 0) return Size2{le24(p + 24) + 1u, le24(p + 27) + 1u};
   }
+  if (n >= 3 && p[0] == 'P' && ((p[1] >= '1' && p[1] <= '6') || p[1] == 'F' || p[1] == 'f')) {
+    return pnm_size(d);
+  }
+  if (n >= 8 && ((p[0] == 'I' && p[1] == 'I' && le16(p + 2) == 42) ||
+                 (p[0] == 'M' && p[1] == 'M' && be16(p + 2) == 42))) {
+    return tiff_size(d, p[0] == 'I');
+  }
   return std::nullopt;
 }
 
-std::string too_many_pixels(uint64_t width, uint64_t height, int64_t max_pixels) {
-  return "image is " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-         std::to_string(width * height) +
-         " pixels, above max_pixels = " + std::to_string(max_pixels);
+/// OpenCV 4 refuses (by default) to decode an image above 2^30 pixels or 2^20 pixels a side.
+constexpr uint64_t kDecoderMaxPixels = uint64_t{1} << 30;
+constexpr uint64_t kDecoderMaxSide = uint64_t{1} << 20;
+
+/// The head of the file read before anything else: enough for the size in every header
+/// header_size parses (a JPEG's frame header can follow large EXIF segments).
+constexpr std::size_t kHeadBytes = 256 * 1024;
+
+std::string pixel_count(uint64_t width, uint64_t height) {
+  std::string s = std::to_string(width) + "x" + std::to_string(height);
+  if (height == 0 || width <= UINT64_MAX / height) s += " = " + std::to_string(width * height);
+  return s + " pixels";
 }
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
+/// Throws DataError unless width x height is non-zero, at most `max_pixels` and within what
+/// the decoder accepts. Overflow-safe for any 64-bit sizes.
+void check_size(const std::string& path, uint64_t width, uint64_t height, int64_t max_pixels) {
+  if (width == 0 || height == 0) throw DataError(path, 0, "image header gives a zero width or height");
+  if (width > static_cast<uint64_t>(max_pixels) / height) {
+    throw DataError(path, 0, "image is " + pixel_count(width, height) + ", above max_pixels = " +
+                                 std::to_string(max_pixels) + " (data.image.max_pixels)");
+  }
+  if (width > kDecoderMaxPixels / height || width > kDecoderMaxSide || height > kDecoderMaxSide) {
+    throw DataError(path, 0, "image is " + pixel_count(width, height) +
+                                 ", more than the decoder (OpenCV) accepts: at most " +
+                                 std::to_string(kDecoderMaxPixels) + " pixels and " +
+                                 std::to_string(kDecoderMaxSide) + " a side");
+  }
+}
+
+/// Reads the whole image file. The head is read first and the size its header gives is checked
+/// against `max_pixels` before the rest is read, so a huge image costs no memory.
+std::vector<uint8_t> read_image_file(const std::string& path, int64_t max_pixels) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (ec || !fs::exists(status)) throw DataError(path, 0, "image file not found");
   if (fs::is_directory(status)) throw DataError(path, 0, "image path is a directory");
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path, 0, std::string("cannot open image: ") + std::strerror(errno));
+  if (!in) {
+    throw DataError(path, 0, std::string("cannot open image: ") +
+                                 (errno != 0 ? std::strerror(errno) : "unknown error"));
+  }
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
   if (size < 0) throw DataError(path, 0, "cannot read image: cannot tell its size");
   if (size == 0) throw DataError(path, 0, "image file is empty (0 bytes)");
   in.seekg(0, std::ios::beg);
-  std::vector<uint8_t> bytes(static_cast<std::size_t>(size));
-  in.read(reinterpret_cast<char*>(bytes.data()), size);
-  if (in.gcount() != size) throw DataError(path, 0, "cannot read image: short read");
+  const auto total = static_cast<std::size_t>(size);
+  std::vector<uint8_t> bytes(std::min(total, kHeadBytes));
+  auto read_to_end = [&](std::size_t from) {
+    in.read(reinterpret_cast<char*>(bytes.data() + from), static_cast<std::streamsize>(bytes.size() - from));
+    if (in.gcount() != static_cast<std::streamsize>(bytes.size() - from)) {
+      throw DataError(path, 0, "cannot read image: short read");
+    }
+  };
+  read_to_end(0);
+  std::optional<Size2> header = header_size(bytes);
+  if (header) check_size(path, header->width, header->height, max_pixels);
+  if (bytes.size() < total) {
+    const std::size_t head = bytes.size();
+    bytes.resize(total);
+    read_to_end(head);
+    if (!header) {
+      header = header_size(bytes);
+      if (header) check_size(path, header->width, header->height, max_pixels);
+    }
+  }
   return bytes;
+}
+
+/// An OpenCV exception's bare message (first line, without the "OpenCV(4.x) file:line:"
+/// prefix) and the function that raised it.
+std::string opencv_reason(const cv::Exception& e) {
+  std::string msg = e.err.empty() ? std::string(e.what()) : e.err;
+  if (const auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  if (!e.func.empty()) msg += " (in " + e.func + ")";
+  return msg;
 }
 
 /// Uniform double in [0, 1) from 53 random bits (same on every platform).
@@ -169,15 +288,7 @@ void validate(const AugmentOptions& options) {
 
 DecodedImage load_image(const std::string& path, const ImageOptions& options) {
   validate(options);
-  const std::vector<uint8_t> bytes = read_bytes(path);
-  if (const auto size = header_size(bytes)) {
-    if (size->width == 0 || size->height == 0) {
-      throw DataError(path, 0, "image header gives a zero width or height");
-    }
-    if (size->width * size->height > static_cast<uint64_t>(options.max_pixels)) {
-      throw DataError(path, 0, too_many_pixels(size->width, size->height, options.max_pixels));
-    }
-  }
+  const std::vector<uint8_t> bytes = read_image_file(path, options.max_pixels);
   if (is_jpeg(bytes)) {
     // libjpeg pads a truncated JPEG with grey and only warns; insist on the end-of-image marker.
     bool has_eoi = false;
@@ -194,17 +305,15 @@ DecodedImage load_image(const std::string& path, const ImageOptions& options) {
                          const_cast<uint8_t*>(bytes.data()));
     decoded = cv::imdecode(buffer, flags);
   } catch (const cv::Exception& e) {
-    throw DataError(path, 0, std::string("cannot decode image: ") + e.what());
+    throw DataError(path, 0, "cannot decode image: " + opencv_reason(e));
   }
   if (decoded.empty()) {
     throw DataError(path, 0,
                     "cannot decode image (not an image, an unsupported format or a truncated "
                     "file)");
   }
-  const auto w = static_cast<uint64_t>(decoded.cols), h = static_cast<uint64_t>(decoded.rows);
-  if (w * h > static_cast<uint64_t>(options.max_pixels)) {
-    throw DataError(path, 0, too_many_pixels(w, h, options.max_pixels));
-  }
+  check_size(path, static_cast<uint64_t>(decoded.cols), static_cast<uint64_t>(decoded.rows),
+             options.max_pixels);
 
   try {
     if (options.channels == 3) cv::cvtColor(decoded, decoded, cv::COLOR_BGR2RGB);
@@ -217,7 +326,7 @@ DecodedImage load_image(const std::string& path, const ImageOptions& options) {
       decoded = resized;
     }
   } catch (const cv::Exception& e) {
-    throw DataError(path, 0, std::string("cannot convert image: ") + e.what());
+    throw DataError(path, 0, "cannot convert image: " + opencv_reason(e));
   }
   if (!decoded.isContinuous()) decoded = decoded.clone();
 

@@ -38,14 +38,14 @@ long line_of_offset(const std::string& text, std::size_t offset) {
   return 1 + static_cast<long>(std::count(text.begin(), text.begin() + offset, '\n'));
 }
 
-/// 1-based line where element `index` of the top-level JSON array in `text` starts (the text
-/// is known to be valid JSON). 0 when not found.
-long json_element_line(const std::string& text, std::size_t index) {
+/// 1-based line where each element of the top-level JSON array in `text` starts (the text is
+/// known to be valid JSON), in one pass: per-element scans made large label maps quadratic.
+std::vector<long> json_element_lines(const std::string& text) {
+  std::vector<long> lines;
   long line = 1;
   int depth = 0;
   bool in_string = false;
   bool expect_element = false;  // just after '[' or ',' at depth 1
-  std::size_t seen = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '\n') ++line;
@@ -58,10 +58,7 @@ long json_element_line(const std::string& text, std::size_t index) {
       continue;
     }
     if (std::isspace(static_cast<unsigned char>(c))) continue;
-    if (expect_element && depth == 1 && c != ']') {
-      if (seen == index) return line;
-      ++seen;
-    }
+    if (expect_element && depth == 1 && c != ']') lines.push_back(line);
     expect_element = false;
     if (c == '"') {
       in_string = true;
@@ -74,7 +71,7 @@ long json_element_line(const std::string& text, std::size_t index) {
       expect_element = true;
     }
   }
-  return 0;
+  return lines;
 }
 
 /// Splits "file:123" into ("file", 123); anything else is (where, 0).
@@ -141,13 +138,16 @@ LabelMap LabelMap::load(const std::string& path) {
     } catch (const nlohmann::json::parse_error& e) {
       throw DataError(path, line_of_offset(data, e.byte > 0 ? e.byte - 1 : 0),
                       std::string("not valid JSON: ") + e.what());
+    } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e999
+      throw DataError(path, 0, std::string("not valid JSON: ") + e.what());
     }
     if (!array.is_array()) {
       throw DataError(path, 0,
                       std::string("expected a JSON array of strings, found ") + array.type_name());
     }
+    const std::vector<long> element_lines = json_element_lines(data);
     for (std::size_t i = 0; i < array.size(); ++i) {
-      const long line = json_element_line(data, i);
+      const long line = i < element_lines.size() ? element_lines[i] : 0;
       if (!array[i].is_string()) {
         throw DataError(
             path, line,

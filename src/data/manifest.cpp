@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -174,6 +175,62 @@ RawField json_field(const nlohmann::json& object, const std::string& name, bool 
                          it->type_name());
 }
 
+/// How far from 1 the probabilities of a soft label may sum (they are then normalised).
+constexpr double kSoftLabelTolerance = 1e-3;
+
+using SoftLabel = std::vector<std::pair<std::string, double>>;
+
+/// Reads a soft label {"intent": probability, ...} found in field `field`. Throws DataError
+/// (record-level) for an empty object, an empty or non-UTF-8 intent, a probability that is not
+/// a finite number >= 0, or probabilities not summing to 1 within kSoftLabelTolerance.
+SoftLabel soft_label_from_json(const nlohmann::json& object, const std::string& field,
+                               const RecordBuilder& builder, long line, bool marker_is_invalid) {
+  const std::string what = "soft label in field '" + field + "'";
+  if (object.empty()) {
+    builder.fail(line, what + " is an empty object; expected {\"intent\": probability, ...}");
+  }
+  SoftLabel out;
+  double sum = 0;
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    const std::string& intent = it.key();
+    if (intent.empty()) builder.fail(line, what + " has an empty intent name");
+    std::size_t bad = find_invalid_utf8(intent);
+    if (bad == std::string::npos && marker_is_invalid) bad = intent.find(kInvalidByteMarker);
+    if (bad != std::string::npos) {
+      builder.fail(line, what + ": an intent name is not valid UTF-8 (byte offset " +
+                             std::to_string(bad) + " in the name)");
+    }
+    if (!it->is_number()) {
+      builder.fail(line, what + ": the probability of '" + intent + "' must be a number, found " +
+                             it->type_name());
+    }
+    const double p = it->get<double>();
+    if (!std::isfinite(p) || p < 0) {
+      builder.fail(line, what + ": the probability of '" + intent + "' must be >= 0, found " +
+                             it->dump());
+    }
+    sum += p;
+    out.emplace_back(intent, p);
+  }
+  if (!(std::abs(sum - 1.0) <= kSoftLabelTolerance)) {
+    std::ostringstream os;
+    os.precision(6);
+    os << sum;
+    builder.fail(line, what + ": the probabilities sum to " + os.str() +
+                           ", expected 1 (within 0.001)");
+  }
+  for (auto& entry : out) entry.second /= sum;
+  return out;
+}
+
+/// The most probable intent of a soft label (the first on ties).
+std::string most_probable(const SoftLabel& soft) {
+  const auto best = std::max_element(soft.begin(), soft.end(), [](const auto& a, const auto& b) {
+    return a.second < b.second;
+  });
+  return best->first;
+}
+
 void read_jsonl(const std::string& path, const std::string& data,
                 const ManifestReadOptions& options, Manifest& manifest) {
   const bool skip = options.on_bad_record == "skip";
@@ -213,7 +270,7 @@ void read_jsonl(const std::string& path, const std::string& data,
       nlohmann::json object;
       try {
         object = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
         builder.fail(line_no, std::string("not valid JSON: ") + e.what());
       }
       if (!object.is_object()) {
@@ -221,8 +278,18 @@ void read_jsonl(const std::string& path, const std::string& data,
       }
       const RawField text = json_field(object, f.text, false, builder, line_no);
       const RawField image = json_field(object, f.image, false, builder, line_no);
-      const RawField label = json_field(object, f.label, true, builder, line_no);
-      manifest.records.push_back(builder.build(text, image, label, line_no, had_invalid));
+      SoftLabel soft;
+      RawField label;
+      if (const auto it = f.label.empty() ? object.end() : object.find(f.label);
+          it != object.end() && it->is_object()) {
+        soft = soft_label_from_json(*it, f.label, builder, line_no, had_invalid);
+        label = most_probable(soft);
+      } else {
+        label = json_field(object, f.label, true, builder, line_no);
+      }
+      Record record = builder.build(text, image, label, line_no, had_invalid);
+      record.soft_label = std::move(soft);
+      manifest.records.push_back(std::move(record));
     });
   }
 }
@@ -389,8 +456,27 @@ void read_delimited(const std::string& path, const std::string& data, char delim
         if (col < 0) return std::nullopt;
         return row.fields[static_cast<std::size_t>(col)];
       };
-      manifest.records.push_back(
-          builder.build(get(text_col), get(image_col), get(label_col), row.line));
+      RawField label = get(label_col);
+      SoftLabel soft;
+      if (label && trim_spaces(*label).rfind('{', 0) == 0) {
+        // A soft label: the cell holds a JSON object, e.g. "{""refund"": 0.7, ""exchange"": 0.3}".
+        nlohmann::json object;
+        try {
+          object = nlohmann::json::parse(*label);
+        } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
+          builder.fail(row.line, "soft label in column '" + f.label +
+                                     "' is not a valid JSON object: " + e.what());
+        }
+        if (!object.is_object()) {
+          builder.fail(row.line, "soft label in column '" + f.label +
+                                     "' must be a JSON object, found " + object.type_name());
+        }
+        soft = soft_label_from_json(object, f.label, builder, row.line, false);
+        label = most_probable(soft);
+      }
+      Record record = builder.build(get(text_col), get(image_col), label, row.line);
+      record.soft_label = std::move(soft);
+      manifest.records.push_back(std::move(record));
     });
   }
 }

@@ -330,4 +330,187 @@ void draw_confidence_histogram(const std::vector<double>& correct_top_probs,
   write_png(img, png_path);
 }
 
+namespace {
+
+/// A dashed line from a to b (dash and gap in pixels).
+void dashed_line(cv::Mat& img, cv::Point a, cv::Point b, const cv::Scalar& colour, int dash = 6,
+                 int thickness = 1) {
+  const double len = std::hypot(b.x - a.x, b.y - a.y);
+  if (len < 1) return;
+  for (double t = 0; t < len; t += 2 * dash) {
+    const double t2 = std::min(len, t + dash);
+    const cv::Point p(a.x + static_cast<int>((b.x - a.x) * t / len),
+                      a.y + static_cast<int>((b.y - a.y) * t / len));
+    const cv::Point q(a.x + static_cast<int>((b.x - a.x) * t2 / len),
+                      a.y + static_cast<int>((b.y - a.y) * t2 / len));
+    cv::line(img, p, q, colour, thickness, cv::LINE_AA);
+  }
+}
+
+std::string format_fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+}  // namespace
+
+void draw_reliability_diagram(const std::vector<std::pair<std::string, CalibrationMetrics>>& panels,
+                              const std::string& title, const std::string& png_path) {
+  if (panels.empty()) throw Error("cannot draw " + png_path + ": no reliability panel given");
+  const int side = 400, strip = 60, gap = 90;
+  const int left = 80, top = 110, bottom = 60 + strip + 20, right = 40;
+  const int n = static_cast<int>(panels.size());
+  const int width =
+      std::max(left + n * side + (n - 1) * gap + right, text_size(ascii(title), 0.65).width + 40);
+  const int height = top + side + bottom;
+  cv::Mat img(height, width, CV_8UC3, kWhite);
+  put_centred(img, ascii(title), width / 2, 24, 0.65, kBlack);
+  const cv::Scalar bar(214, 142, 66), gap_fill(60, 60, 230), diag(120, 120, 120);
+
+  for (int p = 0; p < n; ++p) {
+    const auto& [name, m] = panels[p];
+    const int x0 = left + p * (side + gap), y0 = top;
+    auto px = [&](double v) {
+      return x0 + static_cast<int>(std::lround(std::clamp(v, 0.0, 1.0) * side));
+    };
+    auto py = [&](double v) {
+      return y0 + side - static_cast<int>(std::lround(std::clamp(v, 0.0, 1.0) * side));
+    };
+    put_centred(img, ascii(name), x0 + side / 2, top - 18, 0.55, kBlack);
+    for (int t = 0; t <= 10; t += 2) {  // grid and ticks
+      const double v = t / 10.0;
+      cv::line(img, {px(v), y0}, {px(v), y0 + side}, kGrid, 1);
+      cv::line(img, {x0, py(v)}, {x0 + side, py(v)}, kGrid, 1);
+      put_centred(img, format_fixed(v, 1), px(v), y0 + side + strip + 32, 0.42, kBlack);
+      put_right(img, format_fixed(v, 1), x0 - 8, py(v), 0.42, kBlack);
+    }
+    // Bars up to the accuracy, the gap to the mean confidence shaded.
+    for (const auto& b : m.bins) {
+      if (b.count == 0) continue;
+      const int xa = px(b.lower) + 1, xb = px(b.upper) - 1;
+      cv::rectangle(img, cv::Rect(cv::Point(xa, py(b.accuracy)), cv::Point(xb, y0 + side)), bar,
+                    cv::FILLED);
+      cv::rectangle(img, cv::Rect(cv::Point(xa, py(b.accuracy)), cv::Point(xb, y0 + side)), kAxis,
+                    1);
+    }
+    cv::Mat overlay = img.clone();
+    for (const auto& b : m.bins) {
+      if (b.count == 0) continue;
+      const int xa = px(b.lower) + 1, xb = px(b.upper) - 1;
+      const int ya = py(std::max(b.accuracy, b.confidence)),
+                yb = py(std::min(b.accuracy, b.confidence));
+      if (yb > ya)
+        cv::rectangle(overlay, cv::Rect(cv::Point(xa, ya), cv::Point(xb, yb)), gap_fill,
+                      cv::FILLED);
+    }
+    cv::addWeighted(overlay, 0.45, img, 0.55, 0, img);
+    dashed_line(img, {px(0), py(0)}, {px(1), py(1)}, diag, 6, 1);
+    cv::rectangle(img, cv::Rect(x0, y0, side + 1, side + 1), kAxis, 1);
+    // ECE and accuracy in the corner.
+    put_left(img, "ECE " + format_fixed(m.ece, 4), x0 + 10, y0 + 16, 0.5, kBlack);
+    put_left(img, "accuracy " + format_fixed(m.accuracy, 4), x0 + 10, y0 + 36, 0.45, kBlack);
+    put_left(img, "NLL " + format_fixed(m.nll, 4), x0 + 10, y0 + 56, 0.45, kBlack);
+    // Share of samples per bin.
+    const int sy = y0 + side + 8;
+    double max_share = 0;
+    for (const auto& b : m.bins)
+      max_share = std::max(max_share, m.count ? static_cast<double>(b.count) / m.count : 0.0);
+    for (const auto& b : m.bins) {
+      if (b.count == 0 || max_share <= 0) continue;
+      const double share = static_cast<double>(b.count) / m.count;
+      const int h = std::max(1, static_cast<int>(std::lround(share / max_share * (strip - 4))));
+      cv::rectangle(img,
+                    cv::Rect(cv::Point(px(b.lower) + 1, sy + strip - h),
+                             cv::Point(px(b.upper) - 1, sy + strip)),
+                    cv::Scalar(150, 150, 150), cv::FILLED);
+    }
+    cv::rectangle(img, cv::Rect(x0, sy, side + 1, strip + 1), kAxis, 1);
+    put_left(img, "samples per bin (max " + format_fixed(100 * max_share, 1) + "%)", x0 + 6,
+             sy + 10, 0.38, kAxis);
+    put_centred(img, "confidence (top-class probability)", x0 + side / 2, height - 16, 0.5, kBlack);
+    put_vertical(img, "accuracy", x0 - 55, y0 + side / 2, 0.5, kBlack);
+  }
+  // Legend.
+  int lx = left;
+  const int ly = 56;
+  cv::rectangle(img, cv::Rect(lx, ly - 7, 22, 14), bar, cv::FILLED);
+  put_left(img, "accuracy per bin", lx + 30, ly, 0.45, kBlack);
+  lx += 30 + text_size("accuracy per bin", 0.45).width + 25;
+  cv::rectangle(img, cv::Rect(lx, ly - 7, 22, 14), gap_fill * 0.45 + kWhite * 0.55, cv::FILLED);
+  put_left(img, "gap to mean confidence", lx + 30, ly, 0.45, kBlack);
+  lx += 30 + text_size("gap to mean confidence", 0.45).width + 25;
+  dashed_line(img, {lx, ly}, {lx + 22, ly}, diag, 4, 1);
+  put_left(img, "perfect calibration", lx + 30, ly, 0.45, kBlack);
+  write_png(img, png_path);
+}
+
+void draw_coverage_curve(const CoverageCurvePlot& c, const std::string& title,
+                         const std::string& png_path) {
+  if (c.coverage.size() != c.accuracy.size()) {
+    throw Error("cannot draw " + png_path + ": " + std::to_string(c.coverage.size()) +
+                " coverage values but " + std::to_string(c.accuracy.size()) + " accuracies");
+  }
+  const int width = 760, height = 560, left = 90, right = 40, top = 80, bottom = 70;
+  const int plot_w = width - left - right, plot_h = height - top - bottom;
+  cv::Mat img(height, width, CV_8UC3, kWhite);
+  put_centred(img, ascii(title), width / 2, 24, 0.6, kBlack);
+
+  // Y from a round value under the lowest accuracy (or the target) up to 1.
+  double y_min = 1.0;
+  for (double a : c.accuracy) y_min = std::min(y_min, a);
+  if (c.target_precision >= 0) y_min = std::min(y_min, c.target_precision);
+  if (c.operating_accuracy >= 0) y_min = std::min(y_min, c.operating_accuracy);
+  y_min = std::clamp(std::floor(y_min * 10 - 1e-9) / 10, 0.0, 0.9);
+  auto px = [&](double v) {
+    return left + static_cast<int>(std::lround(std::clamp(v, 0.0, 1.0) * plot_w));
+  };
+  auto py = [&](double v) {
+    return top + plot_h -
+           static_cast<int>(
+               std::lround((std::clamp(v, y_min, 1.0) - y_min) / (1 - y_min) * plot_h));
+  };
+  for (int t = 0; t <= 10; ++t) {
+    const double v = t / 10.0;
+    cv::line(img, {px(v), top}, {px(v), top + plot_h}, kGrid, 1);
+    put_centred(img, format_fixed(v, 1), px(v), top + plot_h + 18, 0.42, kBlack);
+  }
+  const double y_step = (1 - y_min) > 0.5 ? 0.1 : (1 - y_min) > 0.2 ? 0.05 : 0.02;
+  for (double v = y_min; v <= 1.0 + 1e-9; v += y_step) {
+    cv::line(img, {left, py(v)}, {left + plot_w, py(v)}, kGrid, 1);
+    put_right(img, format_fixed(v, 2), left - 8, py(v), 0.42, kBlack);
+  }
+  cv::rectangle(img, cv::Rect(left, top, plot_w + 1, plot_h + 1), kAxis, 1);
+  const cv::Scalar line(180, 100, 30), target(60, 60, 220), point(40, 150, 40);
+  if (c.target_precision >= 0) {
+    dashed_line(img, {left, py(c.target_precision)}, {left + plot_w, py(c.target_precision)},
+                target, 7, 1);
+    put_left(img, "target " + format_fixed(c.target_precision, 3), left + 8,
+             py(c.target_precision) - 10, 0.42, target);
+  }
+  if (c.coverage.empty()) {
+    put_centred(img, "no accepted predictions", left + plot_w / 2, top + plot_h / 2, 0.7, kAxis);
+  } else {
+    std::vector<cv::Point> pts;
+    for (size_t i = 0; i < c.coverage.size(); ++i)
+      pts.emplace_back(px(c.coverage[i]), py(c.accuracy[i]));
+    cv::polylines(img, pts, false, line, 2, cv::LINE_AA);
+  }
+  auto mark = [&](double x, double y, const std::string& text, const cv::Scalar& colour, int dy) {
+    if (x < 0 || y < 0) return;
+    const cv::Point o(px(x), py(y));
+    cv::circle(img, o, 6, colour, cv::FILLED, cv::LINE_AA);
+    const std::string label = ascii(text);
+    const int tw = text_size(label, 0.45).width;
+    const int tx = o.x + 10 + tw > left + plot_w ? o.x - 10 - tw : o.x + 10;
+    put_left(img, label, tx, std::clamp(o.y + dy, top + 10, top + plot_h - 10), 0.45, colour);
+  };
+  mark(c.operating_coverage, c.operating_accuracy, c.operating_label, point, -16);
+  mark(c.policy_coverage, c.policy_accuracy, c.policy_label, cv::Scalar(40, 120, 220), 18);
+  put_centred(img, "share of requests accepted (coverage)", left + plot_w / 2, height - 22, 0.5,
+              kBlack);
+  put_vertical(img, "accuracy of accepted", 24, top + plot_h / 2, 0.5, kBlack);
+  write_png(img, png_path);
+}
+
 }  // namespace mmintent

@@ -286,6 +286,149 @@ ClassificationMetrics write_split_report(const std::string& run_dir, const std::
   return metrics;
 }
 
+namespace {
+
+/// report[split][key] = value, merged into run_dir/report.json.
+void merge_section(const std::string& run_dir, const std::string& split, const std::string& key,
+                   const Json& value) {
+  const fs::path dir(run_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const fs::path report_path = dir / "report.json";
+  Json report = read_report(report_path);
+  report[split][key] = value;
+  write_atomically(report_path, dump(report, 2) + "\n");
+}
+
+Json metrics_json(const CalibrationMetrics& m) {
+  Json bins = Json::array();
+  for (const auto& b : m.bins) {
+    bins.push_back({{"lower", b.lower},
+                    {"upper", b.upper},
+                    {"count", b.count},
+                    {"accuracy", b.accuracy},
+                    {"confidence", b.confidence}});
+  }
+  return Json{{"ece", m.ece}, {"nll", m.nll}, {"accuracy", m.accuracy}, {"bins", bins}};
+}
+
+void check_split_name(const std::string& split, const char* where) {
+  if (split.empty() || split.find_first_of("/\\") != std::string::npos || split == "." ||
+      split == "..") {
+    throw Error(std::string(where) + "(split '" + split +
+                "'): the split name must be a plain file-name part");
+  }
+}
+
+}  // namespace
+
+void write_calibration_report(const std::string& run_dir, const std::string& split,
+                              const CalibrationReport& r, bool plots) {
+  check_split_name(split, "write_calibration_report");
+  Json j = Json::object();
+  j["method"] = r.method;
+  j["temperature"] = r.temperature;
+  j["count"] = r.after.count;
+  j["before"] = metrics_json(r.before);
+  j["after"] = metrics_json(r.after);
+  if (r.has_in_scope) {
+    auto brief = [](const CalibrationMetrics& m) {
+      return Json{{"ece", m.ece}, {"nll", m.nll}, {"accuracy", m.accuracy}};
+    };
+    j["in_scope"] = {{"count", r.in_scope_after.count},
+                     {"before", brief(r.in_scope_before)},
+                     {"after", brief(r.in_scope_after)}};
+  }
+  merge_section(run_dir, split, "calibration", j);
+  const fs::path png = fs::path(run_dir) / ("reliability_" + split + ".png");
+  if (r.after.count == 0) {
+    std::error_code ignored;
+    fs::remove(png, ignored);
+  } else if (plots) {
+    draw_reliability_diagram(
+        {{"before: uncalibrated (T = 1)", r.before},
+         {"after: " + (r.method == "temperature" ? "temperature T = " + fixed(r.temperature, 3)
+                                                 : std::string("no calibration")),
+          r.after}},
+        "Reliability: " + split + " (n=" + std::to_string(r.after.count) + ", 15 bins)",
+        png.string());
+  }
+}
+
+void write_decision_report(const std::string& run_dir, const std::string& split,
+                           const DecisionReport& r, bool plots) {
+  check_split_name(split, "write_decision_report");
+  const auto& st = r.stats;
+  Json j = Json::object();
+  j["min_confidence"] = r.thresholds.min_confidence;
+  j["clarify_margin"] = r.thresholds.clarify_margin;
+  j["chosen_on_val"] = {{"min_confidence", r.options.min_confidence == -1},
+                        {"clarify_margin", r.options.clarify_margin == -1}};
+  j["target_precision"] = r.options.target_precision;
+  j["count"] = st.count;
+  j["accept"] = st.accept_share;
+  j["clarify"] = st.clarify_share;
+  j["fallback"] = st.fallback_share;
+  j["accepted"] = st.accepted;
+  j["clarified"] = st.clarified;
+  j["fallbacks"] = st.fallbacks;
+  j["accepted_accuracy"] = st.accepted_accuracy;
+  j["clarify_top2_accuracy"] = st.clarify_top2_accuracy;
+  merge_section(run_dir, split, "decision", j);
+  const fs::path png = fs::path(run_dir) / ("coverage_" + split + ".png");
+  if (st.count == 0) {
+    std::error_code ignored;
+    fs::remove(png, ignored);
+  } else if (plots) {
+    CoverageCurvePlot plot;
+    for (const auto& p : r.curve) {
+      plot.coverage.push_back(p.coverage);
+      plot.accuracy.push_back(p.accuracy);
+    }
+    const bool chosen = r.options.min_confidence == -1 || r.options.clarify_margin == -1;
+    if (chosen) plot.target_precision = r.options.target_precision;
+    // The operating point of min_confidence: the first curve point at or above it.
+    for (const auto& p : r.curve) {
+      if (p.threshold >= r.thresholds.min_confidence) {
+        plot.operating_coverage = p.coverage;
+        plot.operating_accuracy = p.accuracy;
+        plot.operating_label = "min_confidence " + fixed(r.thresholds.min_confidence, 3);
+        break;
+      }
+    }
+    if (st.accepted > 0) {
+      plot.policy_coverage = st.accept_share;
+      plot.policy_accuracy = st.accepted_accuracy;
+      plot.policy_label = "policy (clarify margin " + fixed(r.thresholds.clarify_margin, 3) +
+                          "): accept " + fixed(100 * st.accept_share, 1) + "%";
+    }
+    draw_coverage_curve(plot,
+                        "Coverage vs accuracy: " + split + " (n=" + std::to_string(st.count) +
+                            ", confidence threshold sweeps)",
+                        png.string());
+  }
+}
+
+void write_rewrite_report(const std::string& run_dir, const std::string& split,
+                          const RewriteCheck& c) {
+  check_split_name(split, "write_rewrite_report");
+  Json changed = Json::array();
+  for (size_t i = 0; i < c.changes.size() && i < 50; ++i) {
+    const auto& x = c.changes[i];
+    changed.push_back({{"original", x.original},
+                       {"normalised", x.normalised},
+                       {"before", x.before},
+                       {"after", x.after}});
+  }
+  Json j = Json::object();
+  j["count"] = c.count;
+  j["normalised_differs"] = c.normalised_differs;
+  j["unchanged"] = c.unchanged;
+  j["intent_unchanged_rate"] = c.count ? static_cast<double>(c.unchanged) / c.count : 1.0;
+  j["changed"] = changed;
+  merge_section(run_dir, split, "rewrite", j);
+}
+
 std::string format_metrics_table(const std::string& split, const ClassificationMetrics& m,
                                  const std::vector<std::string>& label_names) {
   std::ostringstream os;

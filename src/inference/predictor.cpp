@@ -3,6 +3,7 @@
 #include "mmintent/app/run.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/error.h"
+#include "mmintent/evaluation/calibration.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 
@@ -11,6 +12,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <numeric>
+#include <optional>
 
 namespace mmintent {
 namespace fs = std::filesystem;
@@ -25,6 +28,10 @@ struct Predictor::Impl {
   DatasetOptions dataset_options;
   std::string oos_label;     ///< empty: the run has no out-of-scope handling
   double oos_threshold = -1; ///< >= 0 for oos.method: threshold
+  int64_t oos_class = -1;    ///< class index of the out-of-scope label (oos.method: class)
+  double temperature = 1.0;  ///< calibration.json
+  DecisionThresholds thresholds;  ///< decision.json or the config
+  std::optional<Rewriter> rewriter;
 
   std::vector<Prediction> run(Manifest manifest, int64_t top_k) const {
     auto dataset = MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options);
@@ -37,18 +44,35 @@ struct Predictor::Impl {
       for (int64_t i = start; i < std::min(n, start + bs); ++i) idx.push_back(i);
       auto batch = dataset.collate(idx, nullptr, 0).to(device);
       torch::NoGradGuard no_grad;
-      auto probs = torch::softmax(model->forward(batch), 1).to(torch::kCPU);
-      auto top = probs.topk(k, 1);
-      auto values = std::get<0>(top), indices = std::get<1>(top);
+      const auto raw =
+          torch::softmax(model->forward(batch), 1).to(torch::kCPU, torch::kFloat).contiguous();
+      const int64_t num_classes = raw.size(1);
+      std::vector<double> probs(raw.data_ptr<float>(), raw.data_ptr<float>() + raw.numel());
+      if (temperature != 1.0) {
+        // The evaluator's computation: softmax(log p / T), stored as float.
+        probs = softmax_with_temperature(logits_from_probabilities(probs), num_classes, temperature);
+        for (double& v : probs) v = static_cast<float>(v);
+      }
+      std::vector<int64_t> order(static_cast<size_t>(num_classes));
       for (int64_t b = 0; b < static_cast<int64_t>(idx.size()); ++b) {
+        const double* row = probs.data() + b * num_classes;
+        std::iota(order.begin(), order.end(), int64_t{0});
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t x, int64_t y) {
+          return row[x] != row[y] ? row[x] > row[y] : x < y;  // ties: the arg-max (first) first
+        });
         Prediction p;
         for (int64_t j = 0; j < k; ++j) {
-          p.top.push_back({data.labels.name(indices[b][j].item<int64_t>()),
-                           values[b][j].item<double>()});
+          p.top.push_back({data.labels.name(order[j]), row[order[j]]});
         }
         if (!oos_label.empty()) {
-          p.out_of_scope = oos_threshold >= 0 ? p.top[0].probability < oos_threshold
-                                              : p.top[0].intent == oos_label;
+          p.out_of_scope =
+              oos_threshold >= 0 ? row[order[0]] < oos_threshold : order[0] == oos_class;
+        }
+        const auto d = decide(row, num_classes, p.out_of_scope, oos_class, thresholds);
+        p.decision = d.decision;
+        if (d.decision == Decision::clarify) {
+          p.candidates = {{data.labels.name(d.first), row[d.first]},
+                          {data.labels.name(d.second), row[d.second]}};
         }
         out.push_back(std::move(p));
       }
@@ -94,8 +118,15 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
         throw Error("'" + (dir / "oos.json").string() + "' is missing or has no threshold");
       }
       impl->oos_threshold = j["threshold"].get<double>();
+    } else {
+      impl->oos_class = impl->data.labels.find(oos.label);
     }
   }
+  const auto serving = load_serving(run_dir, impl->config);
+  impl->temperature = serving.temperature;
+  impl->thresholds = serving.thresholds;
+  impl->rewriter.emplace(impl->config.rewrite, impl->data.labels.names(),
+                         (dir / "config.yaml").string());
   return Predictor(std::move(impl));
 }
 
@@ -122,8 +153,16 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
   return impl_->run(std::move(m), top_k);
 }
 
+RewrittenRequest Predictor::rewrite(const PredictInput& input, const Prediction& prediction) const {
+  if (prediction.top.empty()) throw Error("Predictor::rewrite: the prediction lists no intent");
+  std::vector<std::pair<std::string, double>> candidates;
+  for (const auto& c : prediction.candidates) candidates.emplace_back(c.intent, c.probability);
+  return impl_->rewriter->rewrite(input.text, prediction.decision, prediction.top[0].intent,
+                                  prediction.top[0].probability, candidates);
+}
+
 int64_t Predictor::predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
-                                    int64_t top_k) const {
+                                    int64_t top_k, bool rewrite) const {
   const auto& c = impl_->config;
   Manifest m = read_manifest(manifest_path, manifest_read_options(c, /*require_label=*/false));
   const auto records = m.records;
@@ -134,6 +173,16 @@ int64_t Predictor::predict_manifest(const std::string& manifest_path, const std:
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
     for (size_t i = 0; i < records.size(); ++i) {
+      if (rewrite) {
+        nlohmann::ordered_json j;
+        j["line"] = records[i].line;
+        if (!records[i].label.empty()) j["label"] = records[i].label;
+        const auto r = this->rewrite({records[i].text, records[i].image}, scores[i]);
+        const auto fields = nlohmann::ordered_json::parse(to_json_line(r, *impl_->rewriter));
+        for (const auto& [key, value] : fields.items()) j[key] = value;
+        out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+        continue;
+      }
       nlohmann::json j;
       j["line"] = records[i].line;
       if (c.model.uses("text")) j["text"] = records[i].text;
@@ -142,6 +191,13 @@ int64_t Predictor::predict_manifest(const std::string& manifest_path, const std:
       j["top"] = nlohmann::json::array();
       for (const auto& s : scores[i].top) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
       if (!impl_->oos_label.empty()) j["out_of_scope"] = scores[i].out_of_scope;
+      j["decision"] = to_string(scores[i].decision);
+      if (!scores[i].candidates.empty()) {
+        j["candidates"] = nlohmann::json::array();
+        for (const auto& s : scores[i].candidates) {
+          j["candidates"].push_back({{"intent", s.intent}, {"probability", s.probability}});
+        }
+      }
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     }
     if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
@@ -152,5 +208,8 @@ int64_t Predictor::predict_manifest(const std::string& manifest_path, const std:
 
 const std::vector<std::string>& Predictor::intents() const { return impl_->data.labels.names(); }
 const Config& Predictor::config() const { return impl_->config; }
+double Predictor::temperature() const { return impl_->temperature; }
+DecisionThresholds Predictor::decision_thresholds() const { return impl_->thresholds; }
+const Rewriter& Predictor::rewriter() const { return *impl_->rewriter; }
 
 }  // namespace mmintent

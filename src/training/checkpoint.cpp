@@ -32,6 +32,14 @@ void fsync_path(const std::string& path, bool directory) {
   ::close(fd);
 }
 
+/// The optimizer's kind as saved in checkpoints ("adamw", "sgd", "adam", or "other").
+std::string optimizer_kind(const torch::optim::Optimizer& optimizer) {
+  if (dynamic_cast<const torch::optim::AdamW*>(&optimizer)) return "adamw";
+  if (dynamic_cast<const torch::optim::SGD*>(&optimizer)) return "sgd";
+  if (dynamic_cast<const torch::optim::Adam*>(&optimizer)) return "adam";
+  return "other";
+}
+
 void write_state(torch::serialize::OutputArchive& archive, const StateDict& state) {
   for (const auto& [name, tensor] : state) archive.write(name, tensor);
 }
@@ -40,8 +48,8 @@ StateDict read_state(torch::serialize::InputArchive& archive, const torch::nn::M
   StateDict out;
   for (const auto& [name, ref] : copy_state(shape_of)) {
     at::Tensor t;
-    archive.read(name, t);
-    out.emplace_back(name, t);
+    // A missing tensor is left out: load_state then names it as an architecture mismatch.
+    if (archive.try_read(name, t)) out.emplace_back(name, t);
   }
   return out;
 }
@@ -94,6 +102,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
     torch::serialize::OutputArchive opt;
     optimizer->save(opt);
     archive.write("optimizer", opt);
+    archive.write("optimizer_kind", c10::IValue(optimizer_kind(*optimizer)));
   }
   if (best && !best->empty()) {
     torch::serialize::OutputArchive best_archive;
@@ -136,6 +145,7 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
                                torch::optim::Optimizer* optimizer, const c10::Device& device,
                                bool restore_rng) {
   if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
+  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
   CheckpointData data;
   try {
     torch::serialize::InputArchive archive;
@@ -154,7 +164,23 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
     load_state(model, read_state(weights, model), "checkpoint '" + path + "'");
 
     torch::serialize::InputArchive sub;
-    if (optimizer && archive.try_read("optimizer", sub)) optimizer->load(sub);
+    if (optimizer && archive.try_read("optimizer", sub)) {
+      c10::IValue kind;
+      const std::string want = optimizer_kind(*optimizer);
+      if (archive.try_read("optimizer_kind", kind) && kind.isString() && kind.toStringRef() != want) {
+        throw CheckpointError("checkpoint '" + path + "' holds the state of an " + kind.toStringRef() +
+                              " optimizer, but this run uses " + want +
+                              " (was train.optimizer.type changed?)");
+      }
+      try {
+        optimizer->load(sub);
+      } catch (const std::exception& e) {
+        std::string msg = e.what();
+        if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+        throw CheckpointError("checkpoint '" + path + "': its optimizer state does not fit this run's " +
+                              want + " optimizer (was train.optimizer changed?): " + msg);
+      }
+    }
     torch::serialize::InputArchive best_archive;
     if (archive.try_read("best_model", best_archive)) {
       data.best = read_state(best_archive, model);

@@ -5,25 +5,96 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/torch.h>
 
-namespace mmintent {
+#include <limits>
 
-at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
-                           const LossOptions& options) {
-  namespace F = torch::nn::functional;
+namespace mmintent {
+namespace {
+
+void check_options(const LossOptions& options, int64_t num_classes) {
   if (options.label_smoothing < 0 || options.label_smoothing >= 1) {
     throw Error("loss.label_smoothing must be in [0, 1)");
   }
+  if (!options.class_weights.empty() &&
+      static_cast<int64_t>(options.class_weights.size()) != num_classes) {
+    throw Error("loss.class_weights has " + std::to_string(options.class_weights.size()) +
+                " entries, but there are " + std::to_string(num_classes) + " classes");
+  }
+  if (!(options.rejection_weight >= 0)) throw Error("loss.rejection_weight must be >= 0");
+}
+
+/// The class weights as a [K] tensor on the logits' device, or undefined when there are none.
+torch::Tensor class_weight_tensor(const at::Tensor& logits, const LossOptions& options) {
+  if (options.class_weights.empty()) return {};
+  return torch::tensor(options.class_weights, logits.options().dtype(torch::kFloat));
+}
+
+/// Smoothed, class-weighted cross-entropy [B] of labels that are all valid class indices.
+torch::Tensor hard_loss(const at::Tensor& logits, const at::Tensor& labels,
+                        const LossOptions& options) {
+  namespace F = torch::nn::functional;
   auto loss = F::cross_entropy(logits, labels,
                                F::CrossEntropyFuncOptions()
                                    .reduction(torch::kNone)
                                    .label_smoothing(options.label_smoothing));
-  if (!options.class_weights.empty()) {
-    if (static_cast<int64_t>(options.class_weights.size()) != logits.size(1)) {
-      throw Error("loss.class_weights has " + std::to_string(options.class_weights.size()) +
-                  " entries, but there are " + std::to_string(logits.size(1)) + " classes");
-    }
-    auto w = torch::tensor(options.class_weights, logits.options().dtype(torch::kFloat));
+  if (auto w = class_weight_tensor(logits, options); w.defined()) {
     loss = loss * w.index_select(0, labels).to(loss.scalar_type());
+  }
+  return loss;
+}
+
+}  // namespace
+
+at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
+                           const LossOptions& options) {
+  check_options(options, logits.size(1));
+  return hard_loss(logits, labels, options);
+}
+
+at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
+                           const LossOptions& options) {
+  const int64_t B = logits.size(0), K = logits.size(1);
+  check_options(options, K);
+  if (!batch.labels.defined() || batch.labels.size(0) != B) {
+    throw Error("loss: the batch needs labels [" + std::to_string(B) + "]");
+  }
+  const auto& soft = batch.soft_targets;
+  const auto& rejected = batch.rejected;
+  if (!soft.defined() && !rejected.defined()) return hard_loss(logits, batch.labels, options);
+  if (soft.defined() && (soft.dim() != 2 || soft.size(0) != B || soft.size(1) != K)) {
+    std::string found;
+    for (auto s : soft.sizes()) found += (found.empty() ? "" : ",") + std::to_string(s);
+    throw Error("loss: soft targets must be [" + std::to_string(B) + "," + std::to_string(K) +
+                "], found [" + found + "]");
+  }
+  if (rejected.defined() && (rejected.dim() != 1 || rejected.size(0) != B)) {
+    throw Error("loss: rejected must be [" + std::to_string(B) + "]");
+  }
+
+  const auto zero = torch::zeros({B}, logits.options());
+  auto hard_rows = batch.labels.ge(0);
+  torch::Tensor soft_rows;
+  if (soft.defined()) {
+    soft_rows = soft.sum(1).gt(0);
+    hard_rows = hard_rows.logical_and(soft_rows.logical_not());
+  }
+  // Hard rows: the usual loss on the labels (others get a placeholder class and are masked).
+  auto loss = torch::where(hard_rows, hard_loss(logits, batch.labels.clamp_min(0), options), zero);
+
+  if (soft.defined()) {
+    const auto q = soft.to(logits.scalar_type());
+    auto ce = -(q * torch::log_softmax(logits, 1)).sum(1);
+    if (auto w = class_weight_tensor(logits, options); w.defined()) {
+      ce = ce * (q * w.to(q.scalar_type()).unsqueeze(0)).sum(1);
+    }
+    loss = loss + torch::where(soft_rows, ce, zero);
+  }
+  if (rejected.defined() && options.rejection_weight > 0) {
+    // log(1 - p_r) = logsumexp of the other logits - logsumexp of all: stable even as p_r -> 1.
+    const auto has = rejected.ge(0);
+    const auto r = rejected.clamp_min(0).unsqueeze(1);
+    const auto others = logits.scatter(1, r, -std::numeric_limits<double>::infinity());
+    const auto log_not_r = torch::logsumexp(others, 1) - torch::logsumexp(logits, 1);
+    loss = loss + torch::where(has, -options.rejection_weight * log_not_r, zero);
   }
   return loss;
 }

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace mmintent {
@@ -36,6 +37,17 @@ std::string json_number(double v) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::string non_finite_message(const std::string& what, double value, int64_t epoch,
+                               int64_t batch, int64_t batches, int64_t step) {
+  const std::string shown = std::isnan(value) ? "NaN" : (value > 0 ? "Inf" : "-Inf");
+  return "training diverged: " + what + " is " + shown + " at epoch " +
+         std::to_string(epoch) + ", batch " + std::to_string(batch) + "/" +
+         std::to_string(batches) + " (optimizer step " + std::to_string(step) +
+         "); the weights were not updated and the checkpoints on disk are those of " +
+         (epoch > 1 ? "epoch " + std::to_string(epoch - 1) : std::string("no epoch yet")) +
+         ". Lower train.optimizer.lr, set train.grad_clip, or check the data";
+}
 
 }  // namespace
 
@@ -102,7 +114,7 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
   Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options_.epochs),
                     batches, options_.progress);
   double loss_sum = 0;
-  int64_t correct = 0, seen = 0, window_samples = 0;
+  int64_t correct = 0, seen = 0, labelled = 0, window_samples = 0;
   for (int64_t i = 0; i < batches; ++i) {
     auto batch = train.next();
     if (!batch) throw Error("training data ended early: batch " + std::to_string(i + 1) +
@@ -115,23 +127,40 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
       for (int64_t j = i; j < std::min(batches, i + accum); ++j) window_samples += train.batch_size_at(j);
     }
     auto b = batch->to(device_, /*non_blocking=*/true);
+    // Buffers (batch-norm running statistics) change in the forward pass: kept so that a
+    // batch that turns out to diverge leaves the model exactly as it was before it.
+    std::vector<at::Tensor> buffers_before;
+    for (const auto& buffer : model_->buffers()) buffers_before.push_back(buffer.clone());
+    const auto fail = [&](const std::string& what, double value) {
+      torch::NoGradGuard no_grad;
+      auto buffers = model_->buffers();
+      for (size_t k = 0; k < buffers.size(); ++k) buffers[k].copy_(buffers_before[k]);
+      optimizer_->zero_grad();
+      return TrainingError(non_finite_message(what, value, epoch + 1, i + 1, batches,
+                                              state_.global_step + 1));
+    };
     auto logits = model_->forward(b);
-    auto per_sample = per_sample_loss(logits, b.labels, options_.loss);
+    auto per_sample = per_sample_loss(logits, b, options_.loss);  // hard, soft, rejected
     auto loss = per_sample.sum() / static_cast<double>(window_samples);
     const double batch_loss = per_sample.sum().item<double>();
     if (!std::isfinite(batch_loss)) {
-      throw Error("non-finite loss (" + std::to_string(batch_loss) + ") at epoch " +
-                  std::to_string(epoch + 1) + ", batch " + std::to_string(i + 1) +
-                  "; the last good checkpoint is kept");
+      throw fail("loss", batch_loss);
     }
     loss.backward();
     loss_sum += batch_loss;
+    // Accuracy over samples with a label (a feedback sample may carry only a rejected intent).
     correct += logits.argmax(1).eq(b.labels).sum().item<int64_t>();
+    labelled += b.labels.ge(0).sum().item<int64_t>();
     seen += b.size();
 
     if ((i + 1) % accum == 0 || i + 1 == batches) {
-      if (options_.grad_clip > 0) {
-        torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip);
+      // The global gradient norm (clipped to grad_clip when set; an infinite bound only
+      // measures it): a NaN or Inf gradient stops the run before it reaches the weights.
+      const double max_norm =
+          options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
+      const double grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), max_norm);
+      if (!std::isfinite(grad_norm)) {
+        throw fail("gradient norm", grad_norm);
       }
       schedule.apply(*optimizer_, state_.global_step);
       optimizer_->step();
@@ -148,7 +177,7 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
   }
   progress.finish("loss " + fmt(loss_sum / std::max<int64_t>(1, seen)));
   return {{"train.loss", seen ? loss_sum / seen : 0.0},
-          {"train.accuracy", seen ? static_cast<double>(correct) / seen : 0.0},
+          {"train.accuracy", labelled ? static_cast<double>(correct) / labelled : 0.0},
           {"lr", schedule.lr_at(std::max<int64_t>(0, state_.global_step - 1))}};
 }
 
@@ -201,13 +230,15 @@ FitResult Trainer::fit(BatchSource& train, BatchSource* val) {
                         device_);
       }
     }
+    record.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // The metrics line goes first: a process killed between the two leaves one line too many,
+    // which resume() drops, never a checkpoint whose epoch has no line.
+    write_metrics_line(record);
     if (write && options_.save_last) {
       save_checkpoint((dir / "last.pt").string(), *model_, optimizer_.get(), state_, &best_,
                       device_);
     }
-    record.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    write_metrics_line(record);
 
     std::string line = "epoch " + std::to_string(record.epoch) + ":";
     for (const auto& [k, v] : record.metrics) line += " " + k + "=" + fmt(v);

@@ -454,6 +454,30 @@ TEST_F(EndToEndTest, TrainingIntoANonEmptyRunDirFailsWithoutWriting) {
   EXPECT_EQ(over.code, 0) << over.dump();
 }
 
+TEST_F(EndToEndTest, ARunDirectoryThatCannotBeMadeIsRefusedBeforeAnyWork) {
+  // Under a regular file: refused at once, before the tokenizer is trained.
+  const auto file = root_ / "a_file";
+  std::ofstream(file) << "x";
+  const auto under_file = (file / "run").string();
+  const auto r = cli({"train", config_, "output.dir=" + under_file});
+  expect_failure(r, 3, {"output.dir", under_file, "is not a directory"});
+  EXPECT_EQ(r.out.find("tokenizer"), std::string::npos) << r.dump();
+  // A file system that refuses new directories even to root: refused before training starts.
+  const auto in_proc = "/proc/mmintent_test_run";
+  const auto p = cli({"train", config_, std::string("output.dir=") + in_proc});
+  expect_failure(p, 3, {"output.dir", in_proc});
+  EXPECT_FALSE(fs::exists(in_proc));
+}
+
+TEST_F(EndToEndTest, DivergingTrainingStopsWithExitCode6NamingTheStep) {
+  const auto dir = (root_ / "runs" / "diverge").string();
+  const auto r = cli({"train", config_, "train.epochs=2", "train.optimizer.lr=1e30",
+                      "train.scheduler.warmup_steps=0", "output.dir=" + dir});
+  expect_failure(r, 6, {"training diverged", "at epoch 1, batch ", "optimizer step"});
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "model.pt"));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "report.json"));
+}
+
 TEST_F(EndToEndTest, ResumeAutoContinuesAFinishedRun) {
   const auto dir = (root_ / "runs" / "resume").string();
   const auto first = cli({"train", config_, "train.epochs=2", "output.dir=" + dir});

@@ -12,6 +12,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 using namespace mmintent;
 using ::testing::HasSubstr;
@@ -266,3 +268,89 @@ TEST_F(TrainerTest, DeviceStrings) {
 }
 
 }  // namespace
+
+namespace {
+
+/// Passes batches through, but fills the images of one batch of one epoch with `value`.
+class PoisonedSource : public BatchSource {
+ public:
+  PoisonedSource(BatchSource& inner, int64_t epoch, int64_t batch, float value)
+      : inner_(inner), epoch_(epoch), batch_(batch), value_(value) {}
+  void start_epoch(int64_t epoch) override {
+    epoch_now_ = epoch;
+    cursor_ = 0;
+    inner_.start_epoch(epoch);
+  }
+  std::optional<Batch> next() override {
+    auto b = inner_.next();
+    if (b && epoch_now_ == epoch_ && cursor_ == batch_) {
+      if (before_poison) before_poison();
+      b->images = b->images.clone().fill_(value_);
+    }
+    ++cursor_;
+    return b;
+  }
+  int64_t num_batches() const override { return inner_.num_batches(); }
+  int64_t num_samples() const override { return inner_.num_samples(); }
+  int64_t batch_size_at(int64_t i) const override { return inner_.batch_size_at(i); }
+  std::function<void()> before_poison;
+
+ private:
+  BatchSource& inner_;
+  int64_t epoch_, batch_, epoch_now_ = 0, cursor_ = 0;
+  float value_;
+};
+
+}  // namespace
+
+TEST_F(TrainerTest, NanLossStopsNamingEpochAndBatchAndKeepsTheLastGoodCheckpoint) {
+  test::SyntheticSource inner(96, 16, 1, true), val(32, 32, 2, false);
+  PoisonedSource train(inner, /*epoch=*/1, /*batch=*/2, std::numeric_limits<float>::quiet_NaN());
+  const auto run = (dir_.path() / "nan").string();
+  torch::manual_seed(3);
+  Trainer trainer(IntentClassifier(model_options()), trainer_options(run, 3));
+  StateDict after_epoch_1, before_bad_batch;
+  trainer.on_epoch_end = [&](const EpochRecord&) { after_epoch_1 = copy_state(*trainer.model(), true); };
+  train.before_poison = [&] { before_bad_batch = copy_state(*trainer.model(), true); };
+  try {
+    trainer.fit(train, &val);
+    FAIL() << "no TrainingError";
+  } catch (const TrainingError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("loss is NaN at epoch 2, batch 3/6 (optimizer step 9)"));
+    EXPECT_THAT(e.what(), HasSubstr("checkpoints on disk are those of epoch 1"));
+  }
+  // The model in memory is as it was before the bad batch, batch-norm statistics included.
+  ASSERT_FALSE(before_bad_batch.empty());
+  EXPECT_TRUE(same_weights(copy_state(*trainer.model(), true), before_bad_batch));
+  // last.pt is epoch 1's.
+  Trainer reader(IntentClassifier(model_options()), trainer_options("", 3));
+  reader.resume(run + "/last.pt");
+  EXPECT_EQ(reader.state().epochs_completed, 1);
+  EXPECT_TRUE(same_weights(copy_state(*reader.model(), true), after_epoch_1));
+}
+
+TEST_F(TrainerTest, InfiniteGradientWithFiniteLossStopsBeforeTheUpdate) {
+  for (double clip : {0.0, 1.0}) {
+    SCOPED_TRACE("grad_clip " + std::to_string(clip));
+    test::SyntheticSource train(64, 16, 1, true);
+    auto options = trainer_options("", 2);
+    options.grad_clip = clip;
+    options.early_stopping.metric = "train.loss";
+    torch::manual_seed(3);
+    Trainer trainer(IntentClassifier(model_options()), options);
+    auto params = trainer.model()->parameters();
+    const auto before = copy_state(*trainer.model(), true);
+    // The loss stays finite; only the gradient of one weight overflows.
+    params.front().register_hook(
+        [](at::Tensor g) { return g * std::numeric_limits<float>::infinity(); });
+    try {
+      trainer.fit(train, nullptr);
+      FAIL() << "no TrainingError";
+    } catch (const TrainingError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("gradient norm is "));
+      EXPECT_THAT(e.what(), HasSubstr("at epoch 1, batch 1/4 (optimizer step 1)"));
+      EXPECT_THAT(e.what(), HasSubstr("no epoch yet"));
+    }
+    EXPECT_TRUE(same_weights(copy_state(*trainer.model(), true), before));
+  }
+}

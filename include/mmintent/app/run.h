@@ -5,6 +5,7 @@
 #include "mmintent/config/config.h"
 #include "mmintent/data/dataset.h"
 #include "mmintent/data/loader.h"
+#include "mmintent/evaluation/calibration.h"
 #include "mmintent/evaluation/metrics.h"
 #include "mmintent/training/trainer.h"
 
@@ -53,8 +54,41 @@ struct TrainRunResult {
 TrainRunResult train_from_config(const Config& config, const TrainRunOptions& options = {});
 
 /// Evaluates a finished run on "val", "test" or a manifest file; writes the split's report
-/// files into the run directory and returns the metrics.
+/// files into the run directory and returns the metrics. Probabilities are calibrated with
+/// the run's calibration.json (T = 1 without one); decisions use decision.json (or the
+/// config's fixed thresholds).
 ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
                                    bool print_table = true);
+
+/// What a run serves beyond its weights: the temperature (calibration.json; T = 1 without
+/// one) and the decision thresholds (decision.json; without one the config's fixed values).
+struct ServingSetup {
+  std::string calibration_method = "none";  ///< temperature | none
+  double temperature = 1.0;
+  DecisionOptions decision;  ///< as configured (-1: chosen on val)
+  DecisionThresholds thresholds;  ///< in force
+};
+
+/// Reads calibration.json and decision.json of a finished run. Throws mmintent::Error naming
+/// the file when one is broken, or when decision.json is missing while the config chooses a
+/// threshold on val (-1).
+ServingSetup load_serving(const std::string& run_dir, const Config& config);
+
+struct CalibrateRunResult {
+  TemperatureFit fit;
+  CalibrationMetrics before, after;  ///< on the fitting split
+  double min_confidence = 0, clarify_margin = 0;  ///< the decision thresholds now in force
+  double oos_threshold = -1;  ///< oos.method: threshold only
+};
+
+/// Fits the temperature of a finished run post hoc on "val" (default), "test" or a manifest
+/// file and writes calibration.json (with `fit_temperature` false: removes it, T = 1); then, on
+/// the calibrated probabilities, re-chooses what the config chooses on val (-1): the
+/// out-of-scope threshold (oos.json) and the decision thresholds (decision.json). Run
+/// evaluate_run afterwards to refresh the reports. A run whose weights changed (e.g. tuned)
+/// calls this before serving.
+CalibrateRunResult calibrate_run(const std::string& run_dir,
+                                 const std::string& split_or_file = "val",
+                                 bool fit_temperature = true);
 
 }  // namespace mmintent

@@ -6,6 +6,9 @@
 #include "mmintent/data/image.h"
 #include "mmintent/data/manifest.h"
 #include "mmintent/data/tokenizer.h"
+#include "mmintent/evaluation/calibration.h"
+#include "mmintent/inference/decision.h"
+#include "mmintent/inference/rewrite.h"
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/trainer.h"
 
@@ -82,6 +85,24 @@ struct OosConfig {
   double threshold = -1;
 };
 
+/// `mmintent tune`: updating a trained run from a person's feedback (see app/tune.h). The run's
+/// model, optimizer type, weight decay, grad_clip, label smoothing, class weights and early
+/// stopping are reused; these keys set what differs from training.
+struct TuneConfig {
+  int64_t epochs = 3;               ///< passes over the feedback (plus its replay)
+  double lr = 0.0005;               ///< learning rate (the run's optimizer type and betas)
+  std::string scheduler = "cosine"; ///< constant | cosine (to 0 over the tune steps, no warm-up)
+  int64_t batch_size = 32;
+  /// Training samples replayed per feedback sample and epoch (a fresh seeded draw from the
+  /// run's data.train each epoch), so the model does not forget; 0 = feedback only.
+  double replay_ratio = 1.0;
+  /// Weight of the unlikelihood term -log(1 - p_rejected) of a rejected prediction.
+  double rejection_weight = 1.0;
+  /// Train only the fusion and the head; the encoders (and their batch-norm statistics) stay
+  /// as they are: fewer trainable parameters, less forgetting.
+  bool freeze_encoders = false;
+};
+
 struct OutputConfig {
   std::string dir = "runs/default";
   bool overwrite = false;  ///< allow writing into a non-empty run directory
@@ -96,6 +117,10 @@ struct Config {
   TrainerOptions train;
   EvalConfig eval;
   OosConfig oos;
+  CalibrationOptions calibration;  ///< temperature scaling fitted on val after training
+  DecisionOptions decision;        ///< accept / clarify / fallback thresholds
+  RewriteOptions rewrite;          ///< the request sent to the assistant behind
+  TuneConfig tune;
   OutputConfig output;
 
   /// The trainer's options with device, seed and run directory filled in.

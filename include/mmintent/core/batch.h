@@ -8,24 +8,42 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 namespace mmintent {
 
 /// One collated batch. Absent modalities are undefined tensors; present ones come with a mask
 /// saying which samples actually carry that modality (a sample may lack its image or text).
+///
+/// Targets: every sample has `labels[i]`, a class index, or -1 when the sample has no positive
+/// target (a feedback sample whose only information is a rejected intent). Two optional
+/// tensors refine this; both are undefined when no sample of the batch needs them:
+/// - `soft_targets` [B,K]: a probability distribution over the K classes for samples with a
+///   soft label (the row sums to 1; `labels[i]` is then its most probable class, for
+///   accuracy), and a row of zeros for samples whose target is the hard label `labels[i]`.
+/// - `rejected` [B]: the class a person rejected for the sample, or -1 for none.
 struct Batch {
   at::Tensor token_ids;     ///< [B,T] int64, 0 = padding.
   at::Tensor lengths;       ///< [B] int64, number of real tokens (0 when the text is missing).
   at::Tensor text_mask;     ///< [B] float, 1 where the sample has text.
   at::Tensor images;        ///< [B,C,H,W] float, normalised.
   at::Tensor image_mask;    ///< [B] float, 1 where the sample has an image.
-  at::Tensor labels;        ///< [B] int64 class indices.
+  at::Tensor labels;        ///< [B] int64 class indices (-1: no positive target).
   at::Tensor indices;       ///< [B] int64 index of each sample in its data set.
+  at::Tensor soft_targets;  ///< [B,K] float, see above; undefined when every target is hard.
+  at::Tensor rejected;      ///< [B] int64 rejected class or -1; undefined when none is.
 
   int64_t size() const { return labels.defined() ? labels.size(0) : indices.size(0); }
   /// Copies every defined tensor to `device` (non-blocking when the source is pinned).
   Batch to(const c10::Device& device, bool non_blocking = false) const;
 };
+
+/// Concatenates batches along the sample dimension (CPU tensors). Token ids are right-padded
+/// with 0 to the longest text; a part lacking `soft_targets` gets zero rows (hard targets), a
+/// part lacking `rejected` gets -1. Every part must carry the same modalities and, where
+/// defined, the same image size and class count; `indices` keep each part's own numbering.
+/// Throws std::invalid_argument on mismatched parts or an empty list.
+Batch concat_batches(const std::vector<Batch>& parts);
 
 /// A source of batches for one pass over a split. The trainer asks for one epoch at a time.
 class BatchSource {

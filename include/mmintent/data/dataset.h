@@ -20,9 +20,12 @@ struct DatasetOptions {
   ImageOptions image;
   int64_t max_length = 64;      ///< tokens kept per text
   bool cache_images = true;     ///< decode all images up front
+  /// Without the cache: still decode every image once up front (keeping none), so that a bad
+  /// image is an error or a skip (on_bad_sample) before training, not a failure mid-epoch.
+  bool check_images = false;
   std::string unknown_labels = "error";  ///< error | skip
-  std::string on_bad_sample = "error";   ///< error | skip (bad images, when cached)
-  int64_t threads = 1;          ///< threads used to decode the cache
+  std::string on_bad_sample = "error";   ///< error | skip (bad images: cached or checked)
+  int64_t threads = 1;          ///< threads used to decode the cache (or check the images)
   /// Samples with this label get class index labels->size() (one past the label map), for
   /// out-of-scope samples that are not a trained class. Empty: none.
   std::string extra_label;
@@ -40,8 +43,14 @@ class MultimodalDataset {
   const Record& record(int64_t i) const { return records_.at(i); }
   const std::vector<Record>& records() const { return records_; }
   const std::vector<int64_t>& token_ids(int64_t i) const { return ids_.at(i); }
+  /// Class index of sample i: its label, the most probable intent of a soft label, or -1 for
+  /// unlabeled data and for a sample that carries only a rejected intent.
   int64_t label(int64_t i) const { return labels_.empty() ? -1 : labels_.at(i); }
   bool has_labels() const { return !labels_.empty(); }
+  /// Sample i's soft label as (class index, probability) pairs; empty for a hard label.
+  const std::vector<std::pair<int64_t, float>>& soft_label(int64_t i) const { return soft_.at(i); }
+  /// The class a person rejected for sample i (Record::rejected), or -1.
+  int64_t rejected(int64_t i) const { return rejected_.empty() ? -1 : rejected_.at(i); }
   bool has_text(int64_t i) const { return !ids_.at(i).empty(); }
   bool has_image(int64_t i) const { return !records_.at(i).image.empty(); }
   const DatasetOptions& options() const { return options_; }
@@ -56,7 +65,9 @@ class MultimodalDataset {
   void write_image(int64_t i, const AugmentOptions* augment, uint64_t seed, float* out) const;
 
   /// Collates the samples `indices` into a batch (CPU tensors). Augmentation draws from
-  /// `seed` and each sample's index, so it does not depend on threads or batch order.
+  /// `seed` and each sample's index, so it does not depend on threads or batch order. The
+  /// batch has soft_targets [B,K] when one of its samples has a soft label, and rejected [B]
+  /// when one has a rejected intent (see Batch).
   Batch collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
                 uint64_t seed) const;
 
@@ -65,6 +76,9 @@ class MultimodalDataset {
   std::vector<Record> records_;
   std::vector<std::vector<int64_t>> ids_;
   std::vector<int64_t> labels_;
+  std::vector<std::vector<std::pair<int64_t, float>>> soft_;  ///< per sample when labelled
+  std::vector<int64_t> rejected_;  ///< per sample when labelled; -1 none
+  int64_t num_classes_ = 0;        ///< the label map's size (soft target width)
   std::vector<DecodedImage> images_;  ///< cache, empty when not caching
   std::vector<std::string> skipped_;
   DatasetOptions options_;

@@ -17,7 +17,9 @@ struct ImageOptions {
   std::vector<double> mean{0.5};
   std::vector<double> std{0.5};
   /// Images with more pixels (width*height of the stored image) are refused, from the file
-  /// header where the format is known (PNG, JPEG, BMP, WebP) before decoding.
+  /// header where the format is known (PNG, JPEG, BMP, WebP, PBM/PGM/PPM, TIFF) before the rest
+  /// of the file is read, else after decoding. Independently, OpenCV decodes at most 2^30
+  /// pixels and 2^20 a side; larger images are refused whatever this says.
   int64_t max_pixels = 40'000'000;
 };
 

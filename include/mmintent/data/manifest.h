@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mmintent {
@@ -28,7 +29,17 @@ struct Record {
   std::string image;  ///< Image path; relative paths are resolved against the manifest's folder;
                       ///< "" when the record has no image.
   std::string label;  ///< Label text (JSON integers in decimal); "" when not read or absent.
+                      ///< With a soft label: its most probable intent.
   long line = 0;      ///< 1-based line in the manifest (CSV/TSV: the line where the row starts).
+  /// Soft label: a probability distribution over intents, (intent, probability) pairs in the
+  /// intents' byte order, non-negative, normalised to sum to 1; empty for a hard label. Written
+  /// as a JSON object in the label field, e.g. {"refund": 0.7, "exchange": 0.3} (in CSV/TSV a
+  /// label cell starting with '{' is read as such an object). `label` holds the most probable
+  /// intent (on ties the first in byte order).
+  std::vector<std::pair<std::string, double>> soft_label;
+  /// An intent a person rejected for this input (feedback, see data/feedback.h); "" for none.
+  /// A record with a rejected intent may have no label.
+  std::string rejected;
 };
 
 /// What to read and how strict to be.

@@ -2,8 +2,10 @@
 /// Evaluation reports of one split: report.json (all splits of a run), a misclassified-sample
 /// listing, PNG plots, and a readable metrics table for the console.
 
+#include "mmintent/evaluation/calibration.h"
 #include "mmintent/evaluation/metrics.h"
 #include "mmintent/evaluation/predictions.h"
+#include "mmintent/inference/decision.h"
 
 #include <cstdint>
 #include <string>
@@ -48,6 +50,60 @@ ClassificationMetrics write_split_report(const std::string& run_dir, const std::
                                          const std::vector<std::string>& label_names,
                                          const std::vector<SampleInfo>& samples,
                                          const SplitReportOptions& options = {});
+
+/// Calibration of one split: metrics of the raw and of the calibrated probabilities.
+struct CalibrationReport {
+  std::string method = "none";  ///< temperature | none (T = 1)
+  double temperature = 1.0;
+  CalibrationMetrics before, after;
+  /// With out-of-scope as a trained class: the same over the in-scope samples only (their
+  /// share can differ between val, where T is fitted, and test).
+  bool has_in_scope = false;
+  CalibrationMetrics in_scope_before, in_scope_after;
+};
+
+/// Merges report[split]["calibration"] = {method, temperature, count, before: {ece, nll,
+/// accuracy, bins: [{lower, upper, count, accuracy, confidence}]}, after: {...}, and with
+/// has_in_scope in_scope: {count, before: {ece, nll, accuracy}, after: {...}}} into
+/// `run_dir`/report.json (after write_split_report, which replaces report[split]) and, when
+/// `plots` and the split has samples, draws reliability_<split>.png: before and after side by
+/// side. Throws mmintent::Error naming the path when something cannot be written.
+void write_calibration_report(const std::string& run_dir, const std::string& split,
+                              const CalibrationReport& report, bool plots = true);
+
+/// The decision policy on one split.
+struct DecisionReport {
+  DecisionThresholds thresholds;
+  DecisionOptions options;  ///< as configured (-1: chosen on val)
+  DecisionStats stats;
+  std::vector<CoveragePoint> curve;  ///< coverage_curve of the split
+};
+
+/// Merges report[split]["decision"] = {min_confidence, clarify_margin, chosen_on_val:
+/// {min_confidence, clarify_margin}, target_precision, count, accept, clarify, fallback
+/// (shares), accepted, clarified, fallbacks (counts), accepted_accuracy,
+/// clarify_top2_accuracy} and, when `plots` and the split has samples, draws
+/// coverage_<split>.png with the operating point of min_confidence marked.
+void write_decision_report(const std::string& run_dir, const std::string& split,
+                           const DecisionReport& report, bool plots = true);
+
+/// Whether rewriting keeps the meaning: the intent predicted for the normalised text against
+/// the one predicted for the original text.
+struct RewriteCheck {
+  int64_t count = 0;
+  int64_t unchanged = 0;
+  int64_t normalised_differs = 0;  ///< texts the normaliser changed at all
+  struct Change {
+    std::string original, normalised, before, after;  ///< texts and predicted intents
+  };
+  std::vector<Change> changes;  ///< every sample whose intent changed
+};
+
+/// Merges report[split]["rewrite"] = {count, normalised_differs (texts the normaliser
+/// changed), unchanged, intent_unchanged_rate, changed: [{original, normalised, before,
+/// after}, ...] (at most 50)}.
+void write_rewrite_report(const std::string& run_dir, const std::string& split,
+                          const RewriteCheck& check);
 
 /// A readable table: a header with the split, count, accuracy, top-k accuracies and
 /// macro/weighted F1, then one row per class (label, precision, recall, f1, support) with

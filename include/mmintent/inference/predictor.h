@@ -1,9 +1,13 @@
 #pragma once
-/// Serving a trained run: load a run directory (config, tokenizer, label map, weights) and
-/// return the top-k intents with probabilities for a text, an image, or both.
+/// Serving a trained run: load a run directory (config, tokenizer, label map, weights,
+/// calibration and decision thresholds) and return the top-k intents with calibrated
+/// probabilities and the decision (accept, clarify, fallback) for a text, an image, or both;
+/// optionally rewritten into the request for the assistant behind (rewrite.h).
 
 #include "mmintent/config/config.h"
 #include "mmintent/data/dataset.h"
+#include "mmintent/inference/decision.h"
+#include "mmintent/inference/rewrite.h"
 
 #include <memory>
 #include <string>
@@ -23,6 +27,11 @@ struct Prediction {
   /// its top intent is the out-of-scope class, or its top probability is under the threshold
   /// chosen for the run (oos.method: threshold). The product should then say it does not know.
   bool out_of_scope = false;
+  /// What to do (decision.h): accept top[0], clarify between `candidates`, or fall back
+  /// (out of scope, or top probability under decision.min_confidence).
+  Decision decision = Decision::accept;
+  /// clarify: the two most probable in-scope intents, most probable first; empty otherwise.
+  std::vector<IntentScore> candidates;
 };
 
 struct PredictInput {
@@ -43,19 +52,27 @@ class Predictor {
   Predictor(Predictor&&) noexcept;
   Predictor& operator=(Predictor&&) noexcept;
 
-  /// Top-k intents, most probable first, and the out-of-scope decision.
+  /// Top-k intents, most probable first, with probabilities calibrated by the run's
+  /// calibration.json (T = 1 for runs without one), the out-of-scope flag and the decision.
   Prediction predict(const PredictInput& input, int64_t top_k = 3) const;
   std::vector<Prediction> predict_batch(const std::vector<PredictInput>& inputs,
                                         int64_t top_k = 3) const;
+  /// The request for the assistant behind: `input`'s text normalised and rendered for the
+  /// prediction's decision with the run's `rewrite:` templates.
+  RewrittenRequest rewrite(const PredictInput& input, const Prediction& prediction) const;
   /// Predicts every record of a manifest (labels optional) and writes one JSON line per record:
   /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...],
-  /// "out_of_scope" (when the run has out-of-scope handling)}.
+  /// "out_of_scope" (when the run has out-of-scope handling), "decision", "candidates"
+  /// (clarify only)}; with `rewrite`: {"line", "label" (if any), then to_json_line's fields}.
   /// Returns the number of records written.
   int64_t predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
-                           int64_t top_k = 3) const;
+                           int64_t top_k = 3, bool rewrite = false) const;
 
   const std::vector<std::string>& intents() const;
   const Config& config() const;
+  double temperature() const;  ///< 1 when the run has no calibration.json
+  DecisionThresholds decision_thresholds() const;
+  const Rewriter& rewriter() const;
 
  private:
   struct Impl;

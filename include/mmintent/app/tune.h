@@ -1,0 +1,50 @@
+#pragma once
+/// `mmintent tune`: updates a trained run from a person's feedback (data/feedback.h) and writes
+/// the result as a new run directory; the old run is only read.
+///
+/// Corrections train as labels, acceptances as confirmations (label = the predicted intent),
+/// rejections as an unlikelihood penalty -log(1 - p_rejected) weighted by tune.rejection_weight;
+/// a fresh draw of the run's training data (tune.replay_ratio per feedback sample) is mixed
+/// into every pass so the model does not forget. With tune.freeze_encoders only the fusion and
+/// the head learn. The Trainer and the data pipeline are the ones `train` uses.
+
+#include "mmintent/evaluation/metrics.h"
+#include "mmintent/training/trainer.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct TuneOptions {
+  std::string feedback;  ///< the feedback log (JSONL)
+  std::string out_dir;   ///< the new run directory (must differ from the old one)
+  /// Dotted KEY=VALUE overrides of the old run's config.yaml, e.g. "tune.epochs=5".
+  std::vector<std::string> overrides;
+  bool overwrite = false;     ///< allow a non-empty out_dir
+  bool print_tables = true;   ///< print the evaluation tables to stdout
+};
+
+struct TuneRunResult {
+  std::string run_dir;  ///< the new run directory
+  FitResult fit;
+  std::map<std::string, ClassificationMetrics> metrics;  ///< per evaluated split (eval.splits)
+  int64_t accepted = 0, corrected = 0, rejected = 0;     ///< feedback records per reaction
+  int64_t replay_per_epoch = 0;       ///< training samples replayed per pass
+  int64_t trainable_parameters = 0;   ///< parameters the tune updated
+  int64_t parameters = 0;             ///< all parameters of the model
+};
+
+/// Tunes the run in `run_dir` on `options.feedback`, writing `options.out_dir`: config.yaml
+/// (the old run's effective config with the overrides, output.dir = the new directory),
+/// labels.json and the tokenizer (copied: the class order never changes), best.pt, last.pt,
+/// model.pt, metrics.jsonl, tune.json (base run, feedback log, counts), report.json and the
+/// report files of eval.splits, oos.json where the run has out-of-scope handling, train.log.
+/// Nothing is written before the config, the feedback and the data have been checked.
+/// Throws ConfigError (bad override, out_dir equal to or inside the run, non-empty out_dir),
+/// DataError (feedback or manifest problems, naming file and line), CheckpointError (model.pt
+/// missing or of another architecture) or Error (not a run directory).
+TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& options);
+
+}  // namespace mmintent

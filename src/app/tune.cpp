@@ -1,0 +1,230 @@
+#include "mmintent/app/tune.h"
+
+#include "mmintent/app/logging.h"
+#include "mmintent/app/run.h"
+#include "mmintent/config/loader.h"
+#include "mmintent/core/log.h"
+#include "mmintent/data/feedback.h"
+#include "mmintent/error.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/device.h"
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+/// Writes `text` to `path` through a temporary file renamed over it.
+void write_atomically(const fs::path& path, const std::string& text) {
+  const auto tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) throw Error("cannot write '" + tmp + "'");
+  }
+  fs::rename(tmp, path);
+}
+
+/// True when `inner` is `outer` or lies inside it (both absolute and normalised).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end() && !o->empty(); ++o, ++i) {
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+fs::path normalised(const std::string& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(fs::absolute(p), ec);
+  return (ec ? fs::absolute(p) : c).lexically_normal();
+}
+
+/// Checks and makes the new run directory.
+void check_out_dir(const fs::path& dir, bool overwrite) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("", "--out", 0, "'" + dir.string() + "' exists and is not a directory");
+  }
+  if (!overwrite && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw ConfigError("", "--out", 0,
+                      "run directory '" + dir.string() +
+                          "' is not empty; choose another --out or pass --overwrite");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw ConfigError("", "--out", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
+  }
+}
+
+/// Freezes the text and image encoders: no gradients, and batch-norm statistics that no longer
+/// move (momentum 0), so the encoders leave the tune exactly as they entered it.
+void freeze_encoders(IntentClassifier& model) {
+  for (const auto& child : model->named_children()) {
+    if (child.key() != "text_encoder" && child.key() != "image_encoder") continue;
+    for (auto& p : child.value()->parameters()) p.set_requires_grad(false);
+    for (const auto& m : child.value()->modules()) {
+      if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) bn->options.momentum(0.0);
+      if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m)) bn->options.momentum(0.0);
+    }
+  }
+}
+
+/// Writes oos.json for a run without a validation split (nothing is chosen on val then: the
+/// config's method and fixed threshold).
+void write_fixed_oos(const Config& c, const fs::path& out) {
+  if (c.oos.label.empty()) return;
+  nlohmann::json j{{"label", c.oos.label}, {"method", c.oos.method}};
+  if (c.oos.method == "threshold") j["threshold"] = c.oos.threshold;
+  write_atomically(out / "oos.json", j.dump(2) + "\n");
+}
+
+}  // namespace
+
+TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path base = normalised(run_dir);
+  const fs::path out = normalised(options.out_dir);
+  if (!fs::is_regular_file(base / "config.yaml")) {
+    throw Error("'" + run_dir + "' is not a run directory (no config.yaml)");
+  }
+  if (options.out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
+  if (is_within(out, base) || is_within(base, out)) {
+    throw ConfigError("", "--out", 0,
+                      "'" + out.string() + "' must be a new directory outside the run being tuned ('" +
+                          base.string() + "'): tune never changes the old run");
+  }
+
+  // 1. The old run's config with the overrides; the new run writes elsewhere.
+  Config c = load_config((base / "config.yaml").string(), options.overrides);
+  c.output.dir = out.string();
+  c.output.overwrite = options.overwrite;
+  cv::setNumThreads(0);
+  configure_threads(static_cast<int>(c.runtime.threads));
+
+  // 2. Read and check everything before writing anything.
+  RunData data;
+  data.labels = LabelMap::load((base / "labels.json").string());
+  if (c.model.uses("text")) {
+    data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load((base / "tokenizer.model").string()));
+  }
+  if (!fs::is_regular_file(base / "model.pt")) {
+    throw CheckpointError("'" + (base / "model.pt").string() + "' is missing: the run has no final weights");
+  }
+  FeedbackReadOptions fo;
+  fo.use_text = c.model.uses("text");
+  fo.use_image = c.model.uses("image");
+  fo.allow_missing_text = c.data.allow_missing_text;
+  fo.allow_missing_image = c.data.allow_missing_image;
+  const FeedbackLog log_records = read_feedback(options.feedback, data.labels, fo);
+  const auto dopts = dataset_options(c);
+  auto feedback = std::make_shared<MultimodalDataset>(feedback_manifest(log_records), &data.labels,
+                                                      data.tokenizer, dopts);
+  if (feedback->size() == 0) throw DataError(options.feedback, 0, "no feedback sample is left");
+
+  const auto mopts = manifest_read_options(c, /*require_label=*/true);
+  std::shared_ptr<MultimodalDataset> replay;
+  if (c.tune.replay_ratio > 0) {
+    Manifest m = read_manifest(c.data.train, mopts);
+    if (!c.oos.label.empty() && c.oos.method == "threshold") {
+      auto& r = m.records;  // the threshold method never trains on out-of-scope samples
+      r.erase(std::remove_if(r.begin(), r.end(), [&](const Record& x) { return x.label == c.oos.label; }), r.end());
+    }
+    replay = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer, dopts);
+  }
+  if (!c.data.val.empty()) {
+    data.val = std::make_shared<MultimodalDataset>(read_manifest(c.data.val, mopts), &data.labels,
+                                                   data.tokenizer, dopts);
+  }
+
+  // 3. Everything checked: the new run directory.
+  check_out_dir(out, options.overwrite);
+  setup_logging("info", (out / "train.log").string());
+  log::info("tune", "tuning " + base.string() + " on " + options.feedback + " into " + out.string());
+  if (data.tokenizer) {
+    fs::copy_file(base / "tokenizer.model", out / "tokenizer.model", fs::copy_options::overwrite_existing);
+    if (fs::exists(base / "tokenizer.vocab")) {
+      fs::copy_file(base / "tokenizer.vocab", out / "tokenizer.vocab", fs::copy_options::overwrite_existing);
+    }
+  }
+  data.labels.save((out / "labels.json").string());
+  save_config(c, (out / "config.yaml").string());
+
+  // 4. The old weights, optionally with frozen encoders.
+  const auto device = resolve_device(c.runtime.device);
+  torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
+  auto model = build_model(c, data);
+  load_checkpoint((base / "model.pt").string(), *model, nullptr, device, /*restore_rng=*/false);
+  if (c.tune.freeze_encoders) freeze_encoders(model);
+  TuneRunResult result;
+  result.run_dir = out.string();
+  for (const auto& p : model->parameters()) {
+    result.parameters += p.numel();
+    if (p.requires_grad()) result.trainable_parameters += p.numel();
+  }
+
+  // 5. Train on feedback + replay with the run's Trainer.
+  FeedbackReplayOptions ro;
+  ro.batch_size = c.tune.batch_size;
+  ro.replay_ratio = c.tune.replay_ratio;
+  ro.seed = static_cast<uint64_t>(c.runtime.seed);
+  if (c.data.augment.enabled) ro.augment = std::make_shared<AugmentOptions>(c.data.augment);
+  FeedbackReplaySource source(feedback, replay, ro);
+  result.accepted = log_records.accepted;
+  result.corrected = log_records.corrected;
+  result.rejected = log_records.rejected;
+  result.replay_per_epoch = source.replay_per_pass();
+  nlohmann::json provenance{{"base_run", base.string()},
+                            {"feedback", normalised(options.feedback).string()},
+                            {"feedback_samples", feedback->size()},
+                            {"accepted", result.accepted},
+                            {"corrected", result.corrected},
+                            {"rejected", result.rejected},
+                            {"replay_per_epoch", result.replay_per_epoch},
+                            {"trainable_parameters", result.trainable_parameters},
+                            {"parameters", result.parameters}};
+  write_atomically(out / "tune.json", provenance.dump(2) + "\n");
+  log::info("tune", "feedback: " + std::to_string(result.accepted) + " accepted, " +
+                        std::to_string(result.corrected) + " corrected, " +
+                        std::to_string(result.rejected) + " rejected; replaying " +
+                        std::to_string(result.replay_per_epoch) + " training samples per epoch; " +
+                        "training " + std::to_string(result.trainable_parameters) + " of " +
+                        std::to_string(result.parameters) + " parameters");
+
+  TrainerOptions t = c.trainer_options();
+  t.epochs = c.tune.epochs;
+  t.optimizer.lr = c.tune.lr;
+  t.scheduler = SchedulerOptions{};
+  t.scheduler.type = c.tune.scheduler;
+  t.loss.rejection_weight = c.tune.rejection_weight;
+  t.early_stopping.min_epochs = std::min(t.early_stopping.min_epochs, t.epochs);
+  Trainer trainer(model, t);
+  auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
+  result.fit = trainer.fit(source, val_loader.get());
+
+  // 6. What the run serves besides its weights, fitted on val for the tuned weights as `train`
+  //    fits it (calibration.json, oos.json, decision.json); then the reports, as `eval` makes
+  //    them from model.pt.
+  if (data.val) {
+    calibrate_run(result.run_dir, "val", c.calibration.enabled && c.calibration.method == "temperature");
+  } else {
+    write_fixed_oos(c, out);
+  }
+  for (const auto& split : c.eval.splits) {
+    result.metrics[split] = evaluate_run(result.run_dir, split, options.print_tables);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info("tune", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
+                        result.run_dir);
+  return result;
+}
+
+}  // namespace mmintent

@@ -1,0 +1,278 @@
+#include "mmintent/data/feedback.h"
+
+#include "mmintent/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace mmintent {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool is_blank(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; });
+}
+
+std::string read_log(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw DataError(path, 0, "cannot open feedback log: file not found");
+  if (fs::is_directory(path, ec)) throw DataError(path, 0, "cannot open feedback log: is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(path, 0, std::string("cannot open feedback log: ") + std::strerror(errno));
+  std::ostringstream os;
+  os << in.rdbuf();
+  if (in.bad()) throw DataError(path, 0, "cannot read feedback log: I/O error");
+  std::string data = os.str();
+  if (data.size() >= 3 && data.compare(0, 3, "\xEF\xBB\xBF") == 0) data.erase(0, 3);
+  return data;
+}
+
+/// Reads and checks one feedback record (a parsed JSON line).
+class RecordReader {
+ public:
+  RecordReader(const std::string& path, const LabelMap& labels, const FeedbackReadOptions& options)
+      : path_(path), labels_(labels), options_(options), base_dir_(fs::path(path).parent_path()) {}
+
+  FeedbackRecord read(const json& object, long line) const {
+    if (!object.is_object()) fail(line, std::string("expected a JSON object, found ") + object.type_name());
+    FeedbackRecord r;
+    r.line = line;
+    const auto reaction = string_field(object, "reaction", line);
+    if (!reaction) fail(line, "missing field 'reaction' (accepted, corrected or rejected)");
+    if (*reaction == "accepted") {
+      r.reaction = Reaction::accepted;
+    } else if (*reaction == "corrected") {
+      r.reaction = Reaction::corrected;
+    } else if (*reaction == "rejected") {
+      r.reaction = Reaction::rejected;
+    } else {
+      fail(line, "reaction '" + *reaction + "' is not one of accepted, corrected, rejected");
+    }
+    const auto predicted = string_field(object, "predicted", line);
+    if (!predicted) fail(line, "missing field 'predicted' (the intent the model predicted)");
+    r.predicted = known_intent(*predicted, "predicted", line);
+    const auto corrected = string_field(object, "corrected_to", line);
+    if (r.reaction == Reaction::corrected) {
+      if (!corrected) {
+        fail(line, "reaction 'corrected' needs the field 'corrected_to' (the intent the person "
+                   "corrected the prediction to)");
+      }
+      r.corrected_to = known_intent(*corrected, "corrected_to", line);
+      if (r.corrected_to == r.predicted) {
+        fail(line, "'corrected_to' equals 'predicted' ('" + r.predicted +
+                       "'): a prediction the person keeps is reaction 'accepted'");
+      }
+    } else if (corrected) {
+      fail(line, "field 'corrected_to' is only for reaction 'corrected', found reaction '" +
+                     *reaction + "'");
+    }
+    if (options_.use_text) {
+      const auto text = string_field(object, "text", line);
+      if (text && !is_blank(*text)) {
+        r.text = *text;
+      } else if (!options_.allow_missing_text) {
+        fail(line, text ? "empty text in field 'text'" : "missing field 'text' (the run's model uses text)");
+      }
+    }
+    if (options_.use_image) {
+      const auto image = string_field(object, "image", line);
+      if (image && !image->empty()) {
+        const fs::path p(*image);
+        r.image = p.is_absolute() || base_dir_.empty() ? *image : (base_dir_ / p).string();
+      } else if (!options_.allow_missing_image) {
+        fail(line, image ? "empty image path in field 'image'"
+                         : "missing field 'image' (the run's model uses images)");
+      }
+    }
+    return r;
+  }
+
+  [[noreturn]] void fail(long line, const std::string& message) const {
+    throw DataError(path_, line, message);
+  }
+
+ private:
+  /// A string field: nullopt when absent or null; an error for any other type.
+  std::optional<std::string> string_field(const json& object, const char* name, long line) const {
+    const auto it = object.find(name);
+    if (it == object.end() || it->is_null()) return std::nullopt;
+    if (!it->is_string()) {
+      fail(line, std::string("field '") + name + "' must be a string, found " + it->type_name());
+    }
+    return it->get<std::string>();
+  }
+
+  const std::string& known_intent(const std::string& intent, const char* field, long line) const {
+    if (intent.empty()) fail(line, std::string("field '") + field + "' is empty");
+    if (labels_.find(intent) < 0) {
+      std::string known;
+      const std::size_t shown = std::min<std::size_t>(labels_.names().size(), 10);
+      for (std::size_t k = 0; k < shown; ++k) known += (k ? ", " : "") + ("'" + labels_.names()[k] + "'");
+      if (shown < labels_.names().size()) known += ", ...";
+      fail(line, std::string(field) + " intent '" + intent +
+                     "' is not in the run's label map (labels.json: " +
+                     std::to_string(labels_.size()) + " intents: " + known + ")");
+    }
+    return intent;
+  }
+
+  const std::string& path_;
+  const LabelMap& labels_;
+  const FeedbackReadOptions& options_;
+  fs::path base_dir_;
+};
+
+}  // namespace
+
+const char* reaction_name(Reaction reaction) {
+  switch (reaction) {
+    case Reaction::accepted: return "accepted";
+    case Reaction::corrected: return "corrected";
+    case Reaction::rejected: return "rejected";
+  }
+  return "?";
+}
+
+FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
+                          const FeedbackReadOptions& options) {
+  if (!options.use_text && !options.use_image) {
+    throw Error("read_feedback: at least one of text and image must be used");
+  }
+  const std::string data = read_log(path);
+  RecordReader reader(path, labels, options);
+  FeedbackLog log;
+  log.path = path;
+  std::size_t pos = 0;
+  long line_no = 0;
+  while (pos < data.size()) {
+    ++line_no;
+    std::size_t end = data.find('\n', pos);
+    if (end == std::string::npos) end = data.size();
+    std::string line = data.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (is_blank(line)) continue;
+    json object;
+    try {
+      object = json::parse(line);
+    } catch (const json::parse_error& e) {
+      reader.fail(line_no, std::string("not valid JSON: ") + e.what());
+    }
+    FeedbackRecord r = reader.read(object, line_no);
+    switch (r.reaction) {
+      case Reaction::accepted: ++log.accepted; break;
+      case Reaction::corrected: ++log.corrected; break;
+      case Reaction::rejected: ++log.rejected; break;
+    }
+    log.records.push_back(std::move(r));
+  }
+  if (log.records.empty()) throw DataError(path, 0, "the feedback log has no records");
+  return log;
+}
+
+Manifest feedback_manifest(const FeedbackLog& log) {
+  Manifest m;
+  m.path = log.path;
+  m.records.reserve(log.records.size());
+  for (const auto& f : log.records) {
+    Record r;
+    r.text = f.text;
+    r.image = f.image;
+    r.line = f.line;
+    switch (f.reaction) {
+      case Reaction::accepted: r.label = f.predicted; break;
+      case Reaction::corrected: r.label = f.corrected_to; break;
+      case Reaction::rejected: r.rejected = f.predicted; break;
+    }
+    m.records.push_back(std::move(r));
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+FeedbackReplaySource::FeedbackReplaySource(std::shared_ptr<const MultimodalDataset> feedback,
+                                           std::shared_ptr<const MultimodalDataset> replay,
+                                           FeedbackReplayOptions options)
+    : feedback_(std::move(feedback)), replay_(std::move(replay)), options_(std::move(options)) {
+  if (!feedback_ || feedback_->size() == 0) throw Error("FeedbackReplaySource: no feedback samples");
+  if (options_.batch_size < 1) throw Error("FeedbackReplaySource: batch_size must be >= 1");
+  if (!(options_.replay_ratio >= 0)) throw Error("FeedbackReplaySource: replay_ratio must be >= 0");
+  if (replay_ && replay_->size() > 0) {
+    replay_count_ = static_cast<int64_t>(std::llround(options_.replay_ratio * static_cast<double>(feedback_->size())));
+  }
+}
+
+int64_t FeedbackReplaySource::num_samples() const { return feedback_->size() + replay_count_; }
+
+int64_t FeedbackReplaySource::num_batches() const {
+  return (num_samples() + options_.batch_size - 1) / options_.batch_size;
+}
+
+int64_t FeedbackReplaySource::batch_size_at(int64_t i) const {
+  return std::min(options_.batch_size, num_samples() - i * options_.batch_size);
+}
+
+std::vector<std::pair<int, int64_t>> FeedbackReplaySource::order(int64_t epoch) const {
+  std::mt19937_64 rng(mix_seed(options_.seed, static_cast<uint64_t>(epoch), 0xFEEDBAC));
+  // Fisher-Yates with an explicit mapping of random words to ranges (as DataLoader::order), so
+  // the order is the same on every platform.
+  auto shuffle = [&rng](auto& v) {
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(rng() % i)]);
+  };
+  std::vector<std::pair<int, int64_t>> out;
+  out.reserve(static_cast<size_t>(num_samples()));
+  for (int64_t i = 0; i < feedback_->size(); ++i) out.emplace_back(0, i);
+  if (replay_count_ > 0) {
+    std::vector<int64_t> pass(static_cast<size_t>(replay_->size()));
+    for (int64_t need = replay_count_; need > 0;) {
+      for (size_t j = 0; j < pass.size(); ++j) pass[j] = static_cast<int64_t>(j);
+      shuffle(pass);
+      const int64_t take = std::min<int64_t>(need, replay_->size());
+      for (int64_t j = 0; j < take; ++j) out.emplace_back(1, pass[static_cast<size_t>(j)]);
+      need -= take;
+    }
+  }
+  shuffle(out);
+  return out;
+}
+
+void FeedbackReplaySource::start_epoch(int64_t epoch) {
+  started_ = true;
+  order_ = order(epoch);
+  epoch_seed_ = mix_seed(options_.seed, static_cast<uint64_t>(epoch), 0xA11A);
+  next_batch_ = 0;
+}
+
+std::optional<Batch> FeedbackReplaySource::next() {
+  if (!started_) start_epoch(0);
+  if (next_batch_ >= num_batches()) return std::nullopt;
+  const int64_t begin = next_batch_ * options_.batch_size;
+  const int64_t end = begin + batch_size_at(next_batch_);
+  std::vector<int64_t> from_feedback, from_replay;
+  for (int64_t k = begin; k < end; ++k) {
+    const auto& [source, i] = order_[static_cast<size_t>(k)];
+    (source == 0 ? from_feedback : from_replay).push_back(i);
+  }
+  const AugmentOptions* augment =
+      options_.augment && options_.augment->enabled ? options_.augment.get() : nullptr;
+  std::vector<Batch> parts;
+  if (!from_feedback.empty()) parts.push_back(feedback_->collate(from_feedback, augment, epoch_seed_));
+  if (!from_replay.empty()) parts.push_back(replay_->collate(from_replay, augment, epoch_seed_));
+  ++next_batch_;
+  return concat_batches(parts);
+}
+
+}  // namespace mmintent

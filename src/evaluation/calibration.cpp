@@ -1,0 +1,319 @@
+#include "mmintent/evaluation/calibration.h"
+
+#include "mmintent/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace mmintent {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr double kProbabilityFloor = 1e-30;
+
+void check_matrix(const char* where, const std::vector<double>& values, int64_t num_classes,
+                  const std::vector<int64_t>* labels) {
+  if (num_classes < 1) {
+    throw Error(std::string(where) + ": expected at least 1 class, found " +
+                std::to_string(num_classes));
+  }
+  if (values.size() % static_cast<size_t>(num_classes) != 0) {
+    throw Error(std::string(where) + ": " + std::to_string(values.size()) +
+                " values are not a whole number of rows of " + std::to_string(num_classes));
+  }
+  const size_t rows = values.size() / static_cast<size_t>(num_classes);
+  if (labels && labels->size() != rows) {
+    throw Error(std::string(where) + ": expected " + std::to_string(rows) +
+                " labels (one per row), found " + std::to_string(labels->size()));
+  }
+}
+
+/// log sum_j exp((x_j - x_label) / T) for one row, accurate also when it is tiny (a confident
+/// right prediction): then log1p of the other terms, so the search sees the NLL keep falling.
+double row_nll(const double* row, int64_t k, int64_t label, double inv_t) {
+  double m = 0;  // the label's own term is exp(0)
+  for (int64_t j = 0; j < k; ++j) m = std::max(m, (row[j] - row[label]) * inv_t);
+  if (m <= 0) {
+    double others = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      if (j != label) others += std::exp((row[j] - row[label]) * inv_t);
+    }
+    return std::log1p(others);
+  }
+  double s = 0;
+  for (int64_t j = 0; j < k; ++j) s += std::exp((row[j] - row[label]) * inv_t - m);
+  return m + std::log(s);
+}
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+double temperature_nll(const std::vector<double>& logits, int64_t num_classes,
+                       const std::vector<int64_t>& labels, double temperature) {
+  check_matrix("temperature_nll", logits, num_classes, &labels);
+  if (!(temperature > 0) || !std::isfinite(temperature)) {
+    throw Error("temperature_nll: the temperature must be a positive finite number, found " +
+                format_double(temperature));
+  }
+  const double inv_t = 1.0 / temperature;
+  double sum = 0;
+  int64_t n = 0;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes) continue;
+    sum += row_nll(logits.data() + i * num_classes, num_classes, labels[i], inv_t);
+    ++n;
+  }
+  return n ? sum / static_cast<double>(n) : 0.0;
+}
+
+TemperatureFit fit_temperature(const std::vector<double>& logits, int64_t num_classes,
+                               const std::vector<int64_t>& labels,
+                               const TemperatureFitOptions& options) {
+  check_matrix("fit_temperature", logits, num_classes, &labels);
+  if (!(options.min_temperature > 0) || !(options.max_temperature > options.min_temperature)) {
+    throw Error("fit_temperature: expected 0 < min_temperature < max_temperature");
+  }
+  for (double v : logits) {
+    if (!std::isfinite(v)) throw Error("fit_temperature: the scores hold a non-finite value");
+  }
+  TemperatureFit fit;
+  for (int64_t y : labels) fit.count += y >= 0 && y < num_classes;
+  if (fit.count == 0) return fit;
+  auto f = [&](double u) {
+    ++fit.evaluations;
+    return temperature_nll(logits, num_classes, labels, std::exp(u));
+  };
+  fit.nll_before = temperature_nll(logits, num_classes, labels, 1.0);
+
+  // Brent's bounded minimisation (Forsythe, Malcolm & Moler's FMIN, as in scipy's fminbound).
+  const double lo = std::log(options.min_temperature), hi = std::log(options.max_temperature);
+  const double sqrt_eps = std::sqrt(std::numeric_limits<double>::epsilon());
+  const double golden = 0.5 * (3.0 - std::sqrt(5.0));
+  double a = lo, b = hi;
+  double v = a + golden * (b - a), w = v, x = v;  // v, w: previous points; x: best so far
+  double fx = f(x), fv = fx, fw = fx;
+  double d = 0, e = 0;
+  double xm = 0.5 * (a + b);
+  double tol1 = sqrt_eps * std::abs(x) + options.tolerance / 3.0, tol2 = 2.0 * tol1;
+  while (std::abs(x - xm) > tol2 - 0.5 * (b - a) && fit.evaluations < options.max_evaluations) {
+    bool golden_step = true;
+    if (std::abs(e) > tol1) {  // try a parabola through x, v, w
+      golden_step = false;
+      double r = (x - w) * (fx - fv);
+      double q = (x - v) * (fx - fw);
+      double p = (x - v) * q - (x - w) * r;
+      q = 2.0 * (q - r);
+      if (q > 0) p = -p;
+      q = std::abs(q);
+      r = e;
+      e = d;
+      if (std::abs(p) < std::abs(0.5 * q * r) && p > q * (a - x) && p < q * (b - x)) {
+        d = p / q;
+        const double u = x + d;
+        if (u - a < tol2 || b - u < tol2) d = xm >= x ? tol1 : -tol1;
+      } else {
+        golden_step = true;
+      }
+    }
+    if (golden_step) {
+      e = x >= xm ? a - x : b - x;
+      d = golden * e;
+    }
+    const double u = x + (d >= 0 ? 1.0 : -1.0) * std::max(std::abs(d), tol1);
+    const double fu = f(u);
+    if (fu <= fx) {
+      (u >= x ? a : b) = x;
+      v = w, fv = fw;
+      w = x, fw = fx;
+      x = u, fx = fu;
+    } else {
+      (u < x ? a : b) = u;
+      if (fu <= fw || w == x) {
+        v = w, fv = fw;
+        w = u, fw = fu;
+      } else if (fu <= fv || v == x || v == w) {
+        v = u, fv = fu;
+      }
+    }
+    xm = 0.5 * (a + b);
+    tol1 = sqrt_eps * std::abs(x) + options.tolerance / 3.0;
+    tol2 = 2.0 * tol1;
+  }
+  // The interior search stops within tol of a bound when the optimum lies on it.
+  const double edge = 1e-6 * (hi - lo);
+  for (double bound : {lo, hi}) {
+    if (std::abs(x - bound) < edge) {
+      const double fb = f(bound);
+      if (fb <= fx) x = bound, fx = fb;
+      fit.at_bound = true;
+    }
+  }
+  fit.temperature = std::exp(x);
+  fit.nll_after = fx;
+  if (fit.nll_after > fit.nll_before) {  // never worse than leaving the scores alone
+    fit.temperature = 1.0;
+    fit.nll_after = fit.nll_before;
+    fit.at_bound = false;
+  }
+  return fit;
+}
+
+std::vector<double> softmax_with_temperature(const std::vector<double>& logits, int64_t num_classes,
+                                             double temperature) {
+  check_matrix("softmax_with_temperature", logits, num_classes, nullptr);
+  if (!(temperature > 0) || !std::isfinite(temperature)) {
+    throw Error(
+        "softmax_with_temperature: the temperature must be a positive finite number, found " +
+        format_double(temperature));
+  }
+  const double inv_t = 1.0 / temperature;
+  std::vector<double> out(logits.size());
+  const size_t k = static_cast<size_t>(num_classes);
+  for (size_t r = 0; r < logits.size() / k; ++r) {
+    const double* row = logits.data() + r * k;
+    double* o = out.data() + r * k;
+    double m = -std::numeric_limits<double>::infinity();
+    for (size_t j = 0; j < k; ++j) m = std::max(m, row[j] * inv_t);
+    double s = 0;
+    for (size_t j = 0; j < k; ++j) s += (o[j] = std::exp(row[j] * inv_t - m));
+    for (size_t j = 0; j < k; ++j) o[j] /= s;
+  }
+  return out;
+}
+
+std::vector<double> logits_from_probabilities(const std::vector<double>& probs) {
+  std::vector<double> out(probs.size());
+  for (size_t i = 0; i < probs.size(); ++i) {
+    out[i] = std::log(std::max(probs[i], kProbabilityFloor));
+  }
+  return out;
+}
+
+CalibrationMetrics reliability(const std::vector<double>& confidences,
+                               const std::vector<bool>& correct, int64_t num_bins) {
+  if (confidences.size() != correct.size()) {
+    throw Error("reliability: " + std::to_string(confidences.size()) + " confidences but " +
+                std::to_string(correct.size()) + " correctness flags");
+  }
+  if (num_bins < 1) throw Error("reliability: expected at least 1 bin");
+  CalibrationMetrics m;
+  m.bins.resize(static_cast<size_t>(num_bins));
+  std::vector<double> conf_sum(m.bins.size(), 0.0), hits(m.bins.size(), 0.0);
+  for (int64_t b = 0; b < num_bins; ++b) {
+    m.bins[b].lower = static_cast<double>(b) / num_bins;
+    m.bins[b].upper = static_cast<double>(b + 1) / num_bins;
+  }
+  int64_t right = 0;
+  for (size_t i = 0; i < confidences.size(); ++i) {
+    const double c = std::clamp(confidences[i], 0.0, 1.0);
+    // Bin b holds (b/n, (b+1)/n]: the smallest b with c <= upper(b).
+    int64_t b = static_cast<int64_t>(std::ceil(c * num_bins)) - 1;
+    b = std::clamp<int64_t>(b, 0, num_bins - 1);
+    if (b + 1 < num_bins && c > m.bins[b].upper) ++b;  // rounding of c * n
+    if (b > 0 && c <= m.bins[b - 1].upper) --b;
+    ++m.bins[b].count;
+    conf_sum[b] += c;
+    hits[b] += correct[i] ? 1.0 : 0.0;
+    right += correct[i];
+  }
+  m.count = static_cast<int64_t>(confidences.size());
+  m.accuracy = m.count ? static_cast<double>(right) / m.count : 0.0;
+  for (size_t b = 0; b < m.bins.size(); ++b) {
+    auto& bin = m.bins[b];
+    if (bin.count == 0) continue;
+    bin.accuracy = hits[b] / bin.count;
+    bin.confidence = conf_sum[b] / bin.count;
+    m.ece += static_cast<double>(bin.count) / m.count * std::abs(bin.accuracy - bin.confidence);
+  }
+  return m;
+}
+
+CalibrationMetrics calibration_metrics(const std::vector<double>& probs, int64_t num_classes,
+                                       const std::vector<int64_t>& labels, int64_t num_bins) {
+  check_matrix("calibration_metrics", probs, num_classes, &labels);
+  std::vector<double> confidences;
+  std::vector<bool> correct;
+  double nll = 0;
+  const size_t k = static_cast<size_t>(num_classes);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes) continue;
+    const double* row = probs.data() + i * k;
+    const size_t arg = static_cast<size_t>(std::max_element(row, row + k) - row);
+    confidences.push_back(row[arg]);
+    correct.push_back(static_cast<int64_t>(arg) == labels[i]);
+    nll -= std::log(std::max(row[labels[i]], kProbabilityFloor));
+  }
+  auto m = reliability(confidences, correct, num_bins);
+  m.nll = m.count ? nll / static_cast<double>(m.count) : 0.0;
+  return m;
+}
+
+void save_calibration(const std::string& run_dir, const CalibrationFile& c) {
+  nlohmann::ordered_json j;
+  j["method"] = c.method;
+  j["temperature"] = c.temperature;
+  j["fitted_on"] = c.fitted_on;
+  j["count"] = c.fit.count;
+  j["nll_before"] = c.fit.nll_before;
+  j["nll_after"] = c.fit.nll_after;
+  j["at_bound"] = c.fit.at_bound;
+  j["evaluations"] = c.fit.evaluations;
+  const fs::path path = fs::path(run_dir) / "calibration.json";
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    out.close();
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw Error("cannot write " + path.string() + " (via " + tmp.string() + ")");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message());
+}
+
+CalibrationFile load_calibration(const std::string& run_dir) {
+  const fs::path path = fs::path(run_dir) / "calibration.json";
+  CalibrationFile c;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return c;
+  std::ifstream in(path);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("temperature") || !j["temperature"].is_number()) {
+    throw Error(path.string() + ": expected a JSON object with a numeric 'temperature'");
+  }
+  c.temperature = j["temperature"].get<double>();
+  if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
+    throw Error(path.string() + ": 'temperature' must be a positive finite number, found " +
+                format_double(c.temperature));
+  }
+  c.method = j.value("method", std::string("temperature"));
+  c.fitted_on = j.value("fitted_on", std::string());
+  c.fit.temperature = c.temperature;
+  c.fit.count = j.value("count", int64_t{0});
+  c.fit.nll_before = j.value("nll_before", 0.0);
+  c.fit.nll_after = j.value("nll_after", 0.0);
+  c.fit.at_bound = j.value("at_bound", false);
+  c.fit.evaluations = j.value("evaluations", int64_t{0});
+  return c;
+}
+
+}  // namespace mmintent

@@ -1,0 +1,233 @@
+// Feedback logs (accepted / corrected / rejected predictions): reading and checking them, the
+// training records they stand for, and the source that mixes them with replayed training data.
+
+#include "mmintent/data/feedback.h"
+#include "mmintent/error.h"
+#include "support/support.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+
+namespace mmintent {
+namespace {
+
+using test::TempDir;
+
+template <typename Fn>
+void expect_data_error(Fn&& fn, const std::string& file, long line,
+                       std::initializer_list<std::string> parts) {
+  try {
+    fn();
+    FAIL() << "expected a DataError";
+  } catch (const DataError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.file(), file) << what;
+    EXPECT_EQ(e.line(), line) << what;
+    if (line > 0) {
+      EXPECT_NE(what.find(file + ":" + std::to_string(line) + ":"), std::string::npos) << what;
+    }
+    for (const auto& part : parts) EXPECT_NE(what.find(part), std::string::npos) << what;
+  }
+}
+
+const LabelMap& labels() {
+  static const LabelMap map = LabelMap::from_labels({"exchange", "refund", "track"});
+  return map;
+}
+
+FeedbackReadOptions text_only() {
+  FeedbackReadOptions o;
+  o.use_image = false;
+  return o;
+}
+
+DatasetOptions no_modalities() {
+  DatasetOptions o;
+  o.use_text = false;
+  o.use_image = false;
+  return o;
+}
+
+TEST(FeedbackTest, ReadsTheThreeReactions) {
+  TempDir dir;
+  const auto path = dir.write(
+      "logs/feedback.jsonl",
+      "{\"text\": \"send it back\", \"image\": \"a.png\", \"predicted\": \"refund\", "
+      "\"reaction\": \"accepted\", \"user\": 17, \"top\": [0.9]}\n"
+      "\n"
+      "{\"text\": \"swap the size\", \"image\": \"/abs/b.png\", \"predicted\": \"refund\", "
+      "\"reaction\": \"corrected\", \"corrected_to\": \"exchange\"}\r\n"
+      "{\"text\": \"where is it\", \"image\": \"c.png\", \"predicted\": \"exchange\", "
+      "\"reaction\": \"rejected\", \"corrected_to\": null}\n");
+  const FeedbackLog log = read_feedback(path, labels());
+  ASSERT_EQ(log.records.size(), 3u);
+  EXPECT_EQ(log.accepted, 1);
+  EXPECT_EQ(log.corrected, 1);
+  EXPECT_EQ(log.rejected, 1);
+  const auto& a = log.records[0];
+  EXPECT_EQ(a.text, "send it back");
+  EXPECT_EQ(a.image, (dir.path() / "logs" / "a.png").string());
+  EXPECT_EQ(a.reaction, Reaction::accepted);
+  EXPECT_EQ(a.line, 1);
+  EXPECT_EQ(log.records[1].image, "/abs/b.png");
+  EXPECT_EQ(log.records[1].corrected_to, "exchange");
+  EXPECT_EQ(log.records[1].line, 3);
+  EXPECT_EQ(log.records[2].reaction, Reaction::rejected);
+  EXPECT_STREQ(reaction_name(Reaction::corrected), "corrected");
+
+  // Acceptance = confirmation, correction = label, rejection = rejected intent without label.
+  const Manifest m = feedback_manifest(log);
+  EXPECT_EQ(m.path, path);
+  ASSERT_EQ(m.records.size(), 3u);
+  EXPECT_EQ(m.records[0].label, "refund");
+  EXPECT_TRUE(m.records[0].rejected.empty());
+  EXPECT_EQ(m.records[1].label, "exchange");
+  EXPECT_EQ(m.records[2].label, "");
+  EXPECT_EQ(m.records[2].rejected, "exchange");
+  EXPECT_EQ(m.records[2].line, 4);
+  EXPECT_EQ(m.records[2].text, "where is it");
+}
+
+TEST(FeedbackTest, BadRecordsAreDataErrorsNamingFileAndLine) {
+  TempDir dir;
+  const std::string good = "{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\"}\n";
+  struct Case {
+    std::string line, message;
+  };
+  const std::vector<Case> cases = {
+      {"{\"text\": \"x\", \"predicted\": \"refunds\", \"reaction\": \"accepted\"}",
+       "predicted intent 'refunds' is not in the run's label map"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"corrected\", \"corrected_to\": \"swap\"}",
+       "corrected_to intent 'swap' is not in the run's label map"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"corrected\"}",
+       "needs the field 'corrected_to'"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"corrected\", \"corrected_to\": \"refund\"}",
+       "'corrected_to' equals 'predicted'"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"corrected_to\": \"track\"}",
+       "field 'corrected_to' is only for reaction 'corrected'"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\"}", "missing field 'reaction'"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"liked\"}",
+       "reaction 'liked' is not one of accepted, corrected, rejected"},
+      {"{\"text\": \"x\", \"reaction\": \"rejected\"}", "missing field 'predicted'"},
+      {"{\"text\": \"x\", \"predicted\": 3, \"reaction\": \"accepted\"}",
+       "field 'predicted' must be a string, found number"},
+      {"{\"predicted\": \"refund\", \"reaction\": \"accepted\"}", "missing field 'text'"},
+      {"{\"text\": \"  \", \"predicted\": \"refund\", \"reaction\": \"accepted\"}", "empty text"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\"", "not valid JSON"},
+      {"[1, 2]", "expected a JSON object, found array"},
+  };
+  for (const auto& c : cases) {
+    const auto path = dir.write("fb.jsonl", good + c.line + "\n" + good);
+    expect_data_error([&] { read_feedback(path, labels(), text_only()); }, path, 2, {c.message});
+  }
+  // A model that uses images needs them.
+  const auto no_image = dir.write("img.jsonl", good);
+  expect_data_error([&] { read_feedback(no_image, labels()); }, no_image, 1, {"missing field 'image'"});
+  FeedbackReadOptions allow;
+  allow.allow_missing_image = true;
+  EXPECT_EQ(read_feedback(no_image, labels(), allow).records.size(), 1u);
+
+  const auto empty = dir.write("empty.jsonl", "\n  \n");
+  expect_data_error([&] { read_feedback(empty, labels(), text_only()); }, empty, 0,
+                    {"the feedback log has no records"});
+  const auto missing = (dir.path() / "nope.jsonl").string();
+  expect_data_error([&] { read_feedback(missing, labels(), text_only()); }, missing, 0, {"file not found"});
+}
+
+TEST(FeedbackTest, DatasetKeepsRejectionsAsLabelLessSamples) {
+  TempDir dir;
+  const auto path = dir.write("fb.jsonl",
+                              "{\"text\": \"a\", \"predicted\": \"refund\", \"reaction\": \"accepted\"}\n"
+                              "{\"text\": \"b\", \"predicted\": \"track\", \"reaction\": \"rejected\"}\n"
+                              "{\"text\": \"c\", \"predicted\": \"track\", \"reaction\": \"corrected\", "
+                              "\"corrected_to\": \"exchange\"}\n");
+  MultimodalDataset d(feedback_manifest(read_feedback(path, labels(), text_only())), &labels(), nullptr,
+                      no_modalities());
+  ASSERT_EQ(d.size(), 3);
+  EXPECT_EQ(d.label(0), 1);
+  EXPECT_EQ(d.label(1), -1);
+  EXPECT_EQ(d.rejected(1), 2);
+  EXPECT_EQ(d.label(2), 0);
+  auto b = d.collate({0, 1, 2}, nullptr, 0);
+  EXPECT_TRUE(b.labels.equal(torch::tensor({1, -1, 0}, torch::kLong)));
+  ASSERT_TRUE(b.rejected.defined());
+  EXPECT_TRUE(b.rejected.equal(torch::tensor({-1, 2, -1}, torch::kLong)));
+  EXPECT_FALSE(d.collate({0, 2}, nullptr, 0).rejected.defined());
+}
+
+/// A data set of `n` label-only samples, all labelled `label`.
+std::shared_ptr<const MultimodalDataset> label_dataset(const TempDir& dir, const std::string& name,
+                                                        int n, const std::string& label) {
+  std::string text;
+  for (int i = 0; i < n; ++i) text += "{\"label\": \"" + label + "\"}\n";
+  ManifestReadOptions o;
+  o.fields.text = "";
+  o.fields.image = "";
+  return std::make_shared<MultimodalDataset>(read_manifest(dir.write(name, text), o), &labels(),
+                                             nullptr, no_modalities());
+}
+
+TEST(FeedbackTest, ReplaySourceMixesEveryFeedbackSampleWithAFreshReplayDraw) {
+  TempDir dir;
+  auto feedback = label_dataset(dir, "f.jsonl", 10, "exchange");  // class 0
+  auto replay = label_dataset(dir, "r.jsonl", 50, "track");       // class 2
+  FeedbackReplayOptions o;
+  o.batch_size = 8;
+  o.replay_ratio = 1.5;
+  o.seed = 3;
+  FeedbackReplaySource source(feedback, replay, o);
+  EXPECT_EQ(source.replay_per_pass(), 15);
+  EXPECT_EQ(source.num_samples(), 25);
+  EXPECT_EQ(source.num_batches(), 4);
+  EXPECT_EQ(source.batch_size_at(3), 1);
+
+  std::vector<std::set<int64_t>> drawn;
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    source.start_epoch(epoch);
+    int64_t samples = 0, feedback_seen = 0, batches = 0;
+    bool mixed = false;
+    while (auto b = source.next()) {
+      EXPECT_EQ(b->size(), source.batch_size_at(batches));
+      const auto n_feedback = b->labels.eq(0).sum().item<int64_t>();
+      mixed = mixed || (n_feedback > 0 && n_feedback < b->size());
+      feedback_seen += n_feedback;
+      samples += b->size();
+      ++batches;
+    }
+    EXPECT_EQ(batches, 4);
+    EXPECT_EQ(samples, 25);
+    EXPECT_EQ(feedback_seen, 10);  // every feedback sample once per pass
+    EXPECT_TRUE(mixed);
+    std::set<int64_t> replayed;
+    for (const auto& [src, i] : source.order(epoch)) {
+      if (src == 1) replayed.insert(i);
+    }
+    EXPECT_EQ(replayed.size(), 15u);  // without replacement
+    drawn.push_back(replayed);
+  }
+  EXPECT_NE(drawn[0], drawn[1]);  // a fresh draw each pass
+  EXPECT_EQ(source.order(1), FeedbackReplaySource(feedback, replay, o).order(1));  // deterministic
+
+  // More replay than training data cycles through it; ratio 0 (or no replay set) is feedback only.
+  o.replay_ratio = 12;
+  FeedbackReplaySource big(feedback, replay, o);
+  std::map<int64_t, int> counts;
+  for (const auto& [src, i] : big.order(0)) {
+    if (src == 1) ++counts[i];
+  }
+  EXPECT_EQ(counts.size(), 50u);
+  for (const auto& [i, c] : counts) EXPECT_GE(c, 2) << i;
+  o.replay_ratio = 0;
+  EXPECT_EQ(FeedbackReplaySource(feedback, replay, o).num_samples(), 10);
+  o.replay_ratio = 1;
+  EXPECT_EQ(FeedbackReplaySource(feedback, nullptr, o).num_samples(), 10);
+  EXPECT_THROW(FeedbackReplaySource(nullptr, replay, o), Error);
+}
+
+}  // namespace
+}  // namespace mmintent

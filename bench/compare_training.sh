@@ -5,7 +5,10 @@
 # files, batch size, thread counts and number of steps. Prints, per case, the median of each
 # side and the ratio ours / reference of the medians, and writes them to OUT/summary.md.
 #
-#   bench/compare_training.sh [-n RUNS] [-o OUT] [CASE ...]
+#   bench/compare_training.sh [-n RUNS] [-o OUT] [CASE ...] [KEY=VALUE ...]
+#
+# KEY=VALUE: config overrides applied to both sides (the reference reads the effective config),
+# e.g. runtime.threads=1. The environment reaches both too (e.g. OMP_WAIT_POLICY=passive).
 #
 # CASE (default: demo clinc150):
 #   demo           configs/demo.yaml (text + image), 3 epochs = 114 steps of 64
@@ -36,11 +39,18 @@ while getopts "n:o:h" opt; do
   case "$opt" in
     n) runs="$OPTARG" ;;
     o) out="$OPTARG" ;;
-    *) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 2 ;;
+    *) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-cases=("$@")
+cases=()
+extra=()
+for a in "$@"; do
+  case "$a" in
+    *=*) extra+=("$a") ;;
+    *) cases+=("$a") ;;
+  esac
+done
 ((${#cases[@]})) || cases=(demo clinc150)
 [ -x "$bin" ] || { echo "compare_training: no mmintent binary at $bin (set MMINTENT_BIN)" >&2; exit 2; }
 "$python" -c 'import torch, cv2, sentencepiece' 2>/dev/null ||
@@ -104,7 +114,8 @@ PY
 }
 
 echo "compare_training: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
-  "BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown), $runs runs per side"
+  "BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown), $runs runs per side,"\
+  "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}"
 for case in "${cases[@]}"; do
   dir="$out/$case"
   rm -rf "$dir"
@@ -137,7 +148,7 @@ PY
       overrides+=("data.train=$dir/train_subset.jsonl") ;;
     *) echo "compare_training: unknown case '$case' (demo, clinc150, fashion_mnist)" >&2; exit 2 ;;
   esac
-  overrides+=("train.epochs=$epochs")
+  overrides+=("train.epochs=$epochs" ${extra[@]+"${extra[@]}"})
 
   # Warm-up (not counted): trains the tokenizer both sides then share, warms the page cache.
   echo "== $case: warm-up run (load $(load))"
@@ -166,9 +177,10 @@ PY
   done
 done
 
-"$python" - "$out" "${cases[@]}" <<'PY'
+conditions="$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $runs runs per side, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}"
+"$python" - "$out" "$conditions" "${cases[@]}" <<'PY'
 import json, os, statistics, sys
-out, cases = sys.argv[1], sys.argv[2:]
+out, conditions, cases = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = ["| case | side | samples/s (median) | peak RSS MiB (median) | process wall s (median) | process CPU s (median) | runs | load avg during runs |",
         "|---|---|---|---|---|---|---|---|"]
 ratios = []
@@ -184,7 +196,7 @@ for case in cases:
     sp = med["ours"]["samples_per_s"] / med["reference"]["samples_per_s"]
     mem = med["ours"]["peak_rss_mib"] / med["reference"]["peak_rss_mib"]
     ratios.append(f"{case}: ours / reference: samples/s x{sp:.2f}, peak memory x{mem:.2f}")
-text = "\n".join(rows + [""] + ratios) + "\n"
+text = "\n".join([conditions, ""] + rows + [""] + ratios) + "\n"
 print(text, end="")
 with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)

@@ -4,7 +4,8 @@
 # prediction and correct every wrong one, tune the model on that feedback log, and compare.
 #   bench/feedback_experiment.sh [KEY=VALUE overrides for `mmintent tune`...]
 # Environment: MMINTENT_BIN (default build/bin/mmintent), MMINTENT_SHARED_DATA (default
-# ../shared/data), STREAM_SIZE (3000), STREAM_SEED (7).
+# ../shared/data), STREAM_SIZE (3000), STREAM_SEED (7), REUSE_BASE=1 (keep an existing
+# runs/feedback_base instead of training it again: for trying tune settings).
 # Writes data/generated/clinc150{,_small}/, data/generated/feedback_experiment/ and
 # runs/feedback_{base,tuned}/ (all git-ignored). Exits 1 when the tuned model misses the
 # targets: test in-scope accuracy +2 points or more, small-train accuracy down 0.5 at most.
@@ -57,9 +58,14 @@ print(f"stream: {n} utterances drawn with seed {seed} ({len(set(l for _, l in st
 PY
 
 # 2. The model before feedback.
-t0=$(now)
-"$bin" train configs/clinc150_small.yaml "output.dir=$base" train.progress=lines
-t_train=$(elapsed "$t0" "$(now)")
+if [ "${REUSE_BASE:-0}" = 1 ] && [ -f "$base/model.pt" ]; then
+  echo "reusing $base (REUSE_BASE=1)"
+  t_train="(reused)"
+else
+  t0=$(now)
+  "$bin" train configs/clinc150_small.yaml "output.dir=$base" train.progress=lines
+  t_train="$(elapsed "$t0" "$(now)") s"
+fi
 
 # 3. Stream the utterances through it; the simulated person reacts.
 t0=$(now)
@@ -105,6 +111,18 @@ def row(name, key, split, fmt=lambda r: r):
     before, after = fmt(b[split])[key] * 100, fmt(t[split])[key] * 100
     return name, before, after, after - before
 oos = lambda r: r["oos"]
+def in_scope_errors(run):
+    """Wrong in-scope test predictions: (predicted out-of-scope, predicted another intent)."""
+    to_oos = other = 0
+    for line in open(f"{run}/misclassified_test.jsonl"):
+        m = json.loads(line)
+        if m["gold"] == "oos":
+            continue
+        if m["top"][0]["label"] == "oos":
+            to_oos += 1
+        else:
+            other += 1
+    return to_oos, other
 rows = [row("test in-scope accuracy", "in_scope_accuracy", "test", oos),
         row("test oos recall", "oos_recall", "test", oos),
         row("val in-scope accuracy", "in_scope_accuracy", "val", oos),
@@ -117,7 +135,10 @@ print(f"| {'figure':<30} | {'before':>7} | {'after':>7} | {'change':>7} |")
 print(f"|{'-' * 32}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
 for name, before, after, d in rows:
     print(f"| {name:<30} | {before:7.2f} | {after:7.2f} | {d:+7.2f} |")
-print(f"wall time: train {t_train} s, predict {t_predict} s ({tj['feedback_samples']} utterances), tune + eval {t_tune} s")
+(bo, bi), (ao, ai) = in_scope_errors(base), in_scope_errors(tuned)
+print(f"| {'test in-scope errors: as oos':<30} | {bo:7d} | {ao:7d} | {ao - bo:+7d} |")
+print(f"| {'test in-scope errors: intent':<30} | {bi:7d} | {ai:7d} | {ai - bi:+7d} |")
+print(f"wall time: train {t_train}, predict {t_predict} s ({tj['feedback_samples']} utterances), tune + eval {t_tune} s")
 gain, drop = rows[0][3], -rows[3][3]
 ok = gain >= 2.0 and drop <= 0.5
 print(f"targets: test in-scope accuracy +{gain:.2f} points (>= 2: {'met' if gain >= 2 else 'MISSED'}), "

@@ -283,6 +283,10 @@ int main(int argc, char** argv) {
     const double s = time_call([&] { step(batch); });
     std::printf("\ndemo model (configs/demo.yaml) on %s (%lld samples, %.1f tokens per text on average)\n",
                 f.manifest.c_str(), static_cast<long long>(f.data.train->size()), mean_tokens);
+    int64_t params = 0;
+    for (const auto& p : step.model->parameters()) params += p.numel();
+    std::printf("  parameters: %lld (bench/reference/train_reference.py prints its own count)\n",
+                static_cast<long long>(params));
     std::printf("  forward FLOPs per batch of %lld: %.3f G (convolutions %.3f, LSTM %.3f, linear %.3f)\n",
                 static_cast<long long>(bs), fwd.total() / 1e9, fwd.conv / 1e9, fwd.rnn / 1e9, fwd.linear / 1e9);
     std::printf("  training step (forward + backward = 3 x forward): %.3f GFLOP\n", step_flops / 1e9);

@@ -15,7 +15,8 @@ packages=(
   python3-opencv           # the reference's image decoding and resizing
   python3-sentencepiece    # the reference tokenises with the run's own tokenizer.model
   python3-numpy
-  time                     # /usr/bin/time -v: peak resident memory of each run
+  python3-yaml             # the reference reads the effective config
+  time                     # /usr/bin/time: peak resident memory and CPU time of each run
 )
 
 missing=()

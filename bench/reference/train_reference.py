@@ -365,6 +365,12 @@ def main():
     ap.add_argument("--epochs", type=int, help="passes over the training split (default train.epochs)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
     ap.add_argument("--json", help="also write the result object to this file")
+    ap.add_argument("--bf16", action="store_true",
+                    help="train under CPU bf16 autocast (to measure what mixed precision would give)")
+    ap.add_argument("--eval", metavar="MANIFEST",
+                    help="after training, report the accuracy on this manifest (eval mode, no augmentation)")
+    ap.add_argument("--profile", action="store_true",
+                    help="run under torch.autograd.profiler and print the operators' times to stderr")
     args = ap.parse_args()
 
     with open(args.config, encoding="utf-8") as f:
@@ -415,6 +421,9 @@ def main():
     smoothing = float(t["loss"]["label_smoothing"])
     setup_s = time.monotonic() - T_START
 
+    profiler = torch.autograd.profiler.profile() if args.profile else None
+    if profiler:
+        profiler.__enter__()
     model.train()
     steps = samples = 0
     loss_sum = correct = 0.0
@@ -432,7 +441,8 @@ def main():
             if b is None:
                 break
             opt.zero_grad()
-            logits = model(b)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(b).float()
             per_sample = F.cross_entropy(logits, b["labels"], reduction="none", label_smoothing=smoothing)
             n = b["labels"].size(0)
             loss = per_sample.sum() / n
@@ -455,6 +465,21 @@ def main():
         if stop:
             break
 
+    if profiler:
+        profiler.__exit__(None, None, None)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+
+    eval_accuracy = None
+    if args.eval:
+        eds = Dataset(resolve(args.eval, os.getcwd()), cfg, sp, label_index, use_text, use_image)
+        ecollate = Collator(eds, None, seed)
+        model.eval()
+        correct_eval = 0
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            for b in batches(eds, ecollate, int(L["eval_batch_size"]), False, False, 0, 1, 0, seed):
+                correct_eval += model(b).float().argmax(1).eq(b["labels"]).sum().item()
+        eval_accuracy = correct_eval / max(1, eds.n)
+
     result = {
         "impl": "reference",
         "torch": torch.__version__,
@@ -468,6 +493,8 @@ def main():
         "samples_per_s": round(samples / train_s, 2) if train_s > 0 else 0,
         "train_loss": round(loss_sum / max(1, samples), 5),
         "train_accuracy": round(correct / max(1, samples), 5),
+        "bf16": args.bf16,
+        "eval_accuracy": None if eval_accuracy is None else round(eval_accuracy, 5),
         "loader_wait_fraction": round(wait_s / train_s, 4) if train_s > 0 else 0,
         "setup_seconds": round(setup_s, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),

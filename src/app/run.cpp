@@ -373,7 +373,7 @@ RewriteCheck check_rewrite(IntentClassifier& model, const Config& c, const RunDa
   auto rewritten = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer,
                                                        dataset_options(c));
   auto loader = make_loader(c, rewritten, /*training=*/false);
-  auto p = collect_predictions(model, *loader, device);
+  auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
   if (!p.probs.defined()) return check;
   const auto after = served_classes(calibrated(p.probs, s.temperature), oos);
   const auto index = to_vector(p.indices);
@@ -401,7 +401,7 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const c10::Device& device, bool print_table,
                                      const OosSetup& oos, const ServingSetup& serving) {
   auto loader = make_loader(c, dataset, /*training=*/false);
-  auto predictions = collect_predictions(model, *loader, device);
+  auto predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
   // Calibrated probabilities from here on: what the Predictor serves.
   CalibrationReport calibration;
   if (predictions.probs.defined()) {
@@ -527,6 +527,8 @@ std::unique_ptr<DataLoader> make_loader(const Config& c,
   o.num_workers = c.data.loader.num_workers;
   o.prefetch = c.data.loader.prefetch;
   o.seed = static_cast<uint64_t>(c.runtime.seed);
+  // Pinned batches make the host-to-GPU copies asynchronous (only with CUDA).
+  o.pin_memory = resolve_device(c.runtime.device).is_cuda();
   if (training && c.data.augment.enabled) o.augment = std::make_shared<AugmentOptions>(c.data.augment);
   return std::make_unique<DataLoader>(std::move(dataset), o);
 }
@@ -696,7 +698,8 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   Predictions val_predictions;
   if (data.val) {
     auto val_loader_for_fit = make_loader(c, data.val, /*training=*/false);
-    val_predictions = collect_predictions(trainer.model(), *val_loader_for_fit, trainer.device());
+    val_predictions = collect_predictions(trainer.model(), *val_loader_for_fit, trainer.device(),
+                                          parse_precision(c.runtime.precision));
   }
   std::error_code stale;
   fs::remove(run_dir / "calibration.json", stale);  // a resumed or overwritten run refits
@@ -814,9 +817,11 @@ CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& 
     throw DataError(manifest_path, 0, "manifest does not exist");
   }
   RunData data = load_run_data(c, run_dir);
+  auto options = dataset_options(c);
+  options.check_images = true;  // bad images are errors or skips before any prediction
   auto dataset = std::make_shared<MultimodalDataset>(
       read_manifest(manifest_path, manifest_read_options(c, true)), &data.labels, data.tokenizer,
-      dataset_options(c));
+      options);
   report_skipped(*dataset);
   if (dataset->size() == 0) throw DataError(manifest_path, 0, "no sample to calibrate on");
   const auto device = resolve_device(c.runtime.device);
@@ -824,7 +829,7 @@ CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& 
   load_checkpoint((fs::path(run_dir) / "model.pt").string(), *model, nullptr, device, false);
   model->to(device);
   auto loader = make_loader(c, dataset, /*training=*/false);
-  const auto p = collect_predictions(model, *loader, device);
+  const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
   OosSetup oos = oos_setup(c, data.labels);
   if (!fit_temperature) {
     std::error_code ec;

@@ -7,6 +7,7 @@
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
 #include "mmintent/app/tune.h"
+#include "mmintent/core/log.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/importers.h"
 #include "mmintent/error.h"
@@ -202,9 +203,16 @@ int main(int argc, char** argv) {
       auto predictor = mmintent::Predictor::load(run_dir, po);
       if (!manifest.empty()) {
         if (out.empty()) return fail(kUsage, "--manifest needs --out FILE");
-        const auto n = predictor.predict_manifest(manifest, out, top_k, rewrite);
-        std::cout << "wrote " << n << (rewrite ? " rewritten requests to " : " predictions to ")
-                  << out << "\n";
+        const auto r = predictor.predict_manifest(manifest, out, top_k, rewrite);
+        for (const auto& s : r.skipped) mmintent::log::warn("predict", "skipped " + s);
+        std::cout << "wrote " << r.predicted
+                  << (rewrite ? " rewritten requests to " : " predictions to ") << out;
+        if (!r.skipped.empty()) {
+          std::cout << "; " << r.skipped.size()
+                    << " record(s) skipped (data.on_bad_sample: skip), each marked there by a "
+                       "line with \"skipped\" and listed above";
+        }
+        std::cout << "\n";
       } else {
         if (text.empty() && image.empty()) return fail(kUsage, "give --text and/or --image, or --manifest");
         const mmintent::PredictInput input{text, image};

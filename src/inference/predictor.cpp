@@ -6,10 +6,12 @@
 #include "mmintent/evaluation/calibration.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/precision.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -25,6 +27,7 @@ struct Predictor::Impl {
   /// predictions are safe.
   mutable IntentClassifier model{nullptr};
   c10::Device device{c10::kCPU};
+  Precision precision = Precision::fp32;  ///< runtime.precision of the run
   DatasetOptions dataset_options;
   std::string oos_label;     ///< empty: the run has no out-of-scope handling
   double oos_threshold = -1; ///< >= 0 for oos.method: threshold
@@ -34,7 +37,10 @@ struct Predictor::Impl {
   std::optional<Rewriter> rewriter;
 
   std::vector<Prediction> run(Manifest manifest, int64_t top_k) const {
-    auto dataset = MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options);
+    return run(MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options), top_k);
+  }
+
+  std::vector<Prediction> run(const MultimodalDataset& dataset, int64_t top_k) const {
     std::vector<Prediction> out;
     const int64_t n = dataset.size();
     const int64_t bs = std::max<int64_t>(1, config.data.loader.eval_batch_size);
@@ -44,8 +50,13 @@ struct Predictor::Impl {
       for (int64_t i = start; i < std::min(n, start + bs); ++i) idx.push_back(i);
       auto batch = dataset.collate(idx, nullptr, 0).to(device);
       torch::NoGradGuard no_grad;
+      at::Tensor logits;
+      {
+        AutocastGuard autocast(device, precision);
+        logits = model->forward(batch);
+      }
       const auto raw =
-          torch::softmax(model->forward(batch), 1).to(torch::kCPU, torch::kFloat).contiguous();
+          torch::softmax(logits.to(torch::kFloat), 1).to(torch::kCPU, torch::kFloat).contiguous();
       const int64_t num_classes = raw.size(1);
       std::vector<double> probs(raw.data_ptr<float>(), raw.data_ptr<float>() + raw.numel());
       if (temperature != 1.0) {
@@ -102,6 +113,7 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   }
   if (options.threads > 0) configure_threads(static_cast<int>(options.threads));
   impl->device = resolve_device(options.device);
+  impl->precision = parse_precision(impl->config.runtime.precision);
   impl->model = build_model(impl->config, impl->data);
   load_checkpoint((dir / "model.pt").string(), *impl->model, nullptr, impl->device, false);
   impl->model->to(impl->device);
@@ -148,7 +160,11 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     if (c.model.uses("image") && in.image.empty() && !c.data.allow_missing_image) {
       throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
     }
-    m.records.push_back(Record{in.text, in.image, "", line});
+    Record r;
+    r.text = in.text;
+    r.image = in.image;
+    r.line = line;
+    m.records.push_back(std::move(r));
   }
   return impl_->run(std::move(m), top_k);
 }
@@ -161,18 +177,66 @@ RewrittenRequest Predictor::rewrite(const PredictInput& input, const Prediction&
                                   prediction.top[0].probability, candidates);
 }
 
-int64_t Predictor::predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
-                                    int64_t top_k, bool rewrite) const {
+namespace {
+/// The line number in a "file:line: reason" entry of Manifest::skipped or
+/// MultimodalDataset::skipped for a record of `path`, or 0 when it has none.
+long skipped_line(const std::string& entry, const std::string& path) {
+  if (entry.compare(0, path.size() + 1, path + ":") != 0) return 0;
+  try {
+    return std::stol(entry.substr(path.size() + 1));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+}  // namespace
+
+ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path,
+                                                const std::string& output_jsonl, int64_t top_k,
+                                                bool rewrite) const {
   const auto& c = impl_->config;
   Manifest m = read_manifest(manifest_path, manifest_read_options(c, /*require_label=*/false));
-  const auto records = m.records;
-  auto scores = impl_->run(std::move(m), top_k);
+  const std::string path = m.path;
+  ManifestPredictions result;
+  // Every image is decoded once before any prediction, so that with data.on_bad_sample: skip
+  // an unreadable one is left out (and reported) instead of failing the batch it lands in.
+  auto options = impl_->dataset_options;
+  options.check_images = true;
+  const MultimodalDataset dataset(std::move(m), nullptr, impl_->data.tokenizer, options);
+  result.skipped = dataset.skipped();  // the manifest's skipped records, then bad images
+  const auto& records = dataset.records();
+  const auto scores = impl_->run(dataset, top_k);
+  result.predicted = static_cast<int64_t>(records.size());
+
+  // One output line per record of the manifest, in line order: a prediction, or
+  // {"line", "skipped": reason} for a record that was left out.
+  std::vector<std::pair<long, std::string>> skipped;
+  for (const auto& s : result.skipped) {
+    const long line = skipped_line(s, path);
+    std::string reason = s;
+    if (line > 0) {
+      const auto cut = s.find(": ", path.size() + 1);
+      if (cut != std::string::npos) reason = s.substr(cut + 2);
+    }
+    skipped.emplace_back(line, std::move(reason));
+  }
+  std::stable_sort(skipped.begin(), skipped.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
 
   const std::string tmp = output_jsonl + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
+    auto write_skipped = [&](const std::pair<long, std::string>& s) {
+      nlohmann::ordered_json j;
+      j["line"] = s.first;
+      j["skipped"] = s.second;
+      out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+    };
+    size_t next_skipped = 0;
     for (size_t i = 0; i < records.size(); ++i) {
+      while (next_skipped < skipped.size() && skipped[next_skipped].first < records[i].line) {
+        write_skipped(skipped[next_skipped++]);
+      }
       if (rewrite) {
         nlohmann::ordered_json j;
         j["line"] = records[i].line;
@@ -200,10 +264,11 @@ int64_t Predictor::predict_manifest(const std::string& manifest_path, const std:
       }
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     }
+    while (next_skipped < skipped.size()) write_skipped(skipped[next_skipped++]);
     if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
   }
   fs::rename(tmp, output_jsonl);
-  return static_cast<int64_t>(records.size());
+  return result;
 }
 
 const std::vector<std::string>& Predictor::intents() const { return impl_->data.labels.names(); }

@@ -501,6 +501,51 @@ TEST_F(BadInputTest, EvalListsSkippedSamplesInTheRunDirectory) {
   EXPECT_NE(test::read_file(run + "/skipped_test.txt").find("data/test.jsonl:2"), std::string::npos);
 }
 
+TEST_F(BadInputTest, PredictManifestMarksEverySkippedRecord) {
+  const auto manifest = (root_ / "data" / "test.jsonl").string();
+  const auto out = (root_ / "predictions.jsonl").string();
+  const auto run = (root_ / "runs" / "skip").string();
+  ASSERT_EQ(train().code, 0);
+  ASSERT_EQ(train({"data.on_bad_sample=skip", "output.dir=" + run}).code, 0);
+  // The test split with a line that is not JSON and a record whose image is not one.
+  set_line("test", 2, R"({"text": "broken)");
+  dir_.write("data/img/notes.png", "not a picture");
+  set_line("test", 3, record(kStock[0], "img/notes.png", "stock"));
+
+  // A run trained with on_bad_sample: error refuses the manifest, naming the first bad line.
+  expect_failure(cli({"predict", run_dir_.string(), "--manifest", manifest, "--out", out}), 4,
+                 {"data/test.jsonl:2", "not valid JSON"}, false);
+  EXPECT_FALSE(fs::exists(out));
+  // A run trained with skip predicts the rest and puts a "skipped" line in place of each bad
+  // record, so the output still has one line per record, in order.
+  for (const bool rewrite : {false, true}) {
+    SCOPED_TRACE(rewrite ? "--rewrite" : "plain");
+    std::vector<std::string> args = {"predict", run, "--manifest", manifest, "--out", out};
+    if (rewrite) args.push_back("--rewrite");
+    const auto r = cli(args);
+    ASSERT_EQ(r.code, 0) << r.dump();
+    EXPECT_NE(r.out.find("wrote 2 "), std::string::npos) << r.dump();
+    EXPECT_NE(r.out.find("2 record(s) skipped"), std::string::npos) << r.dump();
+    EXPECT_NE(r.err.find("data/test.jsonl:2: not valid JSON"), std::string::npos) << r.dump();
+    EXPECT_NE(r.err.find("data/test.jsonl:3: "), std::string::npos) << r.dump();
+    std::istringstream in(test::read_file(out));
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    ASSERT_EQ(lines.size(), 4u);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const auto j = json::parse(lines[i]);
+      EXPECT_EQ(j["line"].get<int64_t>(), static_cast<int64_t>(i) + 1) << lines[i];
+      const bool bad = i == 1 || i == 2;
+      EXPECT_EQ(j.contains("skipped"), bad) << lines[i];
+      if (bad) {
+        EXPECT_EQ(j.size(), 2u) << lines[i];
+      }
+    }
+    EXPECT_NE(lines[1].find("not valid JSON"), std::string::npos) << lines[1];
+    EXPECT_NE(lines[2].find("cannot decode image"), std::string::npos) << lines[2];
+  }
+}
+
 // ---- Labels. ----
 
 TEST_F(BadInputTest, UnknownLabelInTheTestSplit) {

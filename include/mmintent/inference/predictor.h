@@ -44,6 +44,12 @@ struct PredictorOptions {
   int64_t threads = 0;         ///< LibTorch intra-op threads; 0 = keep the current setting
 };
 
+/// What Predictor::predict_manifest did.
+struct ManifestPredictions {
+  int64_t predicted = 0;              ///< records predicted (and written)
+  std::vector<std::string> skipped;   ///< "file:line: reason" for each record left out
+};
+
 class Predictor {
  public:
   /// Throws Error/CheckpointError naming the missing or broken file of the run directory.
@@ -64,9 +70,11 @@ class Predictor {
   /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...],
   /// "out_of_scope" (when the run has out-of-scope handling), "decision", "candidates"
   /// (clarify only)}; with `rewrite`: {"line", "label" (if any), then to_json_line's fields}.
-  /// Returns the number of records written.
-  int64_t predict_manifest(const std::string& manifest_path, const std::string& output_jsonl,
-                           int64_t top_k = 3, bool rewrite = false) const;
+  /// A record left out under `data.on_bad_sample: skip` (a bad line, an unreadable image) gets
+  /// {"line", "skipped": reason} in its place, so every record of the manifest has its line.
+  ManifestPredictions predict_manifest(const std::string& manifest_path,
+                                       const std::string& output_jsonl, int64_t top_k = 3,
+                                       bool rewrite = false) const;
 
   const std::vector<std::string>& intents() const;
   const Config& config() const;

@@ -175,6 +175,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   FeedbackReplayOptions ro;
   ro.batch_size = c.tune.batch_size;
   ro.replay_ratio = c.tune.replay_ratio;
+  ro.keep_class_mix = c.tune.replay_mix == "training";
   ro.seed = static_cast<uint64_t>(c.runtime.seed);
   if (c.data.augment.enabled) ro.augment = std::make_shared<AugmentOptions>(c.data.augment);
   FeedbackReplaySource source(feedback, replay, ro);
@@ -189,8 +190,18 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
                             {"corrected", result.corrected},
                             {"rejected", result.rejected},
                             {"replay_per_epoch", result.replay_per_epoch},
+                            {"replay_mix", c.tune.replay_mix},
                             {"trainable_parameters", result.trainable_parameters},
                             {"parameters", result.parameters}};
+  if (!source.replay_per_class().empty()) {
+    auto& per_class = provenance["replay_per_class"] = nlohmann::json::object();
+    const auto& counts = source.replay_per_class();
+    for (size_t k = 0; k < counts.size(); ++k) {
+      if (counts[k] == 0) continue;
+      per_class[k < static_cast<size_t>(data.labels.size()) ? data.labels.name(static_cast<int64_t>(k))
+                                                            : std::string("(unlabelled)")] = counts[k];
+    }
+  }
   write_atomically(out / "tune.json", provenance.dump(2) + "\n");
   log::info("tune", "feedback: " + std::to_string(result.accepted) + " accepted, " +
                         std::to_string(result.corrected) + " corrected, " +

@@ -430,6 +430,7 @@ template <class V> void visit(V& v, TuneConfig& c) {
   v.field("scheduler", c.scheduler, Check::one_of({"constant", "cosine"}));
   v.field("batch_size", c.batch_size, Check::range(1, 1 << 20));
   v.field("replay_ratio", c.replay_ratio, Check::range(0, 1000));
+  v.field("replay_mix", c.replay_mix, Check::one_of({"training", "uniform"}));
   v.field("rejection_weight", c.rejection_weight, Check::ge(0));
   v.field("freeze_encoders", c.freeze_encoders);
 }

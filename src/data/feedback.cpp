@@ -213,6 +213,52 @@ FeedbackReplaySource::FeedbackReplaySource(std::shared_ptr<const MultimodalDatas
   if (replay_ && replay_->size() > 0) {
     replay_count_ = static_cast<int64_t>(std::llround(options_.replay_ratio * static_cast<double>(feedback_->size())));
   }
+  if (replay_count_ > 0 && options_.keep_class_mix) plan_class_mix();
+}
+
+void FeedbackReplaySource::plan_class_mix() {
+  // Pools of replay indices per class; unlabelled samples (label -1) in a last pool.
+  int64_t classes = 0;
+  for (int64_t j = 0; j < replay_->size(); ++j) classes = std::max(classes, replay_->label(j) + 1);
+  for (int64_t i = 0; i < feedback_->size(); ++i) classes = std::max(classes, feedback_->label(i) + 1);
+  class_pool_.assign(static_cast<size_t>(classes + 1), {});
+  for (int64_t j = 0; j < replay_->size(); ++j) {
+    const int64_t k = replay_->label(j);
+    class_pool_[static_cast<size_t>(k >= 0 ? k : classes)].push_back(j);
+  }
+  std::vector<double> in_feedback(class_pool_.size(), 0.0);
+  for (int64_t i = 0; i < feedback_->size(); ++i) {
+    const int64_t k = feedback_->label(i);
+    if (k >= 0) in_feedback[static_cast<size_t>(k)] += 1;
+  }
+  // Deficit of each class against the replay data's mix over the whole pass.
+  const double pass = static_cast<double>(num_samples());
+  std::vector<double> deficit(class_pool_.size(), 0.0);
+  double total = 0;
+  for (size_t k = 0; k < class_pool_.size(); ++k) {
+    if (class_pool_[k].empty()) continue;
+    const double share = static_cast<double>(class_pool_[k].size()) / static_cast<double>(replay_->size());
+    deficit[k] = std::max(0.0, share * pass - in_feedback[k]);
+    total += deficit[k];
+  }
+  // sum(deficit) >= replay count always (the shares sum to 1 and the feedback has at most
+  // its size in labels); guard against rounding all the same.
+  if (!(total > 0)) return;
+  // Largest-remainder apportionment of the replay count; ties go to the lower class index.
+  per_class_.assign(class_pool_.size(), 0);
+  std::vector<std::pair<double, size_t>> remainders;
+  int64_t given = 0;
+  for (size_t k = 0; k < deficit.size(); ++k) {
+    const double exact = deficit[k] / total * static_cast<double>(replay_count_);
+    per_class_[k] = static_cast<int64_t>(std::floor(exact));
+    given += per_class_[k];
+    if (deficit[k] > 0) remainders.emplace_back(exact - std::floor(exact), k);
+  }
+  std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t r = 0; given < replay_count_ && r < remainders.size(); ++r, ++given) {
+    ++per_class_[remainders[r].second];
+  }
 }
 
 int64_t FeedbackReplaySource::num_samples() const { return feedback_->size() + replay_count_; }
@@ -235,7 +281,20 @@ std::vector<std::pair<int, int64_t>> FeedbackReplaySource::order(int64_t epoch) 
   std::vector<std::pair<int, int64_t>> out;
   out.reserve(static_cast<size_t>(num_samples()));
   for (int64_t i = 0; i < feedback_->size(); ++i) out.emplace_back(0, i);
-  if (replay_count_ > 0) {
+  // `need` draws from `pool`: shuffled passes over it, without replacement within a pass.
+  auto draw = [&](const std::vector<int64_t>& pool, int64_t need) {
+    std::vector<int64_t> pass(pool.size());
+    while (need > 0 && !pool.empty()) {
+      pass = pool;
+      shuffle(pass);
+      const int64_t take = std::min<int64_t>(need, static_cast<int64_t>(pool.size()));
+      for (int64_t j = 0; j < take; ++j) out.emplace_back(1, pass[static_cast<size_t>(j)]);
+      need -= take;
+    }
+  };
+  if (!per_class_.empty()) {
+    for (size_t k = 0; k < per_class_.size(); ++k) draw(class_pool_[k], per_class_[k]);
+  } else if (replay_count_ > 0) {
     std::vector<int64_t> pass(static_cast<size_t>(replay_->size()));
     for (int64_t need = replay_count_; need > 0;) {
       for (size_t j = 0; j < pass.size(); ++j) pass[j] = static_cast<int64_t>(j);

@@ -230,4 +230,48 @@ TEST(FeedbackTest, ReplaySourceMixesEveryFeedbackSampleWithAFreshReplayDraw) {
 }
 
 }  // namespace
+TEST(FeedbackTest, ReplayKeepsTheTrainingClassMixWhenTheFeedbackLacksAClass) {
+  TempDir dir;
+  // Feedback: 10 samples, all "exchange" (class 0). Training data: half "exchange", half "track".
+  auto feedback = label_dataset(dir, "f.jsonl", 10, "exchange");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += std::string("{\"label\": \"") + (i % 2 ? "track" : "exchange") + "\"}\n";
+  ManifestReadOptions ro;
+  ro.fields.text = "";
+  ro.fields.image = "";
+  auto replay = std::make_shared<const MultimodalDataset>(read_manifest(dir.write("r.jsonl", text), ro),
+                                                          &labels(), nullptr, no_modalities());
+  FeedbackReplayOptions o;
+  o.replay_ratio = 1.0;
+  o.seed = 5;
+  o.keep_class_mix = true;
+  // A pass of 20 at the training mix has 10 of each: the feedback brings 10 exchange, so all 10
+  // replayed samples are "track".
+  FeedbackReplaySource mixed(feedback, replay, o);
+  EXPECT_EQ(mixed.replay_per_class(), (std::vector<int64_t>{0, 0, 10, 0}));
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::set<int64_t> drawn;
+    for (const auto& [src, j] : mixed.order(epoch)) {
+      if (src != 1) continue;
+      EXPECT_EQ(replay->label(j), 2) << j;
+      drawn.insert(j);
+    }
+    EXPECT_EQ(drawn.size(), 10u);  // without replacement
+  }
+  // Fractional deficits: largest remainders, summing to the replay count.
+  o.replay_ratio = 0.7;  // 7 replayed; pass 17: targets 8.5 / 8.5, deficits 0 / 8.5
+  EXPECT_EQ(FeedbackReplaySource(feedback, replay, o).replay_per_class(), (std::vector<int64_t>{0, 0, 7, 0}));
+  o.replay_ratio = 3;  // 30 replayed; pass 40: targets 20 / 20, deficits 10 / 20 -> 10 / 20
+  EXPECT_EQ(FeedbackReplaySource(feedback, replay, o).replay_per_class(), (std::vector<int64_t>{10, 0, 20, 0}));
+  // The uniform draw ignores the classes.
+  o.keep_class_mix = false;
+  EXPECT_TRUE(FeedbackReplaySource(feedback, replay, o).replay_per_class().empty());
+  int64_t track = 0;
+  for (const auto& [src, j] : FeedbackReplaySource(feedback, replay, o).order(0)) {
+    if (src == 1) track += replay->label(j) == 2;
+  }
+  EXPECT_GT(track, 5);
+  EXPECT_LT(track, 25);
+}
+
 }  // namespace mmintent

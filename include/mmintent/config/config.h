@@ -96,6 +96,9 @@ struct TuneConfig {
   /// Training samples replayed per feedback sample and epoch (a fresh seeded draw from the
   /// run's data.train each epoch), so the model does not forget; 0 = feedback only.
   double replay_ratio = 1.0;
+  /// uniform: a plain random draw; training: the replay makes up for classes the feedback
+  /// under-represents, so each epoch keeps the training split's class mix.
+  std::string replay_mix = "uniform";
   /// Weight of the unlikelihood term -log(1 - p_rejected) of a rejected prediction.
   double rejection_weight = 1.0;
   /// Train only the fusion and the head; the encoders (and their batch-norm statistics) stay

@@ -67,6 +67,11 @@ struct FeedbackReplayOptions {
   int64_t batch_size = 32;
   /// Replayed training samples per feedback sample and pass; 0 = feedback only.
   double replay_ratio = 1.0;
+  /// true: the replay draw is spread over the classes so that each pass (feedback and replay
+  /// together) comes as close as it can to the replay data's class mix, making up first for
+  /// classes the feedback lacks (say, out-of-scope requests nobody corrects). false: a uniform
+  /// draw, which keeps the replay's own mix but lets the feedback's skew through.
+  bool keep_class_mix = false;
   uint64_t seed = 42;
   /// Augmentation for both parts (the run's training augmentation); null: none.
   std::shared_ptr<const AugmentOptions> augment;
@@ -74,7 +79,10 @@ struct FeedbackReplayOptions {
 
 /// One pass = every feedback sample plus round(replay_ratio * feedback size) training samples
 /// drawn afresh each pass (without replacement, cycling through shuffled passes of the training
-/// data when more are asked for than it has), shuffled together. Batches mix both kinds (see
+/// data, or of a class's samples, when more are asked for than it has), shuffled together.
+/// With keep_class_mix, class k gets a share of the draw proportional to its deficit
+/// max(0, q_k * pass size - feedback samples of k), q_k being k's share of the replay data
+/// (largest-remainder rounding; see replay_per_class()). Batches mix both kinds (see
 /// concat_batches); a batch's `indices` index into the feedback or the replay data set.
 /// Order and draws derive from the seed and the pass number alone.
 class FeedbackReplaySource : public BatchSource {
@@ -93,13 +101,19 @@ class FeedbackReplaySource : public BatchSource {
 
   /// Training samples replayed per pass.
   int64_t replay_per_pass() const { return replay_count_; }
+  /// With keep_class_mix: training samples of each class (index = class; the last entry counts
+  /// unlabelled ones) replayed per pass; empty for a uniform draw.
+  const std::vector<int64_t>& replay_per_class() const { return per_class_; }
   /// The pass's samples in order: (0, i) = feedback sample i, (1, j) = training sample j.
   std::vector<std::pair<int, int64_t>> order(int64_t epoch) const;
 
  private:
+  void plan_class_mix();
   std::shared_ptr<const MultimodalDataset> feedback_, replay_;
   FeedbackReplayOptions options_;
   int64_t replay_count_ = 0;
+  std::vector<int64_t> per_class_;                ///< draws per class (keep_class_mix)
+  std::vector<std::vector<int64_t>> class_pool_;  ///< replay indices per class
   std::vector<std::pair<int, int64_t>> order_;
   uint64_t epoch_seed_ = 0;
   int64_t next_batch_ = 0;

@@ -15,3 +15,6 @@ cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$build" -j "$(nproc)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$build/bin/mmintent_smoke" --device cuda --epochs 6 --run-dir "$build/smoke_run"
+# Mixed precision (bf16 autocast) and channels-last convolutions on the GPU.
+"$build/bin/mmintent_smoke" --device cuda --epochs 6 --run-dir "$build/smoke_run_bf16" \
+  --precision bf16 --channels-last

@@ -11,6 +11,7 @@ bool ModelConfig::uses(const std::string& modality) const {
 TrainerOptions Config::trainer_options() const {
   TrainerOptions t = train;
   t.device = runtime.device;
+  t.precision = runtime.precision;
   t.seed = static_cast<uint64_t>(runtime.seed);
   t.run_dir = output.dir;
   return t;

@@ -282,6 +282,7 @@ template <class V> void visit(V& v, RuntimeConfig& c) {
   v.field("device", c.device);
   v.field("threads", c.threads, Check::ge(0));
   v.field("seed", c.seed, Check::ge(0));
+  v.field("precision", c.precision, Check::one_of({"fp32", "bf16"}));
 }
 template <class V> void visit(V& v, ManifestFields& c) {
   v.field("text", c.text);
@@ -355,6 +356,7 @@ template <class V> void visit(V& v, ImageEncoderOptions& c) {
   v.field("pool", c.pool(), Check::one_of({"max", "avg", "none"}));
   v.field("dropout", c.dropout(), Check::range(0, 0.95));
   v.field("out_dim", c.out_dim(), Check::range(1, 65536));
+  v.field("channels_last", c.channels_last());
 }
 template <class V> void visit(V& v, FusionOptions& c) {
   v.field("type", c.type(), Check::one_of({"concat", "gated"}));

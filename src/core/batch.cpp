@@ -48,6 +48,19 @@ Batch Batch::to(const c10::Device& device, bool non_blocking) const {
   return b;
 }
 
+Batch Batch::pin_memory() const {
+  auto pin = [](const at::Tensor& t) { return t.defined() ? t.pin_memory() : t; };
+  Batch b = *this;
+  b.token_ids = pin(token_ids);
+  b.text_mask = pin(text_mask);
+  b.images = pin(images);
+  b.image_mask = pin(image_mask);
+  b.labels = pin(labels);
+  b.soft_targets = pin(soft_targets);
+  b.rejected = pin(rejected);
+  return b;  // lengths and indices stay on the CPU (see to())
+}
+
 Batch concat_batches(const std::vector<Batch>& parts) {
   if (parts.empty()) throw std::invalid_argument("concat_batches: no batches");
   if (parts.size() == 1) return parts.front();

@@ -77,7 +77,8 @@ Batch DataLoader::make_batch(int64_t b) const {
   std::vector<int64_t> indices(order_.begin() + begin, order_.begin() + end);
   const AugmentOptions* augment =
       options_.augment && options_.augment->enabled ? options_.augment.get() : nullptr;
-  return dataset_->collate(indices, augment, epoch_seed_);
+  auto batch = dataset_->collate(indices, augment, epoch_seed_);
+  return options_.pin_memory ? batch.pin_memory() : batch;
 }
 
 void DataLoader::worker_loop() {

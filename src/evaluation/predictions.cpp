@@ -5,7 +5,7 @@
 namespace mmintent {
 
 Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
-                                const c10::Device& device, int64_t epoch) {
+                                const c10::Device& device, Precision precision, int64_t epoch) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -15,7 +15,12 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
   source.start_epoch(epoch);
   while (auto batch = source.next()) {
     auto b = batch->to(device, /*non_blocking=*/true);
-    auto logits = model->forward(b);
+    at::Tensor logits;
+    {
+      AutocastGuard autocast(device, precision);
+      logits = model->forward(b);
+    }
+    logits = logits.to(torch::kFloat);
     if (b.labels.defined()) {
       // Labels past the model's classes (out-of-scope samples that are not a trained class)
       // have no loss.

@@ -36,13 +36,22 @@ void ImageEncoderImpl::reset() {
   }
   register_module("blocks", blocks_);
   projection_ = register_module("projection", torch::nn::Linear(in, options.out_dim()));
+  if (options.channels_last()) {
+    // Module::to, optimizer state (zeros_like) and checkpoint loading (copy_) keep the order.
+    torch::NoGradGuard no_grad;
+    for (auto& p : blocks_->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
 }
 
 torch::Tensor ImageEncoderImpl::forward(const torch::Tensor& images) {
   TORCH_CHECK(images.dim() == 4 && images.size(1) == options.in_channels(),
               "ImageEncoder: expected images [B,", options.in_channels(), ",H,W], got ",
               images.sizes());
-  auto x = blocks_->forward(images);
+  auto x = blocks_->forward(options.channels_last()
+                                ? images.contiguous(at::MemoryFormat::ChannelsLast)
+                                : images);
   x = x.mean({2, 3});  // global average pooling -> [B, C]
   if (options.dropout() > 0) x = torch::dropout(x, options.dropout(), is_training());
   return torch::relu(projection_->forward(x));

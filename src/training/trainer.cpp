@@ -6,6 +6,7 @@
 #include "mmintent/evaluation/predictions.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/interrupt.h"
+#include "mmintent/training/precision.h"
 #include "mmintent/training/progress.h"
 
 #include <torch/torch.h>
@@ -55,10 +56,13 @@ Trainer::Trainer(IntentClassifier model, TrainerOptions options)
     : model_(std::move(model)),
       options_(std::move(options)),
       device_(resolve_device(options_.device)),
+      precision_(parse_precision(options_.precision)),
       early_stopping_(options_.early_stopping) {
   if (options_.epochs < 1) throw Error("train.epochs must be >= 1");
   if (options_.accumulation_steps < 1) throw Error("train.accumulation_steps must be >= 1");
   if (options_.grad_clip < 0) throw Error("train.grad_clip must be >= 0");
+  // cuDNN tries the convolution algorithms for each input shape once and keeps the fastest.
+  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   model_->to(device_);
   optimizer_ = make_optimizer(model_->parameters(), options_.optimizer);
   if (!options_.run_dir.empty()) fs::create_directories(options_.run_dir);
@@ -89,7 +93,7 @@ void Trainer::resume(const std::string& checkpoint_path) {
 }
 
 std::map<std::string, double> Trainer::evaluate(BatchSource& source, const std::string& prefix) {
-  auto p = collect_predictions(model_, source, device_);
+  auto p = collect_predictions(model_, source, device_, precision_);
   std::map<std::string, double> out;
   out[prefix + ".loss"] = p.loss;
   if (p.labels.defined() && p.labels.numel() > 0) {
@@ -139,7 +143,12 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
       return TrainingError(non_finite_message(what, value, epoch + 1, i + 1, batches,
                                               state_.global_step + 1));
     };
-    auto logits = model_->forward(b);
+    at::Tensor logits;
+    {
+      AutocastGuard autocast(device_, precision_);
+      logits = model_->forward(b);
+    }
+    logits = logits.to(torch::kFloat);  // the loss and its gradient in fp32
     auto per_sample = per_sample_loss(logits, b, options_.loss);  // hard, soft, rejected
     auto loss = per_sample.sum() / static_cast<double>(window_samples);
     const double batch_loss = per_sample.sum().item<double>();

@@ -21,6 +21,9 @@ struct RuntimeConfig {
   std::string device = "auto";  ///< auto | cpu | cuda | cuda:N
   int64_t threads = 0;          ///< LibTorch intra-op threads; 0 = one per core
   int64_t seed = 42;
+  /// fp32, or bf16: forward passes under autocast to bfloat16 (training, evaluation and
+  /// prediction; see training/precision.h).
+  std::string precision = "fp32";
 };
 
 struct TextConfig {

@@ -36,6 +36,8 @@ struct Batch {
   int64_t size() const { return labels.defined() ? labels.size(0) : indices.size(0); }
   /// Copies every defined tensor to `device` (non-blocking when the source is pinned).
   Batch to(const c10::Device& device, bool non_blocking = false) const;
+  /// A copy in page-locked (pinned) host memory; needs a CUDA build of LibTorch.
+  Batch pin_memory() const;
 };
 
 /// Concatenates batches along the sample dimension (CPU tensors). Token ids are right-padded

@@ -24,6 +24,9 @@ struct LoaderOptions {
   uint64_t seed = 42;
   /// Augmentation for this loader (the training split's); null or disabled: none.
   std::shared_ptr<const AugmentOptions> augment;
+  /// Collate into page-locked host memory, so that the copy to a CUDA device can be
+  /// asynchronous (Batch::to(device, non_blocking=true)). Needs a CUDA build of LibTorch.
+  bool pin_memory = false;
 };
 
 class DataLoader : public BatchSource {

@@ -2,6 +2,7 @@
 /// Runs a model over every batch of a source and gathers probabilities, labels and indices.
 
 #include "mmintent/core/batch.h"
+#include "mmintent/training/precision.h"
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/loss.h"
 
@@ -17,7 +18,9 @@ struct Predictions {
 };
 
 /// Evaluates in eval mode without gradients; restores the model's training flag afterwards.
+/// `precision` bf16 runs the forward passes under autocast (training/precision.h).
 Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
-                                const c10::Device& device, int64_t epoch = 0);
+                                const c10::Device& device, Precision precision = Precision::fp32,
+                                int64_t epoch = 0);
 
 }  // namespace mmintent

@@ -8,6 +8,7 @@
 #include "mmintent/training/early_stopping.h"
 #include "mmintent/training/loss.h"
 #include "mmintent/training/optimization.h"
+#include "mmintent/training/precision.h"
 
 #include <functional>
 #include <map>
@@ -22,6 +23,7 @@ struct TrainerOptions {
   double grad_clip = 0.0;          ///< max global gradient norm; 0 disables clipping
   int64_t accumulation_steps = 1;  ///< micro-batches per optimizer step
   std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
+  std::string precision = "fp32";  ///< fp32 | bf16 (autocast; see training/precision.h)
   uint64_t seed = 42;
   OptimizerOptions optimizer;
   SchedulerOptions scheduler;
@@ -79,6 +81,7 @@ class Trainer {
   IntentClassifier model_;
   TrainerOptions options_;
   c10::Device device_;
+  Precision precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   EarlyStopping early_stopping_;
   TrainingState state_;

@@ -9,6 +9,10 @@
 #
 # KEY=VALUE: config overrides applied to both sides (the reference reads the effective config),
 # e.g. runtime.threads=1. The environment reaches both too (e.g. OMP_WAIT_POLICY=passive).
+# OURS_EXTRA="KEY=VALUE ...": overrides for mmintent only, e.g. its speed settings
+#   "runtime.precision=bf16 model.image_encoder.channels_last=true" against the plain fp32
+#   reference; REF_ARGS="...": extra flags for the reference only (e.g. --bf16 --channels-last,
+#   to give it the same settings).
 #
 # CASE (default: demo clinc150):
 #   demo           configs/demo.yaml (text + image), 3 epochs = 114 steps of 64
@@ -73,7 +77,7 @@ run_ours() {
   local dir="$1" i="$2" l0 l1
   l0=$(load)
   /usr/bin/time -f '%e %M %U %S' -o "$dir/ours_$i.time" \
-    "$bin" train "$config" "${overrides[@]}" "output.dir=$dir/ours_run" >"$dir/ours_$i.log" 2>&1 ||
+    "$bin" train "$config" "${overrides[@]}" ${OURS_EXTRA:-} "output.dir=$dir/ours_run" >"$dir/ours_$i.log" 2>&1 ||
     { echo "compare_training: mmintent train failed, see $dir/ours_$i.log" >&2; tail -5 "$dir/ours_$i.log" >&2; exit 1; }
   l1=$(load)
   "$python" - "$dir/ours_run/metrics.jsonl" "$dir/ours_$i.log" "$dir/ours_$i.time" "$i" "$l0" "$l1" \
@@ -97,7 +101,7 @@ run_reference() {
   l0=$(load)
   /usr/bin/time -f '%e %M %U %S' -o "$dir/ref_$i.time" \
     "$python" "$root/bench/reference/train_reference.py" "$dir/effective.yaml" \
-    --json "$dir/ref_$i.json" >"$dir/ref_$i.log" 2>&1 ||
+    --json "$dir/ref_$i.json" ${REF_ARGS:-} >"$dir/ref_$i.log" 2>&1 ||
     { echo "compare_training: the reference failed, see $dir/ref_$i.log" >&2; tail -5 "$dir/ref_$i.log" >&2; exit 1; }
   l1=$(load)
   "$python" - "$dir/ref_$i.json" "$dir/ref_$i.time" "$i" "$l0" "$l1" >>"$dir/results.jsonl" <<'PY'
@@ -115,7 +119,8 @@ PY
 
 echo "compare_training: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
   "BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown), $runs runs per side,"\
-  "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}"
+  "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)},"\
+  "ours only: ${OURS_EXTRA:-(none)}, reference only: ${REF_ARGS:-(none)}"
 for case in "${cases[@]}"; do
   dir="$out/$case"
   rm -rf "$dir"
@@ -177,7 +182,7 @@ PY
   done
 done
 
-conditions="$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $runs runs per side, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}"
+conditions="$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $runs runs per side, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}, ours only: ${OURS_EXTRA:-(none)}, reference only: ${REF_ARGS:-(none)}"
 "$python" - "$out" "$conditions" "${cases[@]}" <<'PY'
 import json, os, statistics, sys
 out, conditions, cases = sys.argv[1], sys.argv[2], sys.argv[3:]

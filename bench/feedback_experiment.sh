@@ -5,7 +5,9 @@
 #   bench/feedback_experiment.sh [KEY=VALUE overrides for `mmintent tune`...]
 # Environment: MMINTENT_BIN (default build/bin/mmintent), MMINTENT_SHARED_DATA (default
 # ../shared/data), STREAM_SIZE (3000), STREAM_SEED (7), REUSE_BASE=1 (keep an existing
-# runs/feedback_base instead of training it again: for trying tune settings).
+# runs/feedback_base instead of training it again: for trying tune settings), BOUND=1 (also
+# train from scratch on "small" plus the streamed utterances with their true labels, into
+# runs/feedback_union: what the same data gives without the feedback loop, for comparison).
 # Writes data/generated/clinc150{,_small}/, data/generated/feedback_experiment/ and
 # runs/feedback_{base,tuned}/ (all git-ignored). Exits 1 when the tuned model misses the
 # targets: test in-scope accuracy +2 points or more, small-train accuracy down 0.5 at most.
@@ -98,6 +100,22 @@ t0=$(now)
 "$bin" tune "$base" --feedback "$work/feedback.jsonl" --out "$tuned" --overwrite train.progress=lines "$@"
 t_tune=$(elapsed "$t0" "$(now)")
 
+# 4b. The bound: the same labelled data, trained from scratch.
+if [ "${BOUND:-0}" = 1 ]; then
+  python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+with open(f"{work}/union_train.jsonl", "w") as out:
+    out.writelines(open(f"{work}/small_train.jsonl"))
+    for line in open(f"{work}/feedback.jsonl"):
+        f = json.loads(line)
+        label = f["corrected_to"] if f["reaction"] == "corrected" else f["predicted"]
+        out.write(json.dumps({"text": f["text"], "label": label}) + "\n")
+PY
+  "$bin" train configs/clinc150_small.yaml output.dir=runs/feedback_union \
+    "data.train=$work/union_train.jsonl" train.progress=none >/dev/null
+fi
+
 # 5. The original training distribution, before and after.
 "$bin" eval "$base" --split "$work/small_train.jsonl" >/dev/null
 "$bin" eval "$tuned" --split "$work/small_train.jsonl" >/dev/null
@@ -138,6 +156,13 @@ for name, before, after, d in rows:
 (bo, bi), (ao, ai) = in_scope_errors(base), in_scope_errors(tuned)
 print(f"| {'test in-scope errors: as oos':<30} | {bo:7d} | {ao:7d} | {ao - bo:+7d} |")
 print(f"| {'test in-scope errors: intent':<30} | {bi:7d} | {ai:7d} | {ai - bi:+7d} |")
+import os
+if os.path.exists("runs/feedback_union/report.json") and os.environ.get("BOUND") == "1":
+    u = json.load(open("runs/feedback_union/report.json"))
+    print(f"from scratch on small + the stream with true labels (runs/feedback_union): test in-scope "
+          f"accuracy {u['test']['oos']['in_scope_accuracy'] * 100:.2f} "
+          f"({(u['test']['oos']['in_scope_accuracy'] - b['test']['oos']['in_scope_accuracy']) * 100:+.2f}), "
+          f"test oos recall {u['test']['oos']['oos_recall'] * 100:.2f}")
 print(f"wall time: train {t_train}, predict {t_predict} s ({tj['feedback_samples']} utterances), tune + eval {t_tune} s")
 gain, drop = rows[0][3], -rows[3][3]
 ok = gain >= 2.0 and drop <= 0.5

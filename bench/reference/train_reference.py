@@ -253,6 +253,9 @@ class TextEncoder(nn.Module):
         return seq.masked_fill(~mask.unsqueeze(2), -math.inf).amax(1)
 
 
+CHANNELS_LAST = False  # --channels-last
+
+
 class ImageEncoder(nn.Module):
     """src/models/image_encoder.cpp: conv blocks, global average pooling, projection."""
 
@@ -277,6 +280,8 @@ class ImageEncoder(nn.Module):
         self.projection = nn.Linear(c_in, int(e["out_dim"]))
 
     def forward(self, images):
+        if CHANNELS_LAST:
+            images = images.contiguous(memory_format=torch.channels_last)
         x = self.blocks(images).mean((2, 3))
         if self.p > 0:
             x = F.dropout(x, self.p, self.training)
@@ -365,6 +370,9 @@ def main():
     ap.add_argument("--epochs", type=int, help="passes over the training split (default train.epochs)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
     ap.add_argument("--json", help="also write the result object to this file")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="convolutions in channels-last (NHWC) memory order, as mmintent's "
+                         "model.image_encoder.channels_last")
     ap.add_argument("--bf16", action="store_true",
                     help="train under CPU bf16 autocast (to measure what mixed precision would give)")
     ap.add_argument("--eval", metavar="MANIFEST",
@@ -405,6 +413,10 @@ def main():
     vocab = sp.get_piece_size() + 1 if sp else 2
     model = IntentClassifier(cfg, vocab, len(names))
     params = sum(p.numel() for p in model.parameters())
+    if args.channels_last:
+        global CHANNELS_LAST
+        CHANNELS_LAST = True
+        model = model.to(memory_format=torch.channels_last)
 
     o = t["optimizer"]
     if o["type"] != "adamw":

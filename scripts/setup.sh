@@ -13,6 +13,8 @@ packages=(
   # libraries
   libtorch-dev libopencv-dev libsentencepiece-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev
+  # Google Benchmark: bench/ (CI runs it in smoke mode)
+  libbenchmark-dev
   # an optimised BLAS for LibTorch's matrix products
   libblis4-openmp
   # real images for the demo data set

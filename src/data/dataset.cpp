@@ -204,7 +204,11 @@ Batch MultimodalDataset::collate(const std::vector<int64_t>& indices, const Augm
   }
   if (options_.use_image) {
     const auto& o = options_.image;
-    batch.images = at::zeros({B, o.channels, o.height, o.width}, at::kFloat);
+    // empty, not zeros: a batch's images are above ATen's parallel grain, and zeros() would run
+    // an OpenMP parallel region in the loader's worker thread, whose own thread team then
+    // competes with the training step's for the cores (measured: the demo trained 1.5x slower).
+    // Collation stays serial; every value is written below.
+    batch.images = at::empty({B, o.channels, o.height, o.width}, at::kFloat);
     batch.image_mask = at::empty({B}, at::kFloat);
     auto* img = batch.images.data_ptr<float>();
     auto* mask = batch.image_mask.data_ptr<float>();
@@ -212,7 +216,11 @@ Batch MultimodalDataset::collate(const std::vector<int64_t>& indices, const Augm
     for (int64_t b = 0; b < B; ++b) {
       const int64_t i = indices[b];
       mask[b] = has_image(i) ? 1.f : 0.f;
-      if (has_image(i)) write_image(i, augment, mix_seed(seed, 0, static_cast<uint64_t>(i)), img + b * stride);
+      if (has_image(i)) {
+        write_image(i, augment, mix_seed(seed, 0, static_cast<uint64_t>(i)), img + b * stride);
+      } else {
+        std::fill(img + b * stride, img + (b + 1) * stride, 0.f);
+      }
     }
   }
   if (has_labels()) {

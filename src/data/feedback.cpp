@@ -25,19 +25,6 @@ bool is_blank(const std::string& s) {
                      [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; });
 }
 
-std::string read_log(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw DataError(path, 0, "cannot open feedback log: file not found");
-  if (fs::is_directory(path, ec)) throw DataError(path, 0, "cannot open feedback log: is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path, 0, std::string("cannot open feedback log: ") + std::strerror(errno));
-  std::ostringstream os;
-  os << in.rdbuf();
-  if (in.bad()) throw DataError(path, 0, "cannot read feedback log: I/O error");
-  std::string data = os.str();
-  if (data.size() >= 3 && data.compare(0, 3, "\xEF\xBB\xBF") == 0) data.erase(0, 3);
-  return data;
-}
 
 /// Reads and checks one feedback record (a parsed JSON line).
 class RecordReader {
@@ -150,7 +137,7 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   if (!options.use_text && !options.use_image) {
     throw Error("read_feedback: at least one of text and image must be used");
   }
-  const std::string data = read_log(path);
+  const std::string data = read_text_file(path, "feedback log");
   RecordReader reader(path, labels, options);
   FeedbackLog log;
   log.path = path;

@@ -40,19 +40,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string read_whole_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw DataError(path, 0, "cannot open manifest: file not found");
-  if (fs::is_directory(path, ec)) throw DataError(path, 0, "cannot open manifest: is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path, 0, std::string("cannot open manifest: ") + std::strerror(errno));
-  std::ostringstream os;
-  os << in.rdbuf();
-  if (in.bad()) throw DataError(path, 0, "cannot read manifest: I/O error");
-  std::string data = os.str();
-  if (data.size() >= 3 && data.compare(0, 3, "\xEF\xBB\xBF") == 0) data.erase(0, 3);
-  return data;
-}
 
 ManifestFormat format_from_extension(const std::string& path) {
   const std::string ext = lower(fs::path(path).extension().string());
@@ -536,6 +523,20 @@ ManifestFormat parse_manifest_format(const std::string& name) {
   throw Error("unknown manifest format '" + name + "': expected auto, jsonl, csv or tsv");
 }
 
+std::string read_text_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw DataError(path, 0, "cannot open " + what + ": file not found");
+  if (fs::is_directory(path, ec)) throw DataError(path, 0, "cannot open " + what + ": is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(path, 0, "cannot open " + what + ": " + std::strerror(errno));
+  std::ostringstream os;
+  os << in.rdbuf();
+  if (in.bad()) throw DataError(path, 0, "cannot read " + what + ": I/O error");
+  std::string data = os.str();
+  if (data.size() >= 3 && data.compare(0, 3, "\xEF\xBB\xBF") == 0) data.erase(0, 3);
+  return data;
+}
+
 Manifest read_manifest(const std::string& path, const ManifestReadOptions& options) {
   if (options.on_bad_record != "error" && options.on_bad_record != "skip") {
     throw Error("on_bad_record must be \"error\" or \"skip\", found \"" + options.on_bad_record +
@@ -546,7 +547,7 @@ Manifest read_manifest(const std::string& path, const ManifestReadOptions& optio
   }
   ManifestFormat format = options.format;
   if (format == ManifestFormat::automatic) format = format_from_extension(path);
-  const std::string data = read_whole_file(path);
+  const std::string data = read_text_file(path, "manifest");
 
   Manifest manifest;
   manifest.path = path;

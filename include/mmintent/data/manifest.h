@@ -61,6 +61,10 @@ struct Manifest {
   std::vector<std::string> skipped;  ///< "file:line: reason" for each skipped record.
 };
 
+/// The whole file at `path` (a UTF-8 byte-order mark dropped). Throws DataError(path, 0, ...)
+/// naming `what` ("manifest", "feedback log") when it is missing, a directory or unreadable.
+std::string read_text_file(const std::string& path, const std::string& what);
+
 /// Reads the manifest at `path`. Throws DataError(path, line, reason) for a missing file, an
 /// unknown extension with `automatic`, a CSV/TSV header lacking a used column, and (unless
 /// `on_bad_record` is "skip") for any bad record. Throws Error for contradictory options.

@@ -8,12 +8,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -26,6 +24,7 @@
 
 #include "mmintent/data/dataset.h"
 #include "mmintent/data/tokenizer.h"
+#include "support/cli.h"
 #include "support/support.h"
 
 #ifndef MMINTENT_CLI
@@ -84,26 +83,9 @@ output:
 )";
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct CliResult {
-  int code = -1;
+/// A CLI run and how long it took (wall clock).
+struct CliResult : test::CliResult {
   double seconds = 0;
-  std::string out, err;
-  std::string error_line() const {
-    std::istringstream in(err);
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("mmintent: error:", 0) == 0) return line;
-    }
-    return "";
-  }
-  std::string dump() const {
-    return "exit " + std::to_string(code) + "\n--- stdout\n" + out + "\n--- stderr\n" + err;
-  }
 };
 
 /// CRC-32 (the PNG/zlib polynomial), for hand-made PNG chunks.
@@ -171,21 +153,12 @@ class BadInputTest : public ::testing::Test {
     write_lines("data/" + split + ".jsonl", lines);
   }
 
-  CliResult cli(const std::vector<std::string>& args) {
-    const auto logs = root_ / "cli_logs";
-    fs::create_directories(logs);
-    const std::string n = std::to_string(calls_++);
-    const auto out_path = logs / (n + ".out"), err_path = logs / (n + ".err");
-    std::string cmd = "cd " + quote(root_.string()) + " && " + quote(MMINTENT_CLI);
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out_path.string()) + " 2>" + quote(err_path.string()) + " </dev/null";
+  /// Runs `mmintent ARGS` with the temp dir as working directory; logs go to cli_logs/.
+  CliResult cli(const std::vector<std::string>& args) const {
     const auto t0 = std::chrono::steady_clock::now();
-    const int status = std::system(cmd.c_str());
     CliResult r;
+    static_cast<test::CliResult&>(r) = test::run_cli(MMINTENT_CLI, args, root_, {}, root_ / "cli_logs");
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = test::read_file(out_path.string());
-    r.err = test::read_file(err_path.string());
     return r;
   }
 
@@ -241,7 +214,6 @@ class BadInputTest : public ::testing::Test {
   TempDir dir_;
   fs::path root_, run_dir_;
   std::string config_;
-  int calls_ = 0;
 };
 
 // ---- Config. ----

@@ -5,10 +5,8 @@
 // `eval` and `predict --rewrite`.
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -19,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "support/cli.h"
 #include "support/support.h"
 
 #ifndef MMINTENT_CLI
@@ -30,6 +29,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::CliResult;
 
 const std::vector<std::string> kIntents = {"refund", "stock", "delivery", "greeting"};
 const std::vector<std::vector<std::string>> kTexts = {
@@ -101,20 +101,6 @@ output:
          output_dir + "\n";
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-  std::string dump() const {
-    return "exit " + std::to_string(code) + "\n--- stdout\n" + out + "\n--- stderr\n" + err;
-  }
-};
-
 class CalibrationEndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -126,20 +112,9 @@ class CalibrationEndToEndTest : public ::testing::Test {
     config_ = dir_.write("config.yaml", config_text(run_));
   }
 
-  CliResult cli(const std::vector<std::string>& args) {
-    const auto logs = root_ / "cli_logs";
-    fs::create_directories(logs);
-    const std::string n = std::to_string(calls_++);
-    const auto out_path = logs / (n + ".out"), err_path = logs / (n + ".err");
-    std::string cmd = "cd " + quote(root_.string()) + " && " + quote(MMINTENT_CLI);
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out_path.string()) + " 2>" + quote(err_path.string()) + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = test::read_file(out_path.string());
-    r.err = test::read_file(err_path.string());
-    return r;
+  /// Runs `mmintent ARGS` with the temp dir as working directory; logs go to cli_logs/.
+  CliResult cli(const std::vector<std::string>& args) const {
+    return test::run_cli(MMINTENT_CLI, args, root_, {}, root_ / "cli_logs");
   }
 
   static json read_json(const fs::path& p) {
@@ -160,7 +135,6 @@ class CalibrationEndToEndTest : public ::testing::Test {
   test::TempDir dir_;
   fs::path root_;
   std::string val_, test_, run_, config_;
-  int calls_ = 0;
 };
 
 TEST_F(CalibrationEndToEndTest, TrainingFitsTemperatureThresholdsAndReportsThem) {

@@ -4,10 +4,10 @@
 // Everything is written under a TempDir; the CLI runs with that dir as its working directory.
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
+#include <signal.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -18,8 +18,11 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "support/cli.h"
+#include "support/fixture.h"
 #include "support/support.h"
 
 #ifndef MMINTENT_CLI
@@ -31,24 +34,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::CliResult;
 using test::TempDir;
 
-// ---- The fixture: 4 intents = 2 actions (from the text) x 2 image kinds (from the image). ----
+// ---- The fixture is support/fixture.h's: 4 intents = 2 actions (from the text) x 2 image
+// kinds (from the image). ----
 
-const std::vector<std::vector<std::string>> kActionTexts = {
-    {"i want to return this item", "please refund my purchase", "how do i send this back",
-     "can i get my money back for this", "this arrived broken and i want a refund"},
-    {"is this available in the store", "do you have this in stock",
-     "when will this be back in stock", "can i buy this today",
-     "how many of these do you have left"},
-};
-const std::vector<std::string> kOpenings = {"", "hi ", "hello ", "excuse me ", "good morning "};
-const std::vector<std::string> kActions = {"refund", "stock"};
-const std::vector<std::string> kKinds = {"left", "right"};
-
-std::string intent_name(int action, int kind) { return kActions[action] + "_" + kKinds[kind]; }
-
-/// A 16x16 grey image, bright on the left (kind 0) or on the right (kind 1), with noise.
+/// A 16x16 grey image, bright on the left (kind 0) or on the right (kind 1), with noise: an
+/// extra image drawn the way the fixture draws its own (support/fixture.cpp keeps that private).
 cv::Mat kind_image(int kind, std::mt19937& rng) {
   std::uniform_int_distribution<int> bright(170, 240), dark(15, 80);
   cv::Mat m(16, 16, CV_8UC1);
@@ -59,86 +52,6 @@ cv::Mat kind_image(int kind, std::mt19937& rng) {
     }
   }
   return m;
-}
-
-/// Writes data/<split>.jsonl with `n` samples (balanced over the 4 intents) and their images
-/// under data/img/; returns the manifest path.
-std::string write_split(const fs::path& root, const std::string& split, int n, unsigned seed) {
-  std::mt19937 rng(seed);
-  const fs::path data = root / "data";
-  fs::create_directories(data / "img");
-  std::ofstream out(data / (split + ".jsonl"));
-  for (int i = 0; i < n; ++i) {
-    const int label = i % 4, action = label / 2, kind = label % 2;
-    const auto& texts = kActionTexts[action];
-    const std::string text = kOpenings[rng() % kOpenings.size()] + texts[rng() % texts.size()];
-    const std::string image = "img/" + split + "_" + std::to_string(i) + ".png";
-    EXPECT_TRUE(cv::imwrite((data / image).string(), kind_image(kind, rng)));
-    out << json{{"text", text}, {"image", image}, {"label", intent_name(action, kind)}}.dump()
-        << "\n";
-  }
-  return (data / (split + ".jsonl")).string();
-}
-
-/// The config for the fixture, with data paths relative to the config's folder.
-std::string config_text(const std::string& output_dir) {
-  return R"(runtime:
-  device: cpu
-  threads: 2
-  seed: 7
-data:
-  train: data/train.jsonl
-  val: data/val.jsonl
-  test: data/test.jsonl
-  image:
-    width: 16
-    height: 16
-    channels: 1
-    mean: [0.5]
-    std: [0.5]
-  augment:
-    enabled: false
-  text:
-    train: {vocab_size: 60, model_type: unigram}
-    max_length: 16
-  loader:
-    batch_size: 16
-    eval_batch_size: 64
-    num_workers: 1
-model:
-  modalities: [text, image]
-  text_encoder:
-    type: gru
-    embedding_dim: 16
-    hidden_size: 16
-    num_layers: 1
-    bidirectional: false
-    pooling: max
-  image_encoder:
-    channels: [8, 16]
-    kernel_size: 3
-    batch_norm: true
-    pool: max
-    dropout: 0.0
-    out_dim: 32
-  fusion: {type: concat}
-  head: {hidden: [32], dropout: 0.0}
-train:
-  epochs: 6
-  optimizer: {type: adamw, lr: 0.01, weight_decay: 0.0}
-  scheduler: {type: constant}
-  progress: lines
-  early_stopping:
-    metric: val.accuracy
-    mode: max
-    patience: 10
-eval:
-  splits: [val, test]
-output:
-  dir: )" +
-         output_dir + R"(
-  overwrite: false
-)";
 }
 
 /// Replaces the first occurrence of `from` in `text` by `to` (which must exist).
@@ -156,59 +69,25 @@ int line_of(const std::string& text, const std::string& needle) {
   return 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<long>(at), '\n'));
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-  /// The "mmintent: error: ..." line of stderr, or "" when there is none.
-  std::string error_line() const {
-    std::istringstream in(err);
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("mmintent: error:", 0) == 0) return line;
-    }
-    return "";
-  }
-  std::string dump() const {
-    return "exit " + std::to_string(code) + "\n--- stdout\n" + out + "\n--- stderr\n" + err;
-  }
-};
-
 /// The generated fixture and a helper to run the CLI in it.
 class EndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = dir_.path();
-    train_manifest_ = write_split(root_, "train", 160, 1);
-    val_manifest_ = write_split(root_, "val", 40, 2);
-    test_manifest_ = write_split(root_, "test", 40, 3);
+    train_manifest_ = test::write_fixture_split(root_, "train", 160, 1);
+    val_manifest_ = test::write_fixture_split(root_, "val", 40, 2);
+    test_manifest_ = test::write_fixture_split(root_, "test", 40, 3);
     run_dir_ = (root_ / "runs" / "main").string();
-    config_ = write_config("config.yaml", config_text(run_dir_));
+    config_ = write_config("config.yaml", test::fixture_config(run_dir_));
   }
 
   std::string write_config(const std::string& name, const std::string& text) const {
     return dir_.write(name, text);
   }
 
-  /// Runs `mmintent ARGS` with the temp dir as working directory.
-  CliResult cli(const std::vector<std::string>& args) {
-    const auto logs = root_ / "cli_logs";
-    fs::create_directories(logs);
-    const std::string n = std::to_string(calls_++);
-    const auto out_path = logs / (n + ".out"), err_path = logs / (n + ".err");
-    std::string cmd = "cd " + quote(root_.string()) + " && " + quote(MMINTENT_CLI);
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out_path.string()) + " 2>" + quote(err_path.string()) + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = test::read_file(out_path.string());
-    r.err = test::read_file(err_path.string());
-    return r;
+  /// Runs `mmintent ARGS` with the temp dir as working directory; logs go to cli_logs/.
+  CliResult cli(const std::vector<std::string>& args) const {
+    return test::run_cli(MMINTENT_CLI, args, root_, {}, root_ / "cli_logs");
   }
 
   /// Trains the base config into run_dir_ and checks that it succeeded.
@@ -254,7 +133,6 @@ class EndToEndTest : public ::testing::Test {
   TempDir dir_;
   fs::path root_;
   std::string train_manifest_, val_manifest_, test_manifest_, run_dir_, config_;
-  int calls_ = 0;
 };
 
 // ---- Training, evaluation, prediction. ----
@@ -531,7 +409,7 @@ TEST_F(EndToEndTest, SavedConfigCanBeFedBack) {
 // ---- Bad configs and data: exit codes and messages. ----
 
 TEST_F(EndToEndTest, UnknownKeyIsAConfigErrorNamingKeyAndLine) {
-  const auto bad = replace_once(config_text(run_dir_), "  epochs: 6", "  epochz: 6");
+  const auto bad = replace_once(test::fixture_config(run_dir_), "  epochs: 6", "  epochz: 6");
   const auto path = write_config("bad_key.yaml", bad);
   const int line = line_of(bad, "epochz");
   const auto r = cli({"train", path});
@@ -540,7 +418,7 @@ TEST_F(EndToEndTest, UnknownKeyIsAConfigErrorNamingKeyAndLine) {
 }
 
 TEST_F(EndToEndTest, WrongTypeIsAConfigError) {
-  const auto bad = replace_once(config_text(run_dir_), "  epochs: 6", "  epochs: many");
+  const auto bad = replace_once(test::fixture_config(run_dir_), "  epochs: 6", "  epochs: many");
   const auto path = write_config("bad_type.yaml", bad);
   const auto r = cli({"train", path});
   expect_failure(r, 3,
@@ -550,7 +428,7 @@ TEST_F(EndToEndTest, WrongTypeIsAConfigError) {
 }
 
 TEST_F(EndToEndTest, OutOfRangeValueIsAConfigError) {
-  const auto bad = replace_once(config_text(run_dir_), "    channels: 1", "    channels: 5");
+  const auto bad = replace_once(test::fixture_config(run_dir_), "    channels: 1", "    channels: 5");
   const auto path = write_config("bad_range.yaml", bad);
   const auto r = cli({"train", path});
   expect_failure(r, 3,
@@ -561,7 +439,7 @@ TEST_F(EndToEndTest, OutOfRangeValueIsAConfigError) {
 
 TEST_F(EndToEndTest, MissingManifestIsAConfigError) {
   const auto bad =
-      replace_once(config_text(run_dir_), "test: data/test.jsonl", "test: data/absent.jsonl");
+      replace_once(test::fixture_config(run_dir_), "test: data/test.jsonl", "test: data/absent.jsonl");
   const auto path = write_config("bad_manifest.yaml", bad);
   const auto r = cli({"train", path});
   expect_failure(r, 3, {"bad_manifest.yaml", "data.test", "absent.jsonl"});
@@ -569,7 +447,7 @@ TEST_F(EndToEndTest, MissingManifestIsAConfigError) {
 }
 
 TEST_F(EndToEndTest, MalformedYamlIsAConfigError) {
-  const auto bad = replace_once(config_text(run_dir_), "    mean: [0.5]", "    mean: [0.5");
+  const auto bad = replace_once(test::fixture_config(run_dir_), "    mean: [0.5]", "    mean: [0.5");
   const auto path = write_config("bad_yaml.yaml", bad);
   const auto r = cli({"train", path});
   expect_failure(r, 3, {"bad_yaml.yaml", "YAML"});
@@ -622,17 +500,23 @@ TEST_F(EndToEndTest, UnknownLabelInValIsADataError) {
 
 TEST_F(EndToEndTest, SigintKeepsTheLastEpochAndResumeFinishes) {
   const auto run = (root_ / "runs" / "sigint").string();
-  const auto code_file = (root_ / "sigint_code").string();
   // Start training, wait for the first epoch's metrics line, send SIGINT, collect the status.
-  const std::string script =
-      "cd " + quote(root_.string()) + " && (" + quote(MMINTENT_CLI) + " train " + quote(config_) +
-      " train.epochs=40 train.early_stopping.enabled=false output.dir=" + quote(run) + " >sigint.out 2>sigint.err </dev/null & pid=$!;"
-      " for i in $(seq 1 600); do [ -s " + quote(run + "/metrics.jsonl") + " ] && break; sleep 0.1; done;"
-      " kill -INT $pid; wait $pid; echo $? >" + quote(code_file) + ")";
-  ASSERT_EQ(std::system(script.c_str()), 0);
-  const auto err = test::read_file((root_ / "sigint.err").string());
-  EXPECT_EQ(std::stoi(test::read_file(code_file)), 130) << err;
-  EXPECT_NE(err.find("interrupted during epoch"), std::string::npos) << err;
+  test::CliProcess p(MMINTENT_CLI,
+                     {"train", config_, "train.epochs=40", "train.early_stopping.enabled=false",
+                      "output.dir=" + run},
+                     root_, {}, root_ / "cli_logs");
+  const auto metrics = fs::path(run) / "metrics.jsonl";
+  for (int i = 0; i < 600; ++i) {
+    std::error_code ec;
+    const auto size = fs::file_size(metrics, ec);
+    if (!ec && size > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  p.kill(SIGINT);
+  const auto interrupted = p.wait();
+  EXPECT_EQ(interrupted.code, 130) << interrupted.dump();
+  EXPECT_NE(interrupted.err.find("interrupted during epoch"), std::string::npos)
+      << interrupted.dump();
   EXPECT_TRUE(fs::exists(fs::path(run) / "last.pt"));
   const auto done = lines_of(fs::path(run) / "metrics.jsonl").size();
   EXPECT_GE(done, 1u);

@@ -2,15 +2,12 @@
 // manifests, through the real CLI (MMINTENT_CLI) on a small generated text-only fixture.
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,6 +15,7 @@
 #include "mmintent/config/loader.h"
 #include "mmintent/inference/predictor.h"
 #include "mmintent/training/checkpoint.h"
+#include "support/cli.h"
 #include "support/support.h"
 
 #ifndef MMINTENT_CLI
@@ -29,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::CliResult;
 using test::TempDir;
 
 const std::vector<std::string> kIntents = {"cancel", "exchange", "refund", "track"};
@@ -86,27 +85,6 @@ output:
 )";
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-  std::string error_line() const {
-    std::istringstream in(err);
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("mmintent: error:", 0) == 0) return line;
-    }
-    return "";
-  }
-  std::string dump() const {
-    return "exit " + std::to_string(code) + "\n--- stdout\n" + out + "\n--- stderr\n" + err;
-  }
-};
-
 /// Every file under `dir` with its content.
 std::map<std::string, std::string> contents(const fs::path& dir) {
   std::map<std::string, std::string> out;
@@ -143,20 +121,9 @@ class TuneTest : public ::testing::Test {
     base_ = (root_ / "runs" / "base").string();
   }
 
-  CliResult cli(const std::vector<std::string>& args) {
-    const auto logs = root_ / "cli_logs";
-    fs::create_directories(logs);
-    const std::string n = std::to_string(calls_++);
-    const auto out_path = logs / (n + ".out"), err_path = logs / (n + ".err");
-    std::string cmd = "cd " + quote(root_.string()) + " && " + quote(MMINTENT_CLI);
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out_path.string()) + " 2>" + quote(err_path.string()) + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = test::read_file(out_path.string());
-    r.err = test::read_file(err_path.string());
-    return r;
+  /// Runs `mmintent ARGS` with the temp dir as working directory; logs go to cli_logs/.
+  CliResult cli(const std::vector<std::string>& args) const {
+    return test::run_cli(MMINTENT_CLI, args, root_, {}, root_ / "cli_logs");
   }
 
   void train_base() {
@@ -174,7 +141,6 @@ class TuneTest : public ::testing::Test {
   TempDir dir_;
   fs::path root_;
   std::string config_, base_;
-  int calls_ = 0;
 };
 
 TEST_F(TuneTest, TuneLearnsTheFeedbackIntoANewRunAndNeverChangesTheOldOne) {

@@ -1,0 +1,23 @@
+#pragma once
+/// The small generated multimodal data set of the end-to-end tests: 4 intents = 2 actions
+/// (told by the text) x 2 image kinds (told by a 16x16 grey image, bright on the left or the
+/// right), and the config that trains on it.
+
+#include <filesystem>
+#include <string>
+
+namespace mmintent::test {
+
+/// The intent of (action, kind): "refund_left", "refund_right", "stock_left", "stock_right".
+std::string fixture_intent(int action, int kind);
+
+/// Writes root/data/<split>.jsonl with `n` samples (balanced over the 4 intents, in turn) and
+/// their images under root/data/img/; returns the manifest path.
+std::string write_fixture_split(const std::filesystem::path& root, const std::string& split, int n,
+                                unsigned seed);
+
+/// The config for the fixture (data/{train,val,test}.jsonl relative to the config's folder;
+/// CPU, GRU text encoder, small CNN, 6 epochs, batch 16), writing into `output_dir`.
+std::string fixture_config(const std::string& output_dir);
+
+}  // namespace mmintent::test

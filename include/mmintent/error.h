@@ -53,4 +53,11 @@ class TrainingError : public Error {
   explicit TrainingError(const std::string& what) : Error(what) {}
 };
 
+/// A multi-process run cannot go on: a rendezvous that did not complete, a collective that
+/// failed or timed out (another rank stopped), or a malformed torchrun variable.
+class DistributedError : public Error {
+ public:
+  explicit DistributedError(const std::string& what) : Error(what) {}
+};
+
 }  // namespace mmintent

@@ -519,7 +519,7 @@ RunData load_run_data(const Config& c, const std::string& run_dir) {
 
 std::unique_ptr<DataLoader> make_loader(const Config& c,
                                         std::shared_ptr<const MultimodalDataset> dataset,
-                                        bool training) {
+                                        bool training, int64_t rank, int64_t world_size) {
   LoaderOptions o;
   o.batch_size = training ? c.data.loader.batch_size : c.data.loader.eval_batch_size;
   o.shuffle = training && c.data.loader.shuffle;
@@ -530,6 +530,8 @@ std::unique_ptr<DataLoader> make_loader(const Config& c,
   // Pinned batches make the host-to-GPU copies asynchronous (only with CUDA).
   o.pin_memory = resolve_device(c.runtime.device).is_cuda();
   if (training && c.data.augment.enabled) o.augment = std::make_shared<AugmentOptions>(c.data.augment);
+  o.rank = rank;
+  o.world_size = world_size;
   return std::make_unique<DataLoader>(std::move(dataset), o);
 }
 
@@ -543,6 +545,13 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   configure_runtime(c);
   const fs::path run_dir = fs::absolute(c.output.dir);
   const bool resuming = !options.resume.empty();
+  // Data-parallel: every rank reads and checks the data; rank 0 alone writes.
+  Communicator* comm = options.communicator && options.communicator->world_size() > 1
+                           ? options.communicator.get() : nullptr;
+  const int rank = comm ? comm->rank() : 0;
+  const int world_size = comm ? comm->world_size() : 1;
+  const bool writer = rank == 0;
+  if (!writer) setup_logging("warn");  // other ranks: warnings and errors, on stderr only
 
   // 1. Read and check the data before anything is written.
   RunData data;
@@ -591,7 +600,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   if (!c.data.test.empty()) test_manifest = read_manifest(c.data.test, mopts);
 
   // 2. Refuse an unusable run directory early, but create nothing yet.
-  check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/false);
+  if (writer) check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/false);
 
   // 3. Tokenizer: reused when resuming, given, or trained on the training texts into a
   //    temporary folder (moved into the run directory once all the data has been checked).
@@ -602,7 +611,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
     } else if (!c.data.text.tokenizer.empty()) {
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.data.text.tokenizer));
-    } else {
+    } else if (writer) {
       std::vector<std::string> texts;
       for (const auto& r : train_manifest.records) texts.push_back(r.text);
       log::info("data", "training a sentencepiece tokenizer (" + c.data.text.train.model_type +
@@ -611,6 +620,21 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
       tok_scratch.emplace();
       data.tokenizer = std::make_shared<Tokenizer>(
           Tokenizer::train(texts, (tok_scratch->path() / "tokenizer").string(), c.data.text.train));
+    }
+    if (comm && !(resuming && fs::exists(tok_path)) && c.data.text.tokenizer.empty()) {
+      // Rank 0 trained the tokenizer; the others take its model file.
+      std::string bytes;
+      if (writer) {
+        std::ifstream in(data.tokenizer->model_path(), std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+      bytes = broadcast_bytes(*comm, bytes, 0);
+      if (!writer) {
+        tok_scratch.emplace();
+        const auto file = tok_scratch->path() / "tokenizer.model";
+        std::ofstream(file, std::ios::binary) << bytes;
+        data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(file.string()));
+      }
     }
   }
 
@@ -646,7 +670,10 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
                     probe_optimizer.get(), c10::Device(c10::kCPU), /*restore_rng=*/false);
   }
 
-  // 5. Everything checked: now the run directory is created and written.
+  // 5. Everything checked: now the run directory is created and written (by rank 0).
+  const std::vector<std::pair<std::string, std::shared_ptr<const MultimodalDataset>>> splits{
+      {"train", data.train}, {"val", data.val}, {"test", data.test}};
+  if (writer) {
   check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/true);
   setup_logging("info", (run_dir / "train.log").string());
   log::info("run", "run directory " + run_dir.string());
@@ -659,16 +686,17 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   }
   data.labels.save((run_dir / "labels.json").string());
   save_config(c, (run_dir / "config.yaml").string());
-  const std::vector<std::pair<std::string, std::shared_ptr<const MultimodalDataset>>> splits{
-      {"train", data.train}, {"val", data.val}, {"test", data.test}};
   for (const auto& [name, d] : splits) {
     if (d) save_skipped(*d, run_dir / ("skipped_" + name + ".txt"));
+  }
   }
 
   // 6. Model and training.
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = build_model(c, data);
-  Trainer trainer(model, c.trainer_options());
+  auto trainer_options = c.trainer_options();
+  if (!writer) trainer_options.progress = "none";
+  Trainer trainer(model, trainer_options, comm ? options.communicator : nullptr);
   if (resuming) {
     const auto checkpoint =
         options.resume == "auto" ? (run_dir / "last.pt").string() : options.resume;
@@ -678,19 +706,20 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
       log::info("run", "--resume auto: no last.pt in " + run_dir.string() +
                            " yet; training from the first epoch");
       std::error_code ec;
-      fs::remove(run_dir / "metrics.jsonl", ec);
+      if (writer) fs::remove(run_dir / "metrics.jsonl", ec);
     } else {
       trainer.resume(checkpoint);
     }
-  } else {
+  } else if (writer) {
     std::error_code ec;
     fs::remove(run_dir / "metrics.jsonl", ec);  // output.overwrite: a new run, new lines
   }
-  auto train_loader = make_loader(c, data.train, /*training=*/true);
-  auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
+  auto train_loader = make_loader(c, data.train, /*training=*/true, rank, world_size);
+  auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false, rank, world_size) : nullptr;
   TrainRunResult result;
   result.run_dir = run_dir.string();
   result.fit = trainer.fit(*train_loader, val_loader.get());
+  if (!writer) return result;  // rank 0 evaluates and writes the reports
 
   // 7. Evaluation of the final (best) weights.
   //    Calibration (calibration.json), then on calibrated probabilities the out-of-scope

@@ -1,7 +1,8 @@
 // mmintent: train, evaluate and serve multimodal intent classifiers from YAML configs.
 // The only place that prints usage and turns errors into exit codes:
 //   0 success, 2 usage, 3 config error, 4 data error, 5 checkpoint/run-dir error,
-//   6 training diverged (NaN/Inf loss or gradient), 1 other,
+//   6 training diverged (NaN/Inf loss or gradient), 7 multi-process run failed (rendezvous,
+//   a collective, another rank stopped), 1 other,
 //   130 interrupted (SIGINT/SIGTERM: the last completed epoch's checkpoints are kept).
 
 #include "mmintent/app/logging.h"
@@ -10,6 +11,8 @@
 #include "mmintent/core/log.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/importers.h"
+#include "mmintent/distributed/process_group.h"
+#include "mmintent/training/device.h"
 #include "mmintent/error.h"
 #include "mmintent/inference/predictor.h"
 #include "mmintent/training/interrupt.h"
@@ -24,7 +27,7 @@
 namespace {
 
 enum ExitCode { kOk = 0, kOther = 1, kUsage = 2, kConfig = 3, kData = 4, kCheckpoint = 5, kTraining = 6,
-               kInterrupted = 130 };
+               kDistributed = 7, kInterrupted = 130 };
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
@@ -180,12 +183,28 @@ int main(int argc, char** argv) {
 
   try {
     mmintent::setup_logging("info");
+    // Started by torchrun (or with its variables set by hand): one process of several.
+    const auto world = mmintent::world_from_env();
+    if (world.distributed() && !*train) {
+      return fail(kUsage, "only 'train' runs as several processes (WORLD_SIZE=" +
+                              std::to_string(world.world_size) + "); run this command once");
+    }
     if (*train) {
       mmintent::install_stop_handlers();
       auto config = mmintent::load_config(config_path, overrides);
       mmintent::TrainRunOptions options;
       options.resume = resume;
+      if (world.distributed()) {
+        config.runtime.device = mmintent::rank_device(config.runtime.device, world.local_rank);
+        options.communicator = mmintent::init_process_group(
+            world, config.distributed, mmintent::resolve_device(config.runtime.device));
+      }
       auto result = mmintent::train_from_config(config, options);
+      if (world.rank != 0) {
+        std::cout << "rank " << world.rank << " of " << world.world_size
+                  << ": done; rank 0 wrote the run directory " << result.run_dir << "\n";
+        return kOk;
+      }
       std::cout << "run directory: " << result.run_dir << "\n";
       for (const auto& [split, m] : result.metrics) {
         std::cout << split << ".accuracy: " << std::fixed << std::setprecision(4) << m.accuracy
@@ -272,6 +291,8 @@ int main(int argc, char** argv) {
     return fail(kCheckpoint, e.what());
   } catch (const mmintent::TrainingError& e) {
     return fail(kTraining, e.what());
+  } catch (const mmintent::DistributedError& e) {
+    return fail(kDistributed, e.what());
   } catch (const std::exception& e) {
     return fail(kOther, first_line(e.what()));
   }

@@ -453,6 +453,11 @@ template <class V> void visit(V& v, RewriteOptions& c) {
   v.field("clarify_template", c.clarify_template);
   v.field("fallback_text", c.fallback_text);
 }
+template <class V> void visit(V& v, DistributedOptions& c) {
+  v.field("backend", c.backend, Check::one_of({"auto", "gloo", "nccl"}));
+  v.field("timeout_seconds", c.timeout_seconds, Check::range(1, 86400));
+  v.field("bucket_mb", c.bucket_mb, Check::range(0.001, 4096));
+}
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
   v.field("overwrite", c.overwrite);
@@ -468,6 +473,7 @@ template <class V> void visit(V& v, Config& c) {
   v.section("decision", c.decision);
   v.section("rewrite", c.rewrite);
   v.section("tune", c.tune);
+  v.section("distributed", c.distributed);
   v.section("output", c.output);
 }
 

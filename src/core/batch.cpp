@@ -123,4 +123,11 @@ Batch concat_batches(const std::vector<Batch>& parts) {
   return out;
 }
 
+ShardSpan shard_span(int64_t b, int64_t batch_size, int64_t samples, int64_t rank, int64_t world_size) {
+  const int64_t g = batch_size * world_size;
+  const int64_t start = b * g;
+  const int64_t global = std::max<int64_t>(0, std::min(g, samples - start));
+  return {start + global * rank / world_size, start + global * (rank + 1) / world_size};
+}
+
 }  // namespace mmintent

@@ -2,6 +2,8 @@
 
 #include "mmintent/error.h"
 
+#include <ATen/Functions.h>
+
 #include <algorithm>
 #include <numeric>
 #include <random>
@@ -15,22 +17,38 @@ DataLoader::DataLoader(std::shared_ptr<const MultimodalDataset> dataset, LoaderO
   if (options_.num_workers < 0 || options_.prefetch < 1) {
     throw Error("DataLoader: num_workers must be >= 0 and prefetch >= 1");
   }
+  if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size) {
+    throw Error("DataLoader: rank " + std::to_string(options_.rank) + " is not in [0, world_size " +
+                std::to_string(options_.world_size) + ")");
+  }
 }
 
 DataLoader::~DataLoader() { stop_workers(); }
 
-int64_t DataLoader::num_samples() const {
-  const int64_t n = dataset_->size();
-  return options_.drop_last ? (n / options_.batch_size) * options_.batch_size : n;
+int64_t DataLoader::global_samples() const {
+  const int64_t n = dataset_->size(), g = options_.batch_size * options_.world_size;
+  return options_.drop_last ? (n / g) * g : n;
 }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_->size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  const int64_t n = global_samples(), g = options_.batch_size * options_.world_size;
+  return (n + g - 1) / g;
 }
 
-int64_t DataLoader::batch_size_at(int64_t i) const {
-  return std::min(options_.batch_size, num_samples() - i * options_.batch_size);
+int64_t DataLoader::global_batch_size_at(int64_t i) const {
+  return shard_span(i, options_.batch_size * options_.world_size, global_samples(), 0, 1).size();
+}
+
+ShardSpan DataLoader::span(int64_t b) const {
+  return shard_span(b, options_.batch_size, global_samples(), options_.rank, options_.world_size);
+}
+
+int64_t DataLoader::batch_size_at(int64_t i) const { return span(i).size(); }
+
+int64_t DataLoader::num_samples() const {
+  int64_t n = 0;
+  for (int64_t i = 0, b = num_batches(); i < b; ++i) n += batch_size_at(i);
+  return n;
 }
 
 std::vector<int64_t> DataLoader::order(int64_t epoch) const {
@@ -72,8 +90,12 @@ void DataLoader::start_epoch(int64_t epoch) {
 }
 
 Batch DataLoader::make_batch(int64_t b) const {
-  const int64_t begin = b * options_.batch_size;
-  const int64_t end = begin + batch_size_at(b);
+  const auto [begin, end] = span(b);
+  if (end == begin) {  // this rank's part of a short last global batch can be empty
+    Batch empty;
+    empty.indices = at::empty({0}, at::kLong);
+    return empty;
+  }
   std::vector<int64_t> indices(order_.begin() + begin, order_.begin() + end);
   const AugmentOptions* augment =
       options_.augment && options_.augment->enabled ? options_.augment.get() : nullptr;

@@ -11,17 +11,28 @@ namespace mmintent {
 ClassificationMetrics compute_metrics(const std::vector<int64_t>& predicted,
                                       const std::vector<int64_t>& gold, int64_t num_classes) {
   if (predicted.size() != gold.size()) throw Error("compute_metrics: size mismatch");
-  ClassificationMetrics m;
-  m.count = static_cast<int64_t>(gold.size());
-  m.confusion.assign(num_classes, std::vector<int64_t>(num_classes, 0));
-  int64_t correct = 0;
+  std::vector<std::vector<int64_t>> confusion(num_classes, std::vector<int64_t>(num_classes, 0));
   for (size_t i = 0; i < gold.size(); ++i) {
     const auto g = gold[i], p = predicted[i];
     if (g < 0 || g >= num_classes || p < 0 || p >= num_classes) {
       throw Error("compute_metrics: class index out of range");
     }
-    ++m.confusion[g][p];
-    correct += (g == p);
+    ++confusion[g][p];
+  }
+  return metrics_from_confusion(std::move(confusion));
+}
+
+ClassificationMetrics metrics_from_confusion(std::vector<std::vector<int64_t>> confusion) {
+  ClassificationMetrics m;
+  const auto num_classes = static_cast<int64_t>(confusion.size());
+  for (const auto& row : confusion) {
+    if (static_cast<int64_t>(row.size()) != num_classes) throw Error("metrics_from_confusion: not square");
+  }
+  m.confusion = std::move(confusion);
+  int64_t correct = 0;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    correct += m.confusion[c][c];
+    for (int64_t k = 0; k < num_classes; ++k) m.count += m.confusion[c][k];
   }
   m.accuracy = m.count ? static_cast<double>(correct) / m.count : 0.0;
   m.top_k[1] = m.accuracy;

@@ -14,6 +14,7 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
   int64_t n_loss = 0;
   source.start_epoch(epoch);
   while (auto batch = source.next()) {
+    if (batch->size() == 0) continue;  // this rank's empty part of a sharded last batch
     auto b = batch->to(device, /*non_blocking=*/true);
     at::Tensor logits;
     {
@@ -46,6 +47,7 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
     if (!labels.empty()) p.labels = torch::cat(labels);
   }
   p.loss = n_loss ? loss_sum / n_loss : 0.0;
+  p.loss_samples = n_loss;
   return p;
 }
 

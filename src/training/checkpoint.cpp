@@ -111,6 +111,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
   }
   archive.write("state.epochs_completed", c10::IValue(state.epochs_completed));
   archive.write("state.global_step", c10::IValue(state.global_step));
+  archive.write("state.world_size", c10::IValue(state.world_size));
   const auto& es = state.early_stopping;
   archive.write("state.es.has_best", c10::IValue(es.has_best));
   archive.write("state.es.best_value", c10::IValue(es.best_value));
@@ -192,6 +193,7 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
     };
     data.state.epochs_completed = read_int("state.epochs_completed", 0);
     data.state.global_step = read_int("state.global_step", 0);
+    data.state.world_size = read_int("state.world_size", 1);  // files before multi-process runs
     auto& es = data.state.early_stopping;
     c10::IValue iv;
     if (archive.try_read("state.es.has_best", iv)) es.has_best = iv.toBool();

@@ -39,11 +39,21 @@ void SyntheticSource::start_epoch(int64_t epoch) {
     std::mt19937_64 rng(seed_ * 7919 + static_cast<uint64_t>(epoch));
     for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng() % i]);
   }
-  cursor_ = 0;
+  batch_ = 0;
 }
 
 int64_t SyntheticSource::batch_size_at(int64_t i) const {
-  return std::min(batch_size_, n_ - i * batch_size_);
+  return shard_span(i, batch_size_, n_, rank_, world_).size();
+}
+
+int64_t SyntheticSource::global_batch_size_at(int64_t i) const {
+  return shard_span(i, batch_size_ * world_, n_, 0, 1).size();
+}
+
+int64_t SyntheticSource::num_samples() const {
+  int64_t n = 0;
+  for (int64_t i = 0; i < num_batches(); ++i) n += batch_size_at(i);
+  return n;
 }
 
 Batch SyntheticSource::gather(const std::vector<int64_t>& idx) const {
@@ -60,10 +70,9 @@ Batch SyntheticSource::gather(const std::vector<int64_t>& idx) const {
 }
 
 std::optional<Batch> SyntheticSource::next() {
-  if (cursor_ >= n_) return std::nullopt;
-  const int64_t b = std::min(batch_size_, n_ - cursor_);
-  std::vector<int64_t> idx(order_.begin() + cursor_, order_.begin() + cursor_ + b);
-  cursor_ += b;
+  if (batch_ >= num_batches()) return std::nullopt;
+  const auto span = shard_span(batch_++, batch_size_, n_, rank_, world_);
+  std::vector<int64_t> idx(order_.begin() + span.begin, order_.begin() + span.end);
   return gather(idx);
 }
 

@@ -27,10 +27,11 @@ ManifestReadOptions manifest_read_options(const Config& config, bool require_lab
 /// How the config says samples are prepared (modalities, image size, text length, policies).
 DatasetOptions dataset_options(const Config& config);
 
-/// The loader for a split: shuffled and augmented for training, in order otherwise.
+/// The loader for a split: shuffled and augmented for training, in order otherwise; in a
+/// data-parallel run, rank `rank`'s shard of every pass (see DataLoader).
 std::unique_ptr<DataLoader> make_loader(const Config& config,
                                         std::shared_ptr<const MultimodalDataset> dataset,
-                                        bool training);
+                                        bool training, int64_t rank = 0, int64_t world_size = 1);
 
 /// Builds the model for `config` with its sizes taken from the data.
 IntentClassifier build_model(const Config& config, const RunData& data);
@@ -40,6 +41,11 @@ struct TrainRunOptions {
   std::string resume;
   /// Print the evaluation tables to stdout.
   bool print_tables = true;
+  /// A data-parallel run (distributed/process_group.h: init_process_group): every rank calls
+  /// train_from_config with the same config; rank 0 writes the run directory and evaluates,
+  /// the others train their shards and return after training (empty metrics). The config's
+  /// runtime.device must be this rank's device (rank_device).
+  std::shared_ptr<Communicator> communicator;
 };
 
 struct TrainRunResult {

@@ -127,6 +127,8 @@ struct Config {
   DecisionOptions decision;        ///< accept / clarify / fallback thresholds
   RewriteOptions rewrite;          ///< the request sent to the assistant behind
   TuneConfig tune;
+  /// Multi-process runs (torchrun): backend, timeout, gradient bucket size.
+  DistributedOptions distributed;
   OutputConfig output;
 
   /// The trainer's options with device, seed and run directory filled in.

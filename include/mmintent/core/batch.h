@@ -47,6 +47,16 @@ struct Batch {
 /// Throws std::invalid_argument on mismatched parts or an empty list.
 Batch concat_batches(const std::vector<Batch>& parts);
 
+/// Rank `rank`'s part [begin, end) of global batch `b` of a data-parallel pass: the pass's
+/// `samples` positions are cut into global batches of world_size x batch_size; a full one
+/// gives each rank batch_size positions, a short last one of L gives rank r [L*r/W, L*(r+1)/W)
+/// of it (possibly empty). With world_size 1: plain batches.
+struct ShardSpan {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+ShardSpan shard_span(int64_t b, int64_t batch_size, int64_t samples, int64_t rank, int64_t world_size);
+
 /// A source of batches for one pass over a split. The trainer asks for one epoch at a time.
 class BatchSource {
  public:
@@ -60,8 +70,12 @@ class BatchSource {
   virtual int64_t num_batches() const = 0;
   /// Number of samples in one pass.
   virtual int64_t num_samples() const = 0;
-  /// Size of batch `i` of a pass (the last may be smaller).
+  /// Size of batch `i` of a pass (the last may be smaller; 0 for this rank's part of a
+  /// short last batch in a sharded pass).
   virtual int64_t batch_size_at(int64_t i) const = 0;
+  /// Samples of batch `i` over all the ranks of a data-parallel run (a sharded source's
+  /// global batch); the same as batch_size_at for a source that is not sharded.
+  virtual int64_t global_batch_size_at(int64_t i) const { return batch_size_at(i); }
 };
 
 }  // namespace mmintent

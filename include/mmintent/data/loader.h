@@ -1,6 +1,13 @@
 #pragma once
 /// A batched loader over a MultimodalDataset: worker threads collate batches ahead of the
 /// training step (bounded prefetch), in a deterministic order derived from the seed and epoch.
+///
+/// Sharded (world_size > 1) for data-parallel training: every rank derives the same order
+/// of the pass and cuts it into global batches of world_size x batch_size samples; rank r
+/// takes its slice of each. The shards of a pass are disjoint and together cover it, every
+/// rank gets the same number of batches (a short last global batch is split as evenly as
+/// it goes, so a rank's part may be empty), and 2 ranks x batch B see exactly the global
+/// batches that 1 rank x batch 2B sees.
 
 #include "mmintent/core/batch.h"
 #include "mmintent/data/dataset.h"
@@ -27,6 +34,9 @@ struct LoaderOptions {
   /// Collate into page-locked host memory, so that the copy to a CUDA device can be
   /// asynchronous (Batch::to(device, non_blocking=true)). Needs a CUDA build of LibTorch.
   bool pin_memory = false;
+  /// This process's shard of every pass (see above); 0 and 1: the whole pass.
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 class DataLoader : public BatchSource {
@@ -42,6 +52,7 @@ class DataLoader : public BatchSource {
   int64_t num_batches() const override;
   int64_t num_samples() const override;
   int64_t batch_size_at(int64_t i) const override;
+  int64_t global_batch_size_at(int64_t i) const override;
 
   const MultimodalDataset& dataset() const { return *dataset_; }
   /// The sample order of pass `epoch` (a permutation when shuffling, else 0..N-1).
@@ -51,6 +62,9 @@ class DataLoader : public BatchSource {
   void stop_workers();
   void worker_loop();
   Batch make_batch(int64_t b) const;
+  /// Samples of the pass over all ranks, and this rank's part of global batch `b`.
+  int64_t global_samples() const;
+  ShardSpan span(int64_t b) const;
 
   std::shared_ptr<const MultimodalDataset> dataset_;
   LoaderOptions options_;

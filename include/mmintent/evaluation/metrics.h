@@ -32,6 +32,10 @@ struct ClassificationMetrics {
 ClassificationMetrics compute_metrics(const at::Tensor& probs, const at::Tensor& labels,
                                       const std::vector<int64_t>& top_ks = {1, 3});
 
+/// The same from a confusion matrix ([gold][predicted] counts, K x K); top-k is only k = 1.
+/// Counts add up across shards, so this is how a data-parallel run gets exact metrics.
+ClassificationMetrics metrics_from_confusion(std::vector<std::vector<int64_t>> confusion);
+
 /// The same from hard predictions; top-k is only k = 1.
 ClassificationMetrics compute_metrics(const std::vector<int64_t>& predicted,
                                       const std::vector<int64_t>& gold, int64_t num_classes);

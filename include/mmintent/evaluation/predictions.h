@@ -15,6 +15,7 @@ struct Predictions {
   /// Mean cross-entropy (plain, without smoothing or weights) over the samples whose label is
   /// one of the model's classes.
   double loss = 0;
+  int64_t loss_samples = 0;  ///< samples the loss is the mean over
 };
 
 /// Evaluates in eval mode without gradients; restores the model's training flag afterwards.

@@ -32,6 +32,7 @@ void load_state(torch::nn::Module& module, const StateDict& state, const std::st
 struct TrainingState {
   int64_t epochs_completed = 0;
   int64_t global_step = 0;  ///< optimizer steps taken
+  int64_t world_size = 1;   ///< processes of the data-parallel run that wrote it
   EarlyStopping::State early_stopping;
 };
 

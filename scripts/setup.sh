@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package mmintent needs to build, test and run its demo. Idempotent:
 # when everything is installed it only checks (about a second) and changes nothing.
+# Usage: scripts/setup.sh [EXTRA_PACKAGE...]   (extra packages: e.g. scripts/setup_bench.sh's)
 # Also points the system BLAS at BLIS (see README "Performance notes": Debian's LibTorch calls
 # whatever libblas.so.3 the alternatives system selects, and the reference BLAS is ~20x slower).
 set -euo pipefail
@@ -19,7 +20,11 @@ packages=(
   libblis4-openmp
   # real images for the demo data set
   dataset-fashion-mnist
+  # multi-process training: Gloo's headers (c10d's ProcessGroupGloo needs them) and torchrun,
+  # the launcher, from Debian's PyTorch (the same LibTorch 1.13)
+  libgloo-dev python3-torch
 )
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,3 +1,4 @@
+#include "mmintent/error.h"
 #include "mmintent/evaluation/metrics.h"
 
 #include <gtest/gtest.h>
@@ -44,3 +45,34 @@ TEST(MetricsTest, TopKFromProbabilities) {
 }
 
 }  // namespace
+
+namespace mmintent {
+namespace {
+
+TEST(MetricsFromConfusion, MatchesTheMetricsOfThePredictionsAndAddsUpOverShards) {
+  torch::manual_seed(3);
+  const int64_t n = 200, k = 6;
+  const auto probs = torch::softmax(torch::randn({n, k}), 1);
+  auto labels = torch::randint(0, k, {n}, torch::kLong);
+  labels.index_put_({labels.eq(5)}, 4);  // class 5: predicted at times, never gold
+  const auto whole = compute_metrics(probs, labels);
+  // Two shards' confusion matrices summed, as a data-parallel run reduces them.
+  auto a = compute_metrics(probs.slice(0, 0, 70), labels.slice(0, 0, 70)).confusion;
+  const auto b = compute_metrics(probs.slice(0, 70), labels.slice(0, 70)).confusion;
+  for (int64_t g = 0; g < k; ++g) {
+    for (int64_t p = 0; p < k; ++p) a[g][p] += b[g][p];
+  }
+  const auto summed = metrics_from_confusion(a);
+  EXPECT_EQ(summed.count, n);
+  EXPECT_EQ(summed.confusion, whole.confusion);
+  EXPECT_DOUBLE_EQ(summed.accuracy, whole.accuracy);
+  EXPECT_DOUBLE_EQ(summed.macro_f1, whole.macro_f1);
+  EXPECT_DOUBLE_EQ(summed.weighted_f1, whole.weighted_f1);
+  EXPECT_DOUBLE_EQ(summed.macro_precision, whole.macro_precision);
+  ASSERT_EQ(summed.per_class.size(), whole.per_class.size());
+  for (int64_t c = 0; c < k; ++c) EXPECT_DOUBLE_EQ(summed.per_class[c].f1, whole.per_class[c].f1);
+  EXPECT_THROW(metrics_from_confusion({{1, 2}, {3}}), Error);
+}
+
+}  // namespace
+}  // namespace mmintent

@@ -609,6 +609,65 @@ TEST_F(LoaderTest, NumBatchesBatchSizeAtAndDropLast) {
   EXPECT_THROW(DataLoader(nullptr, loader_options(4, false, 0)), Error);
 }
 
+TEST_F(LoaderTest, ShardsAreDisjointCoverEachPassAndMatchOneLoaderOfTheGlobalBatch) {
+  // 23 samples, 3 ranks x batch 3: global batches of 9, 9 and 5 (split 1, 2, 2).
+  auto d = make_default(23);
+  const int64_t W = 3, B = 3;
+  DataLoader whole(d, loader_options(W * B, true, 0, 42));
+  std::vector<std::unique_ptr<DataLoader>> ranks;
+  for (int64_t r = 0; r < W; ++r) {
+    auto o = loader_options(B, true, r == 1 ? 2 : 0, 42);
+    o.rank = r;
+    o.world_size = W;
+    ranks.push_back(std::make_unique<DataLoader>(d, o));
+  }
+  EXPECT_EQ(ranks[0]->batch_size_at(2), 1);
+  EXPECT_EQ(ranks[2]->batch_size_at(2), 2);
+  EXPECT_EQ(ranks[0]->num_samples() + ranks[1]->num_samples() + ranks[2]->num_samples(), 23);
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto reference = one_pass(whole, epoch);
+    std::vector<std::vector<Batch>> parts;
+    for (auto& l : ranks) {
+      EXPECT_EQ(l->num_batches(), whole.num_batches());  // the ranks step together
+      parts.push_back(one_pass(*l, epoch));
+    }
+    std::vector<int64_t> all;
+    for (size_t b = 0; b < reference.size(); ++b) {
+      // Global batch b is the ranks' parts of batch b, in rank order.
+      std::vector<int64_t> joined;
+      for (int64_t r = 0; r < W; ++r) {
+        ASSERT_EQ(parts[r].size(), reference.size());
+        EXPECT_EQ(ranks[r]->global_batch_size_at(static_cast<int64_t>(b)), reference[b].size());
+        const auto idx = to_vector(parts[r][b].indices);
+        joined.insert(joined.end(), idx.begin(), idx.end());
+      }
+      EXPECT_EQ(joined, to_vector(reference[b].indices)) << "epoch " << epoch << " batch " << b;
+      all.insert(all.end(), joined.begin(), joined.end());
+    }
+    std::sort(all.begin(), all.end());
+    std::vector<int64_t> identity(23);
+    std::iota(identity.begin(), identity.end(), 0);
+    EXPECT_EQ(all, identity) << "epoch " << epoch << ": shards overlap or miss samples";
+  }
+  EXPECT_NE(ranks[0]->order(0), ranks[0]->order(1));  // reshuffled each epoch
+
+  // A part can be empty: 4 ranks x batch 2 over 9 samples leaves 1 sample for the last batch.
+  auto o = loader_options(2, false, 0);
+  o.rank = 0;
+  o.world_size = 4;
+  DataLoader sparse(make_default(9), o);
+  EXPECT_EQ(sparse.num_batches(), 2);
+  EXPECT_EQ(sparse.batch_size_at(1), 0);
+  const auto sb = one_pass(sparse, 0);
+  ASSERT_EQ(sb.size(), 2u);
+  EXPECT_EQ(sb[1].size(), 0);
+
+  auto bad = loader_options(2, false, 0);
+  bad.rank = 2;
+  bad.world_size = 2;
+  EXPECT_THROW(DataLoader(d, bad), Error);
+}
+
 TEST_F(LoaderTest, WorkerCountsGiveIdenticalBatchesWithAugmentation) {
   Watchdog watchdog("WorkerCountsGiveIdenticalBatchesWithAugmentation", 60);
   auto d = make_default(21);

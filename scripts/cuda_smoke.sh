@@ -18,3 +18,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # Mixed precision (bf16 autocast) and channels-last convolutions on the GPU.
 "$build/bin/mmintent_smoke" --device cuda --epochs 6 --run-dir "$build/smoke_run_bf16" \
   --precision bf16 --channels-last
+# Data-parallel: 2 ranks under torchrun. With 2 GPUs or more, one GPU per rank over NCCL (when
+# this build found nccl.h; Gloo otherwise); with one GPU, both ranks on it over Gloo, whose
+# collectives stage the CUDA tensors through host memory.
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)
+if [ "$gpus" -ge 2 ]; then dp_args=(--device cuda); else dp_args=(--device cuda:0 --backend gloo); fi
+python3 -m torch.distributed.run --no_python --nproc_per_node=2 --redirects 1 --tee 1 \
+  --log_dir "$build/smoke_2_ranks_logs" --master_port 29518 \
+  "$build/bin/mmintent_smoke" "${dp_args[@]}" --epochs 6 --run-dir "$build/smoke_run_2_ranks"

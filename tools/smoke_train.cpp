@@ -2,11 +2,14 @@
 // only LibTorch, so it builds and runs wherever a (CUDA) LibTorch does.
 //
 //   mmintent_smoke [--device auto|cpu|cuda|cuda:N] [--epochs N] [--run-dir DIR]
-//                  [--precision fp32|bf16] [--channels-last]
+//                  [--precision fp32|bf16] [--channels-last] [--backend auto|gloo|nccl]
+// Under torchrun (WORLD_SIZE > 1) the ranks train data-parallel on shards of the synthetic
+// set (c10d: NCCL or Gloo); "auto"/"cuda" devices become cuda:LOCAL_RANK.
 //
 // The synthetic task (tests/support/synthetic.h) needs both modalities to be solved. It trains, checks the accuracy, writes checkpoints, loads
 // the final weights back on the CPU and checks the CPU predictions equal the device's.
 
+#include "mmintent/distributed/process_group.h"
 #include "mmintent/evaluation/predictions.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/trainer.h"
@@ -23,7 +26,7 @@
 
 
 int main(int argc, char** argv) {
-  std::string device = "auto", run_dir;
+  std::string device = "auto", run_dir, backend = "auto";
   int64_t epochs = 6;
   std::string precision = "fp32";
   bool channels_last = false;
@@ -34,18 +37,29 @@ int main(int argc, char** argv) {
     else if (a == "--run-dir" && i + 1 < argc) run_dir = argv[++i];
     else if (a == "--precision" && i + 1 < argc) precision = argv[++i];
     else if (a == "--channels-last") channels_last = true;
+    else if (a == "--backend" && i + 1 < argc) backend = argv[++i];
     else {
       std::fprintf(stderr, "usage: mmintent_smoke [--device D] [--epochs N] [--run-dir DIR] "
-                           "[--precision fp32|bf16] [--channels-last]\n");
+                           "[--precision fp32|bf16] [--channels-last] [--backend B]\n");
       return 2;
     }
   }
   try {
+    const auto world = mmintent::world_from_env();
+    std::shared_ptr<mmintent::Communicator> comm;
+    if (world.distributed()) {
+      device = mmintent::rank_device(device, world.local_rank);
+      mmintent::DistributedOptions d;
+      d.backend = backend;
+      d.timeout_seconds = 120;
+      comm = mmintent::init_process_group(world, d, mmintent::resolve_device(device));
+    }
     if (run_dir.empty()) {
       run_dir = (std::filesystem::temp_directory_path() / "mmintent_smoke").string();
     }
-    std::filesystem::remove_all(run_dir);
-    mmintent::configure_threads(0);
+    if (world.rank == 0) std::filesystem::remove_all(run_dir);
+    if (comm) comm->barrier();  // rank 0 has cleared the run directory
+    mmintent::configure_threads(world.distributed() ? 1 : 0);
     torch::manual_seed(7);
     mmintent::IntentClassifierOptions mo;
     mo.num_classes(8);
@@ -68,10 +82,16 @@ int main(int argc, char** argv) {
     to.progress = "lines";
 
     mmintent::test::SyntheticSource train(2048, 64, 1, true), val(512, 128, 2, false);
-    mmintent::Trainer trainer(model, to);
-    std::printf("device: %s, threads: %d, torch %s, precision %s%s\n", trainer.device().str().c_str(),
-                at::get_num_threads(), TORCH_VERSION, precision.c_str(),
-                channels_last ? ", channels-last" : "");
+    if (comm) {
+      train.shard(world.rank, world.world_size);
+      val.shard(world.rank, world.world_size);
+      if (world.rank != 0) to.progress = "none";
+    }
+    mmintent::Trainer trainer(model, to, comm);
+    std::printf("rank %d of %d: device: %s, threads: %d, torch %s, precision %s%s%s\n", world.rank,
+                world.world_size, trainer.device().str().c_str(), at::get_num_threads(),
+                TORCH_VERSION, precision.c_str(), channels_last ? ", channels-last" : "",
+                comm ? (", backend " + comm->backend()).c_str() : "");
     const auto t0 = std::chrono::steady_clock::now();
     auto result = trainer.fit(train, &val);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -81,7 +101,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(result.best_epoch), metrics["val.accuracy"],
                 2048.0 * result.epochs_completed / secs);
 
-    // The checkpoint written on the device loads on the CPU and predicts the same.
+    // The checkpoint written on the device (by rank 0) loads on the CPU and predicts the same.
+    if (comm) comm->barrier();
     // (in fp32 on both sides: the comparison is of the weights, not of the precision)
     auto on_device = mmintent::collect_predictions(trainer.model(), val, trainer.device());
     mmintent::IntentClassifier cpu_model(mo);
@@ -91,7 +112,7 @@ int main(int argc, char** argv) {
     std::printf("cpu reload: max |p_device - p_cpu| = %.3g\n", max_diff);
 
     const bool ok = metrics["val.accuracy"] >= 0.9 && max_diff < 1e-3;
-    std::printf("%s\n", ok ? "SMOKE OK" : "SMOKE FAILED");
+    std::printf("rank %d: %s\n", world.rank, ok ? "SMOKE OK" : "SMOKE FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mmintent_smoke: %s\n", e.what());

@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # Data-parallel: 2 ranks under torchrun. With 2 GPUs or more, one GPU per rank over NCCL (when
 # this build found nccl.h; Gloo otherwise); with one GPU, both ranks on it over Gloo, whose
 # collectives stage the CUDA tensors through host memory.
-gpus=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
 if [ "$gpus" -ge 2 ]; then dp_args=(--device cuda); else dp_args=(--device cuda:0 --backend gloo); fi
 python3 -m torch.distributed.run --no_python --nproc_per_node=2 --redirects 1 --tee 1 \
   --log_dir "$build/smoke_2_ranks_logs" --master_port 29518 \

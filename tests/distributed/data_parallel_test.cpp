@@ -327,6 +327,26 @@ TEST_F(DataParallelTest, ARankThatLeavesOrHangsFailsTheOthersWithinTheTimeout) {
   }
 }
 
+TEST_F(DataParallelTest, RanksThatReadDifferentDataStopTogether) {
+  std::vector<std::string> messages(2);
+  run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    // Rank 1 lost 16 samples (skipped on its host, say).
+    test::SyntheticSource train(rank == 0 ? 64 : 48, 8, 1, true);
+    train.shard(rank, 2);
+    auto options = trainer_options("", 2);
+    options.early_stopping.metric = "train.loss";
+    torch::manual_seed(1);
+    Trainer trainer(IntentClassifier(model_options()), options, comm);
+    try {
+      trainer.fit(train, nullptr);
+    } catch (const DistributedError& e) {
+      messages[rank] = e.what();
+    }
+  });
+  EXPECT_THAT(messages[0], HasSubstr("rank 0: the ranks do not read the same data"));
+  EXPECT_THAT(messages[1], HasSubstr("this rank: 48 training samples in 3 global batches, rank 0: 64 in 4"));
+}
+
 // ---- The environment torchrun sets. ----
 
 class EnvTest : public ::testing::Test {

@@ -606,12 +606,12 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   //    temporary folder (moved into the run directory once all the data has been checked).
   const auto tok_path = run_dir / "tokenizer.model";
   std::optional<ScratchDir> tok_scratch;
-  if (c.model.uses("text")) {
+  if (c.model.uses("text") && writer) {
     if (resuming && fs::exists(tok_path)) {
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
     } else if (!c.data.text.tokenizer.empty()) {
       data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.data.text.tokenizer));
-    } else if (writer) {
+    } else {
       std::vector<std::string> texts;
       for (const auto& r : train_manifest.records) texts.push_back(r.text);
       log::info("data", "training a sentencepiece tokenizer (" + c.data.text.train.model_type +
@@ -621,20 +621,21 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
       data.tokenizer = std::make_shared<Tokenizer>(
           Tokenizer::train(texts, (tok_scratch->path() / "tokenizer").string(), c.data.text.train));
     }
-    if (comm && !(resuming && fs::exists(tok_path)) && c.data.text.tokenizer.empty()) {
-      // Rank 0 trained the tokenizer; the others take its model file.
-      std::string bytes;
-      if (writer) {
-        std::ifstream in(data.tokenizer->model_path(), std::ios::binary);
-        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      }
-      bytes = broadcast_bytes(*comm, bytes, 0);
-      if (!writer) {
-        tok_scratch.emplace();
-        const auto file = tok_scratch->path() / "tokenizer.model";
-        std::ofstream(file, std::ios::binary) << bytes;
-        data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(file.string()));
-      }
+  }
+  if (c.model.uses("text") && comm) {
+    // Every rank tokenises with rank 0's tokenizer (trained, given or resumed), whatever its
+    // own host has.
+    std::string bytes;
+    if (writer) {
+      std::ifstream in(data.tokenizer->model_path(), std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    bytes = broadcast_bytes(*comm, bytes, 0);
+    if (!writer) {
+      tok_scratch.emplace();
+      const auto file = tok_scratch->path() / "tokenizer.model";
+      std::ofstream(file, std::ios::binary) << bytes;
+      data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(file.string()));
     }
   }
 
@@ -674,21 +675,21 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   const std::vector<std::pair<std::string, std::shared_ptr<const MultimodalDataset>>> splits{
       {"train", data.train}, {"val", data.val}, {"test", data.test}};
   if (writer) {
-  check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/true);
-  setup_logging("info", (run_dir / "train.log").string());
-  log::info("run", "run directory " + run_dir.string());
-  if (data.tokenizer && !(resuming && fs::exists(tok_path))) {
-    const fs::path model(data.tokenizer->model_path());
-    fs::copy_file(model, tok_path, fs::copy_options::overwrite_existing);
-    auto vocab = fs::path(model).replace_extension(".vocab");
-    if (fs::exists(vocab)) fs::copy_file(vocab, run_dir / "tokenizer.vocab", fs::copy_options::overwrite_existing);
-    data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
-  }
-  data.labels.save((run_dir / "labels.json").string());
-  save_config(c, (run_dir / "config.yaml").string());
-  for (const auto& [name, d] : splits) {
-    if (d) save_skipped(*d, run_dir / ("skipped_" + name + ".txt"));
-  }
+    check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/true);
+    setup_logging("info", (run_dir / "train.log").string());
+    log::info("run", "run directory " + run_dir.string());
+    if (data.tokenizer && !(resuming && fs::exists(tok_path))) {
+      const fs::path model(data.tokenizer->model_path());
+      fs::copy_file(model, tok_path, fs::copy_options::overwrite_existing);
+      auto vocab = fs::path(model).replace_extension(".vocab");
+      if (fs::exists(vocab)) fs::copy_file(vocab, run_dir / "tokenizer.vocab", fs::copy_options::overwrite_existing);
+      data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
+    }
+    data.labels.save((run_dir / "labels.json").string());
+    save_config(c, (run_dir / "config.yaml").string());
+    for (const auto& [name, d] : splits) {
+      if (d) save_skipped(*d, run_dir / ("skipped_" + name + ".txt"));
+    }
   }
 
   // 6. Model and training.

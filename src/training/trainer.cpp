@@ -296,30 +296,35 @@ FitResult Trainer::fit(BatchSource& train, BatchSource* val) {
   const auto dir = fs::path(options_.run_dir);
   const bool write = writes_;
   if (distributed()) {
-    // The ranks must see the same passes (the same samples, batch size and world size), or
-    // their collectives would not pair up: a rank whose data differs (a file skipped with
-    // on_bad_sample: skip on one host only) is found here, by every rank at once.
+    // The ranks must see the same passes (the same samples, batch size and world size) from
+    // the same point of the run, or their collectives would not pair up: a rank whose data
+    // differs (a file skipped with on_bad_sample: skip on one host only) or that resumed from
+    // another checkpoint (or none) is found here, by every rank at once.
     const auto pass = [](const BatchSource* s) {
       double samples = 0;
       if (s) {
         for (int64_t i = 0; i < s->num_batches(); ++i) samples += static_cast<double>(s->global_batch_size_at(i));
       }
-      return std::vector<double>{s ? static_cast<double>(s->num_batches()) : -1.0, samples};
+      return std::pair<double, double>{s ? static_cast<double>(s->num_batches()) : -1.0, samples};
     };
-    auto mine = pass(&train);
-    const auto v = pass(val);
-    mine.insert(mine.end(), v.begin(), v.end());
+    const auto [train_batches, train_samples] = pass(&train);
+    const auto [val_batches, val_samples] = pass(val);
+    const std::vector<double> mine{train_batches, train_samples, val_batches, val_samples,
+                                   static_cast<double>(state_.epochs_completed),
+                                   static_cast<double>(state_.global_step)};
     const auto theirs = broadcast(*comm_, mine, 0);
     const double differs = all_reduce_sum(*comm_, {theirs != mine ? 1.0 : 0.0})[0];
     if (differs > 0) {
-      throw DistributedError(
-          "rank " + std::to_string(comm_->rank()) + ": the ranks do not read the same data (" +
-          std::to_string(static_cast<int>(differs)) + " rank(s) differ from rank 0; this rank: " +
-          std::to_string(static_cast<int64_t>(mine[1])) + " training samples in " +
-          std::to_string(static_cast<int64_t>(mine[0])) + " global batches, rank 0: " +
-          std::to_string(static_cast<int64_t>(theirs[1])) + " in " +
-          std::to_string(static_cast<int64_t>(theirs[0])) +
-          "). Every rank needs the same manifests, skipped samples and batch size");
+      const auto show = [](const std::vector<double>& v) {
+        const auto n = [](double x) { return std::to_string(static_cast<int64_t>(x)); };
+        return n(v[1]) + " training samples in " + n(v[0]) + " global batches, " + n(v[3]) +
+               " validation samples, resumed after epoch " + n(v[4]) + " (step " + n(v[5]) + ")";
+      };
+      throw DistributedError("rank " + std::to_string(comm_->rank()) + ": the ranks are not on the same run (" +
+                             std::to_string(static_cast<int>(differs)) + " rank(s) differ from rank 0); this rank: " +
+                             show(mine) + "; rank 0: " + show(theirs) +
+                             ". Every rank needs the same manifests, skipped samples and batch size, "
+                             "and to resume, the same last.pt");
     }
     // Every rank starts from rank 0's weights (fresh or resumed).
     broadcast_module(*comm_, *model_, 0, options_.gradient_bucket_bytes);

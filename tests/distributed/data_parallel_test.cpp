@@ -343,8 +343,10 @@ TEST_F(DataParallelTest, RanksThatReadDifferentDataStopTogether) {
       messages[rank] = e.what();
     }
   });
-  EXPECT_THAT(messages[0], HasSubstr("rank 0: the ranks do not read the same data"));
-  EXPECT_THAT(messages[1], HasSubstr("this rank: 48 training samples in 3 global batches, rank 0: 64 in 4"));
+  EXPECT_THAT(messages[0], HasSubstr("rank 0: the ranks are not on the same run (1 rank(s) differ"));
+  EXPECT_THAT(messages[1], HasSubstr("this rank: 48 training samples in 3 global batches, 0 validation "
+                                     "samples, resumed after epoch 0 (step 0); rank 0: 64 training "
+                                     "samples in 4 global batches"));
 }
 
 // ---- The environment torchrun sets. ----

@@ -8,6 +8,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build-cuda}"
 prefix="${TORCH_PREFIX:-$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')}"
 echo "cuda_smoke: LibTorch from $prefix"
+# NCCL's header for c10d's NCCL backend: the wheel's nvidia-nccl package has it (CMake finds
+# nccl.h under NCCL_ROOT); without it, multi-process CUDA runs use Gloo.
+nccl_root="$(python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)"
+if [ -n "$nccl_root" ] && [ -z "${NCCL_ROOT:-}" ]; then export NCCL_ROOT="$nccl_root"; fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \

@@ -551,7 +551,8 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
   const int rank = comm ? comm->rank() : 0;
   const int world_size = comm ? comm->world_size() : 1;
   const bool writer = rank == 0;
-  if (!writer) setup_logging("warn");  // other ranks: warnings and errors, on stderr only
+  const std::string tag = comm ? "rank " + std::to_string(rank) : "";
+  if (!writer) setup_logging("warn", "", tag);  // other ranks: warnings and errors, on stderr only
 
   // 1. Read and check the data before anything is written.
   RunData data;
@@ -676,7 +677,7 @@ TrainRunResult train_from_config(const Config& c, const TrainRunOptions& options
       {"train", data.train}, {"val", data.val}, {"test", data.test}};
   if (writer) {
     check_run_dir(run_dir, /*must_be_empty=*/!c.output.overwrite && !resuming, /*create=*/true);
-    setup_logging("info", (run_dir / "train.log").string());
+    setup_logging("info", (run_dir / "train.log").string(), tag);
     log::info("run", "run directory " + run_dir.string());
     if (data.tokenizer && !(resuming && fs::exists(tok_path))) {
       const fs::path model(data.tokenizer->model_path());

@@ -185,6 +185,7 @@ int main(int argc, char** argv) {
     mmintent::setup_logging("info");
     // Started by torchrun (or with its variables set by hand): one process of several.
     const auto world = mmintent::world_from_env();
+    if (world.distributed()) mmintent::setup_logging("info", "", "rank " + std::to_string(world.rank));
     if (world.distributed() && !*train) {
       return fail(kUsage, "only 'train' runs as several processes (WORLD_SIZE=" +
                               std::to_string(world.world_size) + "); run this command once");

@@ -186,52 +186,61 @@ class DataParallelTest : public test::SeededTest {
 
 TEST_F(DataParallelTest, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
   // 65 samples in global batches of 32: 32, 32, 1; the last leaves rank 0 an empty part.
-  const int64_t n = 65, B = 16, epochs = 3;
-  test::SyntheticSource single_train(n, 2 * B, 1, true), single_val(33, 8, 2, false);
-  torch::manual_seed(5);
-  Trainer single(IntentClassifier(model_options()), trainer_options("", epochs));
-  const auto single_fit = single.fit(single_train, &single_val);
-  const auto reference = copy_state(*single.model());
+  // Also with 2 micro-batches per step (the ranks then communicate every second batch).
+  for (const int64_t accum : {1, 2}) {
+    SCOPED_TRACE("accumulation_steps " + std::to_string(accum));
+    const int64_t n = 65, B = 16, epochs = 3;
+    auto options = [&](const std::string& run) {
+      auto t = trainer_options(run, epochs);
+      t.accumulation_steps = accum;
+      return t;
+    };
+    test::SyntheticSource single_train(n, 2 * B, 1, true), single_val(33, 8, 2, false);
+    torch::manual_seed(5);
+    Trainer single(IntentClassifier(model_options()), options(""));
+    const auto single_fit = single.fit(single_train, &single_val);
+    const auto reference = copy_state(*single.model());
 
-  std::vector<StateDict> weights(2);
-  std::vector<FitResult> fits(2);
-  const auto run = (dir_.path() / "dp").string();
-  std::vector<IntentClassifier> models;
-  for (int r = 0; r < 2; ++r) {
-    torch::manual_seed(r == 0 ? 5 : 99);  // rank 1 starts elsewhere: the broadcast must fix it
-    models.emplace_back(model_options());
+    std::vector<StateDict> weights(2);
+    std::vector<FitResult> fits(2);
+    const auto run = (dir_.path() / ("dp" + std::to_string(accum))).string();
+    std::vector<IntentClassifier> models;
+    for (int r = 0; r < 2; ++r) {
+      torch::manual_seed(r == 0 ? 5 : 99);  // rank 1 starts elsewhere: the broadcast must fix it
+      models.emplace_back(model_options());
+    }
+    run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+      test::SyntheticSource train(n, B, 1, true), val(33, 4, 2, false);
+      train.shard(rank, 2);
+      val.shard(rank, 2);
+      EXPECT_EQ(train.num_batches(), 3);
+      EXPECT_EQ(train.batch_size_at(2), rank == 0 ? 0 : 1);
+      Trainer trainer(models[rank], options(run), comm);
+      fits[rank] = trainer.fit(train, &val);
+      weights[rank] = copy_state(*trainer.model());
+    });
+    expect_close(weights[0], reference, 1e-4);
+    expect_close(weights[1], weights[0], 0.0);  // the ranks agree exactly
+    ASSERT_EQ(fits[0].history.size(), static_cast<size_t>(epochs));
+    for (int64_t e = 0; e < epochs; ++e) {
+      const auto& dp = fits[0].history[e].metrics;
+      const auto& one = single_fit.history[e].metrics;
+      // Reduced from counts over the shards: the same figures as one process's.
+      EXPECT_NEAR(dp.at("val.accuracy"), one.at("val.accuracy"), 1e-12);
+      EXPECT_NEAR(dp.at("val.macro_f1"), one.at("val.macro_f1"), 1e-12);
+      EXPECT_NEAR(dp.at("val.loss"), one.at("val.loss"), 1e-4);
+      EXPECT_NEAR(dp.at("train.loss"), one.at("train.loss"), 1e-4);
+      EXPECT_NEAR(dp.at("train.accuracy"), one.at("train.accuracy"), 1e-12);
+      EXPECT_EQ(fits[1].history[e].metrics, dp);
+    }
+    // Only rank 0 wrote, once per epoch.
+    EXPECT_TRUE(std::filesystem::exists(run + "/last.pt"));
+    EXPECT_TRUE(std::filesystem::exists(run + "/model.pt"));
+    std::ifstream lines(run + "/metrics.jsonl");
+    int count = 0;
+    for (std::string line; std::getline(lines, line);) ++count;
+    EXPECT_EQ(count, epochs);
   }
-  run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
-    test::SyntheticSource train(n, B, 1, true), val(33, 4, 2, false);
-    train.shard(rank, 2);
-    val.shard(rank, 2);
-    EXPECT_EQ(train.num_batches(), 3);
-    EXPECT_EQ(train.batch_size_at(2), rank == 0 ? 0 : 1);
-    Trainer trainer(models[rank], trainer_options(run, epochs), comm);
-    fits[rank] = trainer.fit(train, &val);
-    weights[rank] = copy_state(*trainer.model());
-  });
-  expect_close(weights[0], reference, 1e-4);
-  expect_close(weights[1], weights[0], 0.0);  // the ranks agree exactly
-  ASSERT_EQ(fits[0].history.size(), static_cast<size_t>(epochs));
-  for (int64_t e = 0; e < epochs; ++e) {
-    const auto& dp = fits[0].history[e].metrics;
-    const auto& one = single_fit.history[e].metrics;
-    // Reduced from counts over the shards: the same figures as one process's.
-    EXPECT_NEAR(dp.at("val.accuracy"), one.at("val.accuracy"), 1e-12);
-    EXPECT_NEAR(dp.at("val.macro_f1"), one.at("val.macro_f1"), 1e-12);
-    EXPECT_NEAR(dp.at("val.loss"), one.at("val.loss"), 1e-4);
-    EXPECT_NEAR(dp.at("train.loss"), one.at("train.loss"), 1e-4);
-    EXPECT_NEAR(dp.at("train.accuracy"), one.at("train.accuracy"), 1e-12);
-    EXPECT_EQ(fits[1].history[e].metrics, dp);
-  }
-  // Only rank 0 wrote, once per epoch.
-  EXPECT_TRUE(std::filesystem::exists(run + "/last.pt"));
-  EXPECT_TRUE(std::filesystem::exists(run + "/model.pt"));
-  std::ifstream lines(run + "/metrics.jsonl");
-  int count = 0;
-  for (std::string line; std::getline(lines, line);) ++count;
-  EXPECT_EQ(count, epochs);
 }
 
 TEST_F(DataParallelTest, AStoppedRunResumesToTheUninterruptedWeights) {

@@ -9,10 +9,8 @@
 #include "support/support.h"
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -34,20 +32,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::CliProcess;
 using test::CliResult;
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("no free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 size_t line_count(const fs::path& path) {
   std::ifstream in(path);
@@ -87,7 +71,7 @@ class MultiProcessCliTest : public ::testing::Test {
 
   /// Starts `mmintent ARGS` as each of 2 ranks.
   std::vector<std::unique_ptr<CliProcess>> start_ranks(const std::vector<std::string>& args) {
-    const int port = free_port();
+    const int port = test::free_tcp_port();
     std::vector<std::unique_ptr<CliProcess>> ranks;
     for (int r = 0; r < 2; ++r) {
       ranks.push_back(std::make_unique<CliProcess>(MMINTENT_CLI, args, root_, rank_env(r, 2, port),
@@ -182,7 +166,7 @@ TEST_F(MultiProcessCliTest, TorchrunLaunchesTheRanks) {
   const auto r = test::run_cli(
       torchrun,
       {"--no_python", "--nproc_per_node=2", "--redirects", "1", "--tee", "1", "--log_dir",
-       (root_ / "torchrun_logs").string(), "--master_port", std::to_string(free_port()),
+       (root_ / "torchrun_logs").string(), "--master_port", std::to_string(test::free_tcp_port()),
        MMINTENT_CLI, "train", config_, "runtime.threads=1", "train.epochs=2"},
       root_, {}, root_ / "cli_logs");
   ASSERT_EQ(r.code, 0) << r.dump();

@@ -13,12 +13,11 @@
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/interrupt.h"
 #include "mmintent/training/trainer.h"
+#include "support/cli.h"
 #include "support/support.h"
 #include "support/synthetic.h"
 
 #include <gmock/gmock.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -34,27 +33,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-/// A TCP port that was free a moment ago (bound to port 0, then released).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("no free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 /// Runs `body(rank, comm)` on `world` threads, each joined to one Gloo process group on
 /// loopback; rethrows the first exception of any rank after all have ended.
 void run_ranks(int world, const std::function<void(int, std::shared_ptr<Communicator>)>& body,
                double timeout_seconds = 60) {
-  const int port = free_port();
+  const int port = test::free_tcp_port();
   std::vector<std::exception_ptr> errors(world);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -421,7 +404,7 @@ TEST_F(EnvTest, NoRendezvousWithinTheTimeoutIsAClearError) {
   WorldInfo w;
   w.rank = 1;  // a client whose rank 0 never comes
   w.world_size = 2;
-  w.master_port = free_port();
+  w.master_port = test::free_tcp_port();
   DistributedOptions o;
   o.timeout_seconds = 2;
   const auto start = std::chrono::steady_clock::now();

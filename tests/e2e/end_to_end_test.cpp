@@ -40,19 +40,6 @@ using test::TempDir;
 // ---- The fixture is support/fixture.h's: 4 intents = 2 actions (from the text) x 2 image
 // kinds (from the image). ----
 
-/// A 16x16 grey image, bright on the left (kind 0) or on the right (kind 1), with noise: an
-/// extra image drawn the way the fixture draws its own (support/fixture.cpp keeps that private).
-cv::Mat kind_image(int kind, std::mt19937& rng) {
-  std::uniform_int_distribution<int> bright(170, 240), dark(15, 80);
-  cv::Mat m(16, 16, CV_8UC1);
-  for (int y = 0; y < 16; ++y) {
-    for (int x = 0; x < 16; ++x) {
-      const bool left = x < 8;
-      m.at<uint8_t>(y, x) = static_cast<uint8_t>((left == (kind == 0)) ? bright(rng) : dark(rng));
-    }
-  }
-  return m;
-}
 
 /// Replaces the first occurrence of `from` in `text` by `to` (which must exist).
 std::string replace_once(std::string text, const std::string& from, const std::string& to) {
@@ -222,7 +209,7 @@ TEST_F(EndToEndTest, PredictPrintsIntentsAndWritesManifestPredictions) {
   // An easy sample: a refund text with a bright-left image.
   std::mt19937 rng(99);
   const auto image = (root_ / "easy.png").string();
-  ASSERT_TRUE(cv::imwrite(image, kind_image(0, rng)));
+  ASSERT_TRUE(cv::imwrite(image, test::fixture_image(0, rng)));
   const auto r =
       cli({"predict", run_dir_, "--text", "please refund my purchase", "--image", image});
   ASSERT_EQ(r.code, 0) << r.dump();

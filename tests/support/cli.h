@@ -11,6 +11,10 @@
 
 namespace mmintent::test {
 
+/// A loopback TCP port that was free a moment ago (bound to port 0, then released): for the
+/// rendezvous of multi-process runs in tests.
+int free_tcp_port();
+
 /// `s` quoted for a POSIX shell.
 std::string shell_quote(const std::string& s);
 

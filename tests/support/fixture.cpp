@@ -28,8 +28,10 @@ const std::vector<std::string> kKinds = {"left", "right"};
 
 
 
+}  // namespace
+
 /// A 16x16 grey image, bright on the left (kind 0) or on the right (kind 1), with noise.
-cv::Mat kind_image(int kind, std::mt19937& rng) {
+cv::Mat fixture_image(int kind, std::mt19937& rng) {
   std::uniform_int_distribution<int> bright(170, 240), dark(15, 80);
   cv::Mat m(16, 16, CV_8UC1);
   for (int y = 0; y < 16; ++y) {
@@ -43,8 +45,6 @@ cv::Mat kind_image(int kind, std::mt19937& rng) {
 
 /// Writes data/<split>.jsonl with `n` samples (balanced over the 4 intents) and their images
 /// under data/img/; returns the manifest path.
-}  // namespace
-
 std::string write_fixture_split(const fs::path& root, const std::string& split, int n, unsigned seed) {
   std::mt19937 rng(seed);
   const fs::path data = root / "data";
@@ -55,7 +55,7 @@ std::string write_fixture_split(const fs::path& root, const std::string& split, 
     const auto& texts = kActionTexts[action];
     const std::string text = kOpenings[rng() % kOpenings.size()] + texts[rng() % texts.size()];
     const std::string image = "img/" + split + "_" + std::to_string(i) + ".png";
-    if (!cv::imwrite((data / image).string(), kind_image(kind, rng))) {
+    if (!cv::imwrite((data / image).string(), fixture_image(kind, rng))) {
       throw std::runtime_error("cannot write " + (data / image).string());
     }
     out << json{{"text", text}, {"image", image}, {"label", fixture_intent(action, kind)}}.dump()

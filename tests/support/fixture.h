@@ -3,13 +3,19 @@
 /// (told by the text) x 2 image kinds (told by a 16x16 grey image, bright on the left or the
 /// right), and the config that trains on it.
 
+#include <opencv2/core.hpp>
+
 #include <filesystem>
+#include <random>
 #include <string>
 
 namespace mmintent::test {
 
 /// The intent of (action, kind): "refund_left", "refund_right", "stock_left", "stock_right".
 std::string fixture_intent(int action, int kind);
+
+/// A 16x16 grey image of kind 0 (bright on the left) or 1 (bright on the right), with noise.
+cv::Mat fixture_image(int kind, std::mt19937& rng);
 
 /// Writes root/data/<split>.jsonl with `n` samples (balanced over the 4 intents, in turn) and
 /// their images under root/data/img/; returns the manifest path.

@@ -194,6 +194,7 @@ std::string rank_device(const std::string& spec, int local_rank) {
 
 bool has_backend_for(const c10::Device& device, const std::string& backend) {
   const std::string chosen = choose_backend(device, backend);
+  (void)chosen;  // unused in a build with neither backend
 #if defined(MMINTENT_WITH_NCCL)
   if (chosen == "nccl") return true;
 #endif

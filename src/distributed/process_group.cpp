@@ -27,6 +27,7 @@
 #endif
 #endif
 
+#include <csignal>
 #include <chrono>
 #include <cstdlib>
 #include <limits>
@@ -219,6 +220,10 @@ std::shared_ptr<Communicator> init_process_group(const WorldInfo& world,
                            device.str() + "); use gloo for the CPU");
   }
 #if MMINTENT_HAVE_C10D
+  // A peer that died leaves sockets whose next write raises SIGPIPE, which would kill this
+  // process silently (exit 141) instead of failing the collective with a clear error. Python
+  // ignores SIGPIPE at start-up, which is what c10d expects; so does a process joining here.
+  std::signal(SIGPIPE, SIG_IGN);
   const auto timeout = std::chrono::milliseconds(
       static_cast<int64_t>(std::min(options.timeout_seconds, 1e9) * 1000));
   const bool serve = world.rank == 0 && !world.agent_store;

@@ -45,6 +45,8 @@ bool has_backend_for(const c10::Device& device, const std::string& backend = "au
 /// Fails with DistributedError after options.timeout_seconds when the other ranks do not
 /// all arrive. The backend "auto" is NCCL for a CUDA device (Gloo when this build has no
 /// NCCL: tensors are then staged through host memory) and Gloo for the CPU.
+/// Sets SIGPIPE to be ignored in this process (as Python does; c10d relies on it), so that a
+/// peer that died is a DistributedError here, not a silent kill.
 std::shared_ptr<Communicator> init_process_group(const WorldInfo& world,
                                                  const DistributedOptions& options,
                                                  const c10::Device& device);

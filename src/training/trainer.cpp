@@ -1,6 +1,7 @@
 #include "mmintent/training/trainer.h"
 
 #include "mmintent/core/log.h"
+#include "mmintent/core/seed.h"
 #include "mmintent/error.h"
 #include "mmintent/evaluation/metrics.h"
 #include "mmintent/evaluation/predictions.h"
@@ -38,15 +39,6 @@ std::string json_number(double v) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-/// splitmix64 of (seed, epoch, rank): each rank's random stream for one epoch.
-uint64_t rank_epoch_seed(uint64_t seed, int64_t epoch, int rank) {
-  uint64_t z = seed ^ (static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ULL) ^
-               (static_cast<uint64_t>(rank + 1) * 0xD1B54A32D192ED03ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 std::string non_finite_message(const std::string& what, double value, int64_t epoch,
                                int64_t batch, int64_t batches, int64_t step) {
@@ -160,7 +152,8 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
   if (dist) {
     // Each rank draws its own dropout masks from the seed, the epoch and its rank alone, so a
     // resumed run draws on every rank what the uninterrupted one drew.
-    torch::manual_seed(rank_epoch_seed(options_.seed, epoch, comm_->rank()));
+    torch::manual_seed(mix_seed(options_.seed, static_cast<uint64_t>(epoch),
+                                 0xD0D0ULL + static_cast<uint64_t>(comm_->rank())));
   }
   train.start_epoch(epoch);
   const int64_t batches = train.num_batches();

@@ -3,6 +3,7 @@
 /// labels mapped to indices and (optionally) their images decoded once and cached.
 
 #include "mmintent/core/batch.h"
+#include "mmintent/core/seed.h"  // mix_seed: per-sample augmentation seeds
 #include "mmintent/data/image.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/data/manifest.h"
@@ -84,7 +85,5 @@ class MultimodalDataset {
   DatasetOptions options_;
 };
 
-/// Mixes a seed, an epoch and a sample index into one 64-bit seed (splitmix64).
-uint64_t mix_seed(uint64_t seed, uint64_t epoch, uint64_t index);
 
 }  // namespace mmintent

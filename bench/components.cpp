@@ -164,9 +164,12 @@ TextEncoderOptions text_options(const std::string& which) {
   return repo_config("clinc150", f.manifest).model_options(6001, 151).text();
 }
 
-void BM_TextEncoder(benchmark::State& state, const std::string& which, bool backward) {
+/// `kernel`: text_encoder.rnn_kernel, "fused" (mmintent's, the default on the CPU) or "native"
+/// (LibTorch's LSTM), side by side.
+void BM_TextEncoder(benchmark::State& state, const std::string& which, bool backward,
+                    const std::string& kernel) {
   torch::manual_seed(0);
-  TextEncoder enc(text_options(which));
+  TextEncoder enc(text_options(which).rnn_kernel(kernel));
   const int64_t bs = 64;
   Batch b = which == "demo" ? demo_batch(bs) : clinc_text_batch(bs);
   enc->train(backward);
@@ -180,22 +183,23 @@ void BM_TextEncoder(benchmark::State& state, const std::string& which, bool back
     }
   };
   for (int i = 0; i < kWarmUp; ++i) run();
-  for (auto _ : state) {
-    if (backward) {
-      enc->zero_grad();
-      enc->forward(b.token_ids, b.lengths).sum().backward();
-    } else {
-      torch::NoGradGuard no_grad;
-      benchmark::DoNotOptimize(enc->forward(b.token_ids, b.lengths));
-    }
-  }
+  for (auto _ : state) run();
   state.SetItemsProcessed(state.iterations() * bs);
-  state.SetLabel("samples; batch 64, " + which + " text encoder" + (backward ? ", forward+backward" : ", forward"));
+  state.SetLabel("samples; batch 64, " + which + " text encoder, " + kernel + " RNN" +
+                 (backward ? ", forward+backward" : ", forward"));
 }
-BENCHMARK_CAPTURE(BM_TextEncoder, demo_forward, std::string("demo"), false)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TextEncoder, demo_forward_backward, std::string("demo"), true)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TextEncoder, clinc150_forward, std::string("clinc150"), false)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TextEncoder, clinc150_forward_backward, std::string("clinc150"), true)->Unit(benchmark::kMillisecond)->UseRealTime();
+#define MMINTENT_TEXT_BENCH(name, which, backward, kernel)                          \
+  BENCHMARK_CAPTURE(BM_TextEncoder, name, std::string(which), backward, std::string(kernel)) \
+      ->Unit(benchmark::kMillisecond)                                               \
+      ->UseRealTime()
+MMINTENT_TEXT_BENCH(demo_forward_native, "demo", false, "native");
+MMINTENT_TEXT_BENCH(demo_forward_fused, "demo", false, "fused");
+MMINTENT_TEXT_BENCH(demo_forward_backward_native, "demo", true, "native");
+MMINTENT_TEXT_BENCH(demo_forward_backward_fused, "demo", true, "fused");
+MMINTENT_TEXT_BENCH(clinc150_forward_native, "clinc150", false, "native");
+MMINTENT_TEXT_BENCH(clinc150_forward_fused, "clinc150", false, "fused");
+MMINTENT_TEXT_BENCH(clinc150_forward_backward_native, "clinc150", true, "native");
+MMINTENT_TEXT_BENCH(clinc150_forward_backward_fused, "clinc150", true, "fused");
 
 void BM_ImageEncoder(benchmark::State& state, bool backward) {
   auto& f = fx();

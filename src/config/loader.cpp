@@ -347,6 +347,7 @@ template <class V> void visit(V& v, TextEncoderOptions& c) {
   v.field("bidirectional", c.bidirectional());
   v.field("dropout", c.dropout(), Check::range(0, 0.95));
   v.field("pooling", c.pooling(), Check::one_of({"last", "mean", "max"}));
+  v.field("rnn_kernel", c.rnn_kernel(), Check::one_of({"auto", "fused", "native"}));
 }
 template <class V> void visit(V& v, ImageEncoderOptions& c) {
   v.field("channels", c.channels(), Check::range(1, 4096));

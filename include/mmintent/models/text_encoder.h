@@ -1,6 +1,7 @@
 #pragma once
 /// RNN text encoder: embedding, LSTM or GRU (layers, bidirectional), padding-aware pooling.
 /// Sequences are packed, so the encoding of a sequence never depends on how much it was padded.
+/// On the CPU the RNN runs on mmintent's fused kernel (`rnn_kernel`, models/fused_rnn.h).
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -10,6 +11,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <string>
+#include <utility>
 
 namespace mmintent {
 
@@ -27,6 +29,11 @@ struct TextEncoderOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// "last" (final hidden states), "mean" or "max" over the real (unpadded) time steps.
   TORCH_ARG(std::string, pooling) = "mean";
+  /// How the RNN runs. "fused": mmintent's CPU kernel (models/fused_rnn.h: one matrix product
+  /// and a few element-wise passes per step, a hand-written backward); "native": LibTorch's
+  /// LSTM/GRU (cuDNN on CUDA). "auto": fused where it can run (CPU, float, autocast off),
+  /// native elsewhere. Both compute the same function with the same parameters.
+  TORCH_ARG(std::string, rnn_kernel) = "auto";
 };
 
 class TextEncoderImpl : public torch::nn::Module {
@@ -45,6 +52,14 @@ class TextEncoderImpl : public torch::nn::Module {
   torch::nn::Dropout dropout_{nullptr};
   torch::nn::LSTM lstm_{nullptr};
   torch::nn::GRU gru_{nullptr};
+
+  /// The RNN over packed data with the fused kernel: the packed output, and the final hidden
+  /// state of the last layer's directions [B, output_dim()] in sorted order.
+  std::pair<torch::Tensor, torch::Tensor> fused_rnn(const torch::Tensor& data,
+                                                    const torch::Tensor& batch_sizes);
+  /// "mean" or "max" pooling of the packed RNN output over each sequence's real steps.
+  torch::Tensor pool(const torch::nn::utils::rnn::PackedSequence& out,
+                     const torch::Tensor& safe_lengths);
 };
 TORCH_MODULE(TextEncoder);
 

@@ -2,8 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
 
 #include <vector>
 
@@ -81,7 +83,7 @@ void check_inputs(const char* what, int64_t gates, const at::Tensor& x,
                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                   const at::Tensor& b_hh) {
   TORCH_CHECK(fused_rnn_supported(x), what,
-              ": the fused kernel needs float or double CPU tensors and autocast off");
+              ": the fused kernel needs float or double CPU tensors");
   TORCH_CHECK(x.dim() == 2, what, ": x must be packed data [N, input], got ", x.sizes());
   const int64_t h = w_hh.size(1);
   TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == gates * h && w_ih.size(1) == x.size(1) &&
@@ -93,6 +95,54 @@ void check_inputs(const char* what, int64_t gates, const at::Tensor& x,
                 ": parameters must have x's dtype, on the CPU");
   }
 }
+
+/// Under CPU autocast, the lower precision the matrix products run in; else x's own dtype.
+at::ScalarType product_dtype(const at::Tensor& x) {
+  // at::autocast::is_cpu_enabled() (renamed in LibTorch 2.4) tests this key.
+  if (c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::AutocastCPU) ||
+      x.scalar_type() != at::kFloat) {
+    return x.scalar_type();
+  }
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::get_autocast_dtype(at::kCPU);
+#else
+  return at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
+/// The matrix products' precision: the data's own, or (under autocast, as LibTorch's kernels
+/// would run them) bfloat16 operands, with the states, gates, element-wise passes and results
+/// kept in the data's precision.
+struct Gemm {
+  at::ScalarType data;   ///< x's dtype: states, gates and gradients
+  at::ScalarType dtype;  ///< the products' operands
+  bool low;              ///< dtype != data
+  explicit Gemm(const at::Tensor& x) : Gemm(x.scalar_type(), product_dtype(x)) {}
+  Gemm(at::ScalarType data_dtype, at::ScalarType product)
+      : data(data_dtype), dtype(product), low(data_dtype != product) {}
+  at::Tensor cast(const at::Tensor& t) const { return low ? t.to(dtype) : t; }
+  at::Tensor result(const at::Tensor& t) const { return low ? t.to(data) : t; }
+  /// bias + a b, in the data's precision.
+  at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) const {
+    return low ? at::add(bias, at::mm(a, b)) : at::addmm(bias, a, b);
+  }
+  /// out += a b.
+  void addmm_(at::Tensor out, const at::Tensor& a, const at::Tensor& b) const {
+    if (low) {
+      out.add_(at::mm(cast(a), cast(b)));
+    } else {
+      out.addmm_(a, b);
+    }
+  }
+  /// out = a b.
+  void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) const {
+    if (low) {
+      out.copy_(at::mm(cast(a), cast(b)));
+    } else {
+      at::mm_out(out, a, b);
+    }
+  }
+};
 
 // ------------------------------------------------------------------------------------ LSTM
 // Internally the gates are ordered i, f, o, g (LibTorch: i, f, g, o), so that one sigmoid
@@ -107,26 +157,32 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
                             const at::Tensor& w_hh, const at::Tensor& b_ih,
                             const at::Tensor& b_hh, bool reverse) {
     check_inputs("packed_lstm_direction", 4, x_in, w_ih, w_hh, b_ih, b_hh);
-    const auto x = x_in.contiguous();
+    const Gemm mm(x_in);
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    const auto x = mm.cast(x_in.contiguous());
     const int64_t n = x.size(0), h = w_hh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
-    const auto wih = swap_last_gates(w_ih, h);
-    const auto whh = swap_last_gates(w_hh, h);
+    const auto wih = mm.cast(swap_last_gates(w_ih, h));
+    const auto whh = mm.cast(swap_last_gates(w_hh, h));
     // Pre-activations of all steps' input terms in one product; each step adds its recurrent
     // term in place and then holds the activated gates (saved for the backward pass).
-    auto gates = at::addmm(swap_last_gates(b_ih + b_hh, h), x, wih.t());
-    auto cell = at::empty({n, h}, x.options());
-    auto tanh_cell = at::empty({n, h}, x.options());
-    auto out = at::empty({n, h}, x.options());
+    auto gates = mm.addmm(swap_last_gates(b_ih + b_hh, h), x, wih.t());
+    const auto options = gates.options();
+    auto cell = at::empty({n, h}, options);
+    auto tanh_cell = at::empty({n, h}, options);
+    auto out = at::empty({n, h}, options);
+    // The hidden states as the recurrent products read them (a low-precision copy, or out).
+    auto out_mm = mm.low ? at::empty({n, h}, x.options()) : out;
     const auto whh_t = whh.t();
     for (const auto& s : steps) {
       auto g = gates.narrow(0, s.offset, s.rows);
       if (s.prev_rows > 0) {
-        g.narrow(0, 0, s.prev_rows).addmm_(out.narrow(0, s.prev_offset, s.prev_rows), whh_t);
+        mm.addmm_(g.narrow(0, 0, s.prev_rows), out_mm.narrow(0, s.prev_offset, s.prev_rows),
+                  whh_t);
       }
       g.narrow(1, 0, 3 * h).sigmoid_();
       g.narrow(1, 3 * h, h).tanh_();
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packed_lstm_cell", [&] {
+      AT_DISPATCH_FLOATING_TYPES(mm.data, "packed_lstm_cell", [&] {
         const auto* gp = g.data_ptr<scalar_t>();
         const auto* cprev = cell.data_ptr<scalar_t>() + s.prev_offset * h;
         auto* c = cell.data_ptr<scalar_t>() + s.offset * h;
@@ -147,9 +203,11 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
       at::tanh_out(tc, cell.narrow(0, s.offset, s.rows));
       auto o = out.narrow(0, s.offset, s.rows);
       at::mul_out(o, g.narrow(1, 2 * h, h), tc);
+      if (mm.low) out_mm.narrow(0, s.offset, s.rows).copy_(o);
     }
-    ctx->save_for_backward({x, batch_sizes, wih, whh, gates, cell, tanh_cell, out});
+    ctx->save_for_backward({x, batch_sizes, wih, whh, gates, cell, tanh_cell, out_mm});
     ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x_in.scalar_type());
     return out;
   }
 
@@ -158,18 +216,21 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
     const auto &x = saved[0], &batch_sizes = saved[1], &wih = saved[2], &whh = saved[3],
                &gates = saved[4], &cell = saved[5], &tanh_cell = saved[6], &out = saved[7];
     const bool reverse = ctx->saved_data["reverse"].toBool();
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    const Gemm mm(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()), x.scalar_type());
     const int64_t n = x.size(0), h = whh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
     const int64_t batch = steps.empty() ? 0 : (reverse ? steps.back().rows : steps.front().rows);
-    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].contiguous()
-                                              : at::zeros({n, h}, x.options());
-    auto d_gates = at::empty({n, 4 * h}, x.options());
-    auto carry_h = at::zeros({batch, h}, x.options());  // dL/dh_prev from the later step
-    auto carry_c = at::zeros({batch, h}, x.options());  // dL/dc_prev from the later step
+    const auto options = gates.options();
+    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].to(mm.data).contiguous()
+                                              : at::zeros({n, h}, options);
+    auto d_gates = at::empty({n, 4 * h}, options);
+    auto carry_h = at::zeros({batch, h}, options);  // dL/dh_prev from the later step
+    auto carry_c = at::zeros({batch, h}, options);  // dL/dc_prev from the later step
     int64_t carried = 0;
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
       const auto& s = *it;
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packed_lstm_cell_backward", [&] {
+      AT_DISPATCH_FLOATING_TYPES(mm.data, "packed_lstm_cell_backward", [&] {
         const auto* gp = gates.data_ptr<scalar_t>() + s.offset * 4 * h;
         const auto* tcp = tanh_cell.data_ptr<scalar_t>() + s.offset * h;
         const auto* cprev = cell.data_ptr<scalar_t>() + s.prev_offset * h;
@@ -207,15 +268,16 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
         }
       });
       if (s.prev_rows > 0) {
-        auto dst = carry_h.narrow(0, 0, s.prev_rows);
-        at::mm_out(dst, d_gates.narrow(0, s.offset, s.prev_rows), whh);
+        mm.mm_into(carry_h.narrow(0, 0, s.prev_rows), d_gates.narrow(0, s.offset, s.prev_rows),
+                   whh);
       }
       carried = s.prev_rows;
     }
-    const auto d_x = d_gates.mm(wih);
-    const auto d_gates_t = d_gates.t();
-    const auto d_wih = swap_last_gates(d_gates_t.mm(x), h);
-    const auto d_whh = swap_last_gates(d_gates_t.mm(previous_states(out, steps)), h);
+    const auto d_gates_mm = mm.cast(d_gates);
+    const auto d_x = mm.result(d_gates_mm.mm(wih));
+    const auto d_gates_t = d_gates_mm.t();
+    const auto d_wih = mm.result(swap_last_gates(d_gates_t.mm(x), h));
+    const auto d_whh = mm.result(swap_last_gates(d_gates_t.mm(previous_states(out, steps)), h));
     const auto d_b = swap_last_gates(d_gates.sum(0), h);
     return {d_x, at::Tensor(), d_wih, d_whh, d_b, d_b.clone(), at::Tensor()};
   }
@@ -230,29 +292,30 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
                             const at::Tensor& w_hh, const at::Tensor& b_ih,
                             const at::Tensor& b_hh, bool reverse) {
     check_inputs("packed_gru_direction", 3, x_in, w_ih, w_hh, b_ih, b_hh);
-    const auto x = x_in.contiguous();
+    const Gemm mm(x_in);
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    const auto x = mm.cast(x_in.contiguous());
     const int64_t n = x.size(0), h = w_hh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
+    const auto wih = mm.cast(w_ih), whh = mm.cast(w_hh);
     // Input terms of all steps (then the activated r, z, n) and the recurrent terms.
-    auto gx = at::addmm(b_ih, x, w_ih.t());
-    auto gh = at::empty({n, 3 * h}, x.options());
-    auto out = at::empty({n, h}, x.options());
-    const auto whh_t = w_hh.t();
+    auto gx = mm.addmm(b_ih, x, wih.t());
+    const auto options = gx.options();
+    auto gh = at::empty({n, 3 * h}, options);
+    auto out = at::empty({n, h}, options);
+    auto out_mm = mm.low ? at::empty({n, h}, x.options()) : out;
+    const auto whh_t = whh.t();
     for (const auto& s : steps) {
       auto hp = gh.narrow(0, s.offset, s.rows);
-      if (s.prev_rows == s.rows) {
-        at::addmm_out(hp, b_hh, out.narrow(0, s.prev_offset, s.prev_rows), whh_t);
-      } else {
-        hp.copy_(b_hh.expand_as(hp));
-        if (s.prev_rows > 0) {
-          hp.narrow(0, 0, s.prev_rows)
-              .addmm_(out.narrow(0, s.prev_offset, s.prev_rows), whh_t);
-        }
+      hp.copy_(b_hh.expand_as(hp));
+      if (s.prev_rows > 0) {
+        mm.addmm_(hp.narrow(0, 0, s.prev_rows), out_mm.narrow(0, s.prev_offset, s.prev_rows),
+                  whh_t);
       }
       auto g = gx.narrow(0, s.offset, s.rows);
       g.narrow(1, 0, 2 * h).add_(hp.narrow(1, 0, 2 * h)).sigmoid_();
       g.narrow(1, 2 * h, h).addcmul_(g.narrow(1, 0, h), hp.narrow(1, 2 * h, h)).tanh_();
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packed_gru_cell", [&] {
+      AT_DISPATCH_FLOATING_TYPES(mm.data, "packed_gru_cell", [&] {
         const auto* gp = g.data_ptr<scalar_t>();
         const auto* hprev = out.data_ptr<scalar_t>() + s.prev_offset * h;
         auto* o = out.data_ptr<scalar_t>() + s.offset * h;
@@ -268,29 +331,34 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
           }
         }
       });
+      if (mm.low) out_mm.narrow(0, s.offset, s.rows).copy_(out.narrow(0, s.offset, s.rows));
     }
-    ctx->save_for_backward({x, batch_sizes, w_ih, w_hh, gx, gh, out});
+    ctx->save_for_backward({x, batch_sizes, wih, whh, gx, gh, out, out_mm});
     ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x_in.scalar_type());
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &batch_sizes = saved[1], &w_ih = saved[2], &w_hh = saved[3],
-               &gx = saved[4], &gh = saved[5], &out = saved[6];
+               &gx = saved[4], &gh = saved[5], &out = saved[6], &out_mm = saved[7];
     const bool reverse = ctx->saved_data["reverse"].toBool();
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    const Gemm mm(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()), x.scalar_type());
     const int64_t n = x.size(0), h = w_hh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
     const int64_t batch = steps.empty() ? 0 : (reverse ? steps.back().rows : steps.front().rows);
-    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].contiguous()
-                                              : at::zeros({n, h}, x.options());
-    auto d_gx = at::empty({n, 3 * h}, x.options());
-    auto d_gh = at::empty({n, 3 * h}, x.options());
-    auto carry = at::zeros({batch, h}, x.options());  // dL/dh_prev from the later step
+    const auto options = gx.options();
+    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].to(mm.data).contiguous()
+                                              : at::zeros({n, h}, options);
+    auto d_gx = at::empty({n, 3 * h}, options);
+    auto d_gh = at::empty({n, 3 * h}, options);
+    auto carry = at::zeros({batch, h}, options);  // dL/dh_prev from the later step
     int64_t carried = 0;
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
       const auto& s = *it;
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packed_gru_cell_backward", [&] {
+      AT_DISPATCH_FLOATING_TYPES(mm.data, "packed_gru_cell_backward", [&] {
         const auto* gp = gx.data_ptr<scalar_t>() + s.offset * 3 * h;
         const auto* hp = gh.data_ptr<scalar_t>() + s.offset * 3 * h;
         const auto* hprev = out.data_ptr<scalar_t>() + s.prev_offset * h;
@@ -327,13 +395,14 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
         }
       });
       if (s.prev_rows > 0) {
-        carry.narrow(0, 0, s.prev_rows).addmm_(d_gh.narrow(0, s.offset, s.prev_rows), w_hh);
+        mm.addmm_(carry.narrow(0, 0, s.prev_rows), d_gh.narrow(0, s.offset, s.prev_rows), w_hh);
       }
       carried = s.prev_rows;
     }
-    const auto d_x = d_gx.mm(w_ih);
-    const auto d_wih = d_gx.t().mm(x);
-    const auto d_whh = d_gh.t().mm(previous_states(out, steps));
+    const auto d_gx_mm = mm.cast(d_gx);
+    const auto d_x = mm.result(d_gx_mm.mm(w_ih));
+    const auto d_wih = mm.result(d_gx_mm.t().mm(x));
+    const auto d_whh = mm.result(mm.cast(d_gh).t().mm(previous_states(out_mm, steps)));
     return {d_x, at::Tensor(), d_wih, d_whh, d_gx.sum(0), d_gh.sum(0), at::Tensor()};
   }
 };
@@ -341,10 +410,7 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
 }  // namespace
 
 bool fused_rnn_supported(const at::Tensor& x) {
-  return x.device().is_cpu() &&
-         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
-         // at::autocast::is_cpu_enabled() (renamed in LibTorch 2.4) tests this key.
-         c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::AutocastCPU);
+  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
 
 at::Tensor packed_lstm_direction(const at::Tensor& x, const at::Tensor& batch_sizes,

@@ -101,7 +101,7 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
 std::pair<torch::Tensor, torch::Tensor> TextEncoderImpl::fused_rnn(
     const torch::Tensor& data, const torch::Tensor& batch_sizes) {
   TORCH_CHECK(fused_rnn_supported(data),
-              "TextEncoder: rnn_kernel 'fused' runs on the CPU in float32 without autocast "
+              "TextEncoder: rnn_kernel 'fused' runs on the CPU in float32 or float64 "
               "(this input: ", data.device(), ", ", data.scalar_type(),
               "); use rnn_kernel 'auto' or 'native'");
   const auto* bs = batch_sizes.data_ptr<int64_t>();

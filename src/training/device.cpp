@@ -5,6 +5,10 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 namespace mmintent {
@@ -37,10 +41,28 @@ c10::Device resolve_device(const std::string& spec) {
   throw Error("device '" + spec + "' is not one of auto, cpu, cuda, cuda:N");
 }
 
+namespace {
+// LibTorch's float32 matrix products (at::mm, linear, the RNNs) go to the system BLAS, which
+// keeps its own thread count: at::set_num_threads does not reach it. OpenBLAS has a setter.
+// BLIS (what scripts/setup.sh selects) reads BLIS_NUM_THREADS, else OMP_NUM_THREADS, once at
+// its first call, and runs 1 thread when neither is set: half of a 2-core machine's rate for
+// large products (bench/RESULTS.md section 3).
+void configure_blas_threads(int n) {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(n);
+  }
+  if (std::getenv("BLIS_NUM_THREADS") == nullptr) {
+    setenv("BLIS_NUM_THREADS", std::to_string(n).c_str(), /*overwrite=*/0);
+  }
+}
+}  // namespace
+
 int configure_threads(int intra_op_threads) {
   int n = intra_op_threads;
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
+  configure_blas_threads(n);
   return at::get_num_threads();
 }
 

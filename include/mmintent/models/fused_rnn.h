@@ -17,7 +17,9 @@ namespace mmintent {
 /// order i, f, g, o) or torch::nn::GRU's (3H; gate order r, z, n). `reverse`: the backward
 /// direction of a bidirectional layer (each sequence read from its own last step). The initial
 /// state is zero. Returns the hidden state at every step, packed like `x`: [N, H].
-/// Differentiable with respect to `x` and the four parameters.
+/// Differentiable with respect to `x` and the four parameters. Under CPU autocast (bf16) the
+/// matrix products take bfloat16 operands, as LibTorch's kernels would; the states, gates and
+/// gradients stay in x's dtype.
 at::Tensor packed_lstm_direction(const at::Tensor& x, const at::Tensor& batch_sizes,
                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                                  const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse);
@@ -25,7 +27,7 @@ at::Tensor packed_gru_direction(const at::Tensor& x, const at::Tensor& batch_siz
                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
                                 const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse);
 
-/// Whether the fused kernel can run these inputs: CPU tensors, float or double, autocast off.
+/// Whether the fused kernel can run these inputs: CPU tensors, float or double.
 bool fused_rnn_supported(const at::Tensor& x);
 
 }  // namespace mmintent

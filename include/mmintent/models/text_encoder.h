@@ -31,8 +31,9 @@ struct TextEncoderOptions {
   TORCH_ARG(std::string, pooling) = "mean";
   /// How the RNN runs. "fused": mmintent's CPU kernel (models/fused_rnn.h: one matrix product
   /// and a few element-wise passes per step, a hand-written backward); "native": LibTorch's
-  /// LSTM/GRU (cuDNN on CUDA). "auto": fused where it can run (CPU, float, autocast off),
-  /// native elsewhere. Both compute the same function with the same parameters.
+  /// LSTM/GRU (cuDNN on CUDA). "auto": fused where it can run (CPU, float32/float64; under
+  /// bf16 autocast its matrix products take bf16 operands), native elsewhere. Both compute the
+  /// same function with the same parameters.
   TORCH_ARG(std::string, rnn_kernel) = "auto";
 };
 

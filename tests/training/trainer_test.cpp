@@ -10,6 +10,7 @@
 #include <gmock/gmock.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -265,6 +266,27 @@ TEST_F(TrainerTest, DeviceStrings) {
     EXPECT_THROW(resolve_device("cuda:x"), Error);
     EXPECT_THROW(resolve_device("cuda:999"), Error);
   }
+}
+
+TEST_F(TrainerTest, ThreadsReachTheBlasUnlessTheUserSetIt) {
+  // BLIS reads BLIS_NUM_THREADS at its first call (in this process, earlier); the variable is
+  // what configure_threads can give it, and a user's own setting wins.
+  const char* saved = std::getenv("BLIS_NUM_THREADS");
+  const std::string before = saved ? saved : "";
+  const int lib_threads = at::get_num_threads();
+  unsetenv("BLIS_NUM_THREADS");
+  EXPECT_EQ(configure_threads(3), 3);
+  ASSERT_NE(std::getenv("BLIS_NUM_THREADS"), nullptr);
+  EXPECT_STREQ(std::getenv("BLIS_NUM_THREADS"), "3");
+  setenv("BLIS_NUM_THREADS", "1", 1);
+  configure_threads(2);
+  EXPECT_STREQ(std::getenv("BLIS_NUM_THREADS"), "1");
+  if (saved) {
+    setenv("BLIS_NUM_THREADS", before.c_str(), 1);
+  } else {
+    unsetenv("BLIS_NUM_THREADS");
+  }
+  at::set_num_threads(lib_threads);
 }
 
 }  // namespace

@@ -79,6 +79,18 @@ at::Tensor previous_states(const at::Tensor& out, const std::vector<Step>& steps
   return padded.index_select(0, previous_rows(steps, out.size(0)));
 }
 
+/// Sequences in the batch: the rows of step 0.
+int64_t sequences(const at::Tensor& batch_sizes) {
+  return batch_sizes.size(0) > 0 ? batch_sizes.data_ptr<int64_t>()[0] : 0;
+}
+
+/// The gradient reaching the output [n, h] (zeros when it does not reach it), contiguous, in
+/// the gates' dtype.
+at::Tensor output_grad(const at::Tensor& grad, int64_t n, int64_t h,
+                       const at::TensorOptions& options) {
+  return grad.defined() ? grad.to(options.dtype()).contiguous() : at::zeros({n, h}, options);
+}
+
 void check_inputs(const char* what, int64_t gates, const at::Tensor& x,
                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                   const at::Tensor& b_hh) {
@@ -120,6 +132,11 @@ struct Gemm {
   explicit Gemm(const at::Tensor& x) : Gemm(x.scalar_type(), product_dtype(x)) {}
   Gemm(at::ScalarType data_dtype, at::ScalarType product)
       : data(data_dtype), dtype(product), low(data_dtype != product) {}
+  /// The forward pass's choice, for the backward pass (x: the saved, cast input).
+  void save(AutogradContext* ctx) const { ctx->saved_data["dtype"] = static_cast<int64_t>(data); }
+  static Gemm saved(AutogradContext* ctx, const at::Tensor& x) {
+    return Gemm(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()), x.scalar_type());
+  }
   at::Tensor cast(const at::Tensor& t) const { return low ? t.to(dtype) : t; }
   at::Tensor result(const at::Tensor& t) const { return low ? t.to(data) : t; }
   /// bias + a b, in the data's precision.
@@ -207,7 +224,7 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
     }
     ctx->save_for_backward({x, batch_sizes, wih, whh, gates, cell, tanh_cell, out_mm});
     ctx->saved_data["reverse"] = reverse;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(x_in.scalar_type());
+    mm.save(ctx);
     return out;
   }
 
@@ -217,13 +234,12 @@ struct LstmDirection : torch::autograd::Function<LstmDirection> {
                &gates = saved[4], &cell = saved[5], &tanh_cell = saved[6], &out = saved[7];
     const bool reverse = ctx->saved_data["reverse"].toBool();
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-    const Gemm mm(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()), x.scalar_type());
+    const auto mm = Gemm::saved(ctx, x);
     const int64_t n = x.size(0), h = whh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
-    const int64_t batch = steps.empty() ? 0 : (reverse ? steps.back().rows : steps.front().rows);
+    const int64_t batch = sequences(batch_sizes);
     const auto options = gates.options();
-    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].to(mm.data).contiguous()
-                                              : at::zeros({n, h}, options);
+    const auto grad_out = output_grad(grad_outputs[0], n, h, options);
     auto d_gates = at::empty({n, 4 * h}, options);
     auto carry_h = at::zeros({batch, h}, options);  // dL/dh_prev from the later step
     auto carry_c = at::zeros({batch, h}, options);  // dL/dc_prev from the later step
@@ -335,7 +351,7 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
     }
     ctx->save_for_backward({x, batch_sizes, wih, whh, gx, gh, out, out_mm});
     ctx->saved_data["reverse"] = reverse;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(x_in.scalar_type());
+    mm.save(ctx);
     return out;
   }
 
@@ -345,13 +361,12 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
                &gx = saved[4], &gh = saved[5], &out = saved[6], &out_mm = saved[7];
     const bool reverse = ctx->saved_data["reverse"].toBool();
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-    const Gemm mm(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()), x.scalar_type());
+    const auto mm = Gemm::saved(ctx, x);
     const int64_t n = x.size(0), h = w_hh.size(1);
     const auto steps = schedule(batch_sizes, reverse, n);
-    const int64_t batch = steps.empty() ? 0 : (reverse ? steps.back().rows : steps.front().rows);
+    const int64_t batch = sequences(batch_sizes);
     const auto options = gx.options();
-    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0].to(mm.data).contiguous()
-                                              : at::zeros({n, h}, options);
+    const auto grad_out = output_grad(grad_outputs[0], n, h, options);
     auto d_gx = at::empty({n, 3 * h}, options);
     auto d_gh = at::empty({n, 3 * h}, options);
     auto carry = at::zeros({batch, h}, options);  // dL/dh_prev from the later step

@@ -64,9 +64,11 @@ DatasetOptions dataset_options(const Config& c) {
 namespace {
 
 /// Sets the thread pools once: LibTorch's from the config, OpenCV's off (our loader threads
-/// already run in parallel; OpenCV's pool on top would oversubscribe the cores).
+/// already run in parallel; OpenCV's pool on top would oversubscribe the cores); and the
+/// allocator (runtime.keep_freed_memory).
 void configure_runtime(const Config& c) {
   cv::setNumThreads(0);
+  configure_allocator(c.runtime.keep_freed_memory);
   const int threads = configure_threads(static_cast<int>(c.runtime.threads));
   const auto cores = std::max(1u, std::thread::hardware_concurrency());
   log::info("runtime", "LibTorch intra-op threads: " + std::to_string(threads) +

@@ -108,6 +108,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   c.output.dir = out.string();
   c.output.overwrite = options.overwrite;
   cv::setNumThreads(0);
+  configure_allocator(c.runtime.keep_freed_memory);
   configure_threads(static_cast<int>(c.runtime.threads));
 
   // 2. Read and check everything before writing anything.

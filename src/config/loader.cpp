@@ -283,6 +283,7 @@ template <class V> void visit(V& v, RuntimeConfig& c) {
   v.field("threads", c.threads, Check::ge(0));
   v.field("seed", c.seed, Check::ge(0));
   v.field("precision", c.precision, Check::one_of({"fp32", "bf16"}));
+  v.field("keep_freed_memory", c.keep_freed_memory);
 }
 template <class V> void visit(V& v, ManifestFields& c) {
   v.field("text", c.text);
@@ -358,6 +359,7 @@ template <class V> void visit(V& v, ImageEncoderOptions& c) {
   v.field("dropout", c.dropout(), Check::range(0, 0.95));
   v.field("out_dim", c.out_dim(), Check::range(1, 65536));
   v.field("channels_last", c.channels_last());
+  v.field("norm_kernel", c.norm_kernel(), Check::one_of({"auto", "fused", "native"}));
 }
 template <class V> void visit(V& v, FusionOptions& c) {
   v.field("type", c.type(), Check::one_of({"concat", "gated"}));

@@ -6,6 +6,9 @@
 #include <torch/cuda.h>
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <string>
@@ -64,6 +67,17 @@ int configure_threads(int intra_op_threads) {
   at::set_num_threads(n);
   configure_blas_threads(n);
   return at::get_num_threads();
+}
+
+bool configure_allocator(bool keep_freed) {
+#if defined(__GLIBC__)
+  if (!keep_freed) return false;
+  // 32 MiB is the largest mmap threshold glibc accepts; blocks above it stay mmap'ed.
+  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+#else
+  (void)keep_freed;
+  return false;
+#endif
 }
 
 }  // namespace mmintent

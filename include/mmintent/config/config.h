@@ -24,6 +24,8 @@ struct RuntimeConfig {
   /// fp32, or bf16: forward passes under autocast to bfloat16 (training, evaluation and
   /// prediction; see training/precision.h).
   std::string precision = "fp32";
+  /// Keep freed memory in the process for reuse (glibc's malloc; training/device.h).
+  bool keep_freed_memory = true;
 };
 
 struct TextConfig {

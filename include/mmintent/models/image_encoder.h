@@ -8,6 +8,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,14 @@ struct ImageEncoderOptions {
   TORCH_ARG(double, dropout) = 0.1;
   TORCH_ARG(int64_t, out_dim) = 128;
   /// Keep the convolution weights and activations in channels-last (NHWC) memory order, which
-  /// oneDNN and cuDNN run faster; the values computed are the same up to rounding.
-  TORCH_ARG(bool, channels_last) = false;
+  /// oneDNN and cuDNN run faster, and where the fused batch-norm kernel runs (norm_kernel); the
+  /// values computed are the same up to rounding.
+  TORCH_ARG(bool, channels_last) = true;
+  /// Batch norm + ReLU (+ max pooling) in training: "fused" runs mmintent's CPU kernel
+  /// (models/fused_norm.h: needs channels_last and batch_norm, float or double on the CPU),
+  /// "native" LibTorch's three operators, "auto" the fused kernel wherever it can run. The same
+  /// function and parameters either way; evaluation always runs LibTorch's.
+  TORCH_ARG(std::string, norm_kernel) = "auto";
 };
 
 class ImageEncoderImpl : public torch::nn::Module {
@@ -42,8 +49,15 @@ class ImageEncoderImpl : public torch::nn::Module {
   ImageEncoderOptions options;
 
  private:
+  /// The blocks through the fused kernel: each batch norm with the ReLU and any max pooling
+  /// that follow it as one operator, the other layers as they are.
+  torch::Tensor forward_fused(torch::Tensor x);
+
   torch::nn::Sequential blocks_{nullptr};
   torch::nn::Linear projection_{nullptr};
+  /// Per layer of blocks_: how many layers after it a fused batch norm takes with it (the ReLU,
+  /// and the max pooling when one follows), else 0.
+  std::vector<size_t> fused_span_;
 };
 TORCH_MODULE(ImageEncoder);
 

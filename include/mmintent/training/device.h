@@ -17,4 +17,13 @@ c10::Device resolve_device(const std::string& spec);
 /// 1 thread, so this is always called.
 int configure_threads(int intra_op_threads);
 
+/// With glibc's malloc, `keep_freed` (runtime.keep_freed_memory) keeps freed blocks of up to
+/// 32 MiB in the heap for reuse (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB) instead
+/// of returning each to the system and taking it back, zeroed, page by page, at the next
+/// batch: a training step allocates and frees its activations every time (the demo: 3.0 s of
+/// 13.8 s in the kernel, bench/RESULTS.md). Process-wide and permanent; the peak resident
+/// memory can grow by what the heap keeps. Returns whether it took effect (false elsewhere or
+/// when `keep_freed` is false).
+bool configure_allocator(bool keep_freed);
+
 }  // namespace mmintent

@@ -201,20 +201,22 @@ MMINTENT_TEXT_BENCH(clinc150_forward_fused, "clinc150", false, "fused");
 MMINTENT_TEXT_BENCH(clinc150_forward_backward_native, "clinc150", true, "native");
 MMINTENT_TEXT_BENCH(clinc150_forward_backward_fused, "clinc150", true, "fused");
 
-void BM_ImageEncoder(benchmark::State& state, bool backward) {
+/// `channels_last` and `kernel` (image_encoder.norm_kernel) side by side: NCHW with LibTorch's
+/// batch norm, ReLU and pooling; channels-last with them; channels-last with mmintent's fused
+/// kernel (the default on the CPU). The forward pass alone runs in evaluation mode (LibTorch's
+/// kernels, running statistics), as a prediction does.
+void BM_ImageEncoder(benchmark::State& state, bool backward, bool channels_last,
+                     const std::string& kernel) {
   auto& f = fx();
   torch::manual_seed(0);
-  ImageEncoder enc(f.demo.model_options(f.tokenizer->vocab_size(), f.data.labels.size()).image());
+  ImageEncoder enc(f.demo.model_options(f.tokenizer->vocab_size(), f.data.labels.size())
+                       .image()
+                       .channels_last(channels_last)
+                       .norm_kernel(kernel));
   const int64_t bs = 64;
   Batch b = demo_batch(bs);
   enc->train(backward);
-  for (int i = 0; i < kWarmUp; ++i) {
-    torch::AutoGradMode grad(backward);
-    if (backward) enc->zero_grad();
-    auto y = enc->forward(b.images);
-    if (backward) y.sum().backward();
-  }
-  for (auto _ : state) {
+  auto run = [&] {
     if (backward) {
       enc->zero_grad();
       enc->forward(b.images).sum().backward();
@@ -222,12 +224,23 @@ void BM_ImageEncoder(benchmark::State& state, bool backward) {
       torch::NoGradGuard no_grad;
       benchmark::DoNotOptimize(enc->forward(b.images));
     }
-  }
+  };
+  for (int i = 0; i < kWarmUp; ++i) run();
+  for (auto _ : state) run();
   state.SetItemsProcessed(state.iterations() * bs);
-  state.SetLabel(std::string("samples; batch 64, demo CNN") + (backward ? ", forward+backward" : ", forward"));
+  state.SetLabel(std::string("samples; batch 64, demo CNN, ") +
+                 (channels_last ? "channels-last" : "NCHW") +
+                 (backward ? ", " + kernel + " batch norm, forward+backward" : ", forward (eval)"));
 }
-BENCHMARK_CAPTURE(BM_ImageEncoder, demo_forward, false)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_ImageEncoder, demo_forward_backward, true)->Unit(benchmark::kMillisecond)->UseRealTime();
+#define MMINTENT_IMAGE_BENCH(name, backward, channels_last, kernel)                            \
+  BENCHMARK_CAPTURE(BM_ImageEncoder, name, backward, channels_last, std::string(kernel)) \
+      ->Unit(benchmark::kMillisecond)                                                      \
+      ->UseRealTime()
+MMINTENT_IMAGE_BENCH(demo_forward_nchw, false, false, "native");
+MMINTENT_IMAGE_BENCH(demo_forward_channels_last, false, true, "native");
+MMINTENT_IMAGE_BENCH(demo_forward_backward_nchw_native, true, false, "native");
+MMINTENT_IMAGE_BENCH(demo_forward_backward_channels_last_native, true, true, "native");
+MMINTENT_IMAGE_BENCH(demo_forward_backward_channels_last_fused, true, true, "fused");
 
 void BM_DemoModel_Forward(benchmark::State& state) {
   auto& f = fx();

@@ -370,9 +370,11 @@ def main():
     ap.add_argument("--epochs", type=int, help="passes over the training split (default train.epochs)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
     ap.add_argument("--json", help="also write the result object to this file")
-    ap.add_argument("--channels-last", action="store_true",
-                    help="convolutions in channels-last (NHWC) memory order, as mmintent's "
-                         "model.image_encoder.channels_last")
+    ap.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                    help="convolutions in channels-last (NHWC) memory order (default: the config's "
+                         "model.image_encoder.channels_last, as mmintent)")
+    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                    help="convolutions in PyTorch's default NCHW order, whatever the config says")
     ap.add_argument("--bf16", action="store_true",
                     help="train under CPU bf16 autocast (to measure what mixed precision would give)")
     ap.add_argument("--eval", metavar="MANIFEST",
@@ -413,6 +415,8 @@ def main():
     vocab = sp.get_piece_size() + 1 if sp else 2
     model = IntentClassifier(cfg, vocab, len(names))
     params = sum(p.numel() for p in model.parameters())
+    if args.channels_last is None:
+        args.channels_last = bool(cfg["model"].get("image_encoder", {}).get("channels_last", False))
     if args.channels_last:
         global CHANNELS_LAST
         CHANNELS_LAST = True
@@ -506,6 +510,7 @@ def main():
         "train_loss": round(loss_sum / max(1, samples), 5),
         "train_accuracy": round(correct / max(1, samples), 5),
         "bf16": args.bf16,
+        "channels_last": bool(args.channels_last),
         "eval_accuracy": None if eval_accuracy is None else round(eval_accuracy, 5),
         "loader_wait_fraction": round(wait_s / train_s, 4) if train_s > 0 else 0,
         "setup_seconds": round(setup_s, 3),

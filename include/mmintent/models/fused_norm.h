@@ -1,9 +1,10 @@
 #pragma once
-/// Training-mode batch norm + ReLU (+ 2x2 max pooling) over channels-last activations, computed
-/// on the CPU in two passes forward and two backward, with a hand-written backward pass: the
-/// same function as LibTorch's `batch_norm` (training) -> `relu` -> `max_pool2d(2)`, which
-/// takes five memory-bound passes forward, five backward (ReLU's and the pooling's separately)
-/// and keeps the ReLU output and int64 pooling indices for the backward pass; this keeps only
+/// Training-mode batch norm + ReLU (+ 2x2 max pooling) over channels-last activations, on the
+/// CPU, with a hand-written backward pass: the same function as LibTorch's `batch_norm`
+/// (training) -> `relu` -> `max_pool2d(2)`, in three passes over the data forward (two for the
+/// statistics, one writing the output) and two backward, where LibTorch's three operators make
+/// separate passes for each (the pooling's backward zero-fills its whole input gradient first)
+/// and keep the ReLU output and int64 pooling indices for the backward pass; this keeps only
 /// the batch norm's input. The image encoder uses it in training on the CPU
 /// (`image_encoder.norm_kernel`); elsewhere LibTorch's own kernels run.
 

@@ -61,11 +61,6 @@ DatasetOptions dataset_options(const Config& c) {
   return o;
 }
 
-namespace {
-
-/// Sets the thread pools once: LibTorch's from the config, OpenCV's off (our loader threads
-/// already run in parallel; OpenCV's pool on top would oversubscribe the cores); and the
-/// allocator (runtime.keep_freed_memory).
 void configure_runtime(const Config& c) {
   cv::setNumThreads(0);
   configure_allocator(c.runtime.keep_freed_memory);
@@ -78,6 +73,8 @@ void configure_runtime(const Config& c) {
     log::warn("runtime", "more LibTorch threads than cores: expect slowdowns");
   }
 }
+
+namespace {
 
 /// Logs the samples of `d` that were skipped (data.on_bad_sample / data.unknown_labels: skip),
 /// each by file and line; at most `max_listed` of them, then how many more.

@@ -10,7 +10,6 @@
 #include "mmintent/training/device.h"
 
 #include <nlohmann/json.hpp>
-#include <opencv2/core.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -107,9 +106,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   Config c = load_config((base / "config.yaml").string(), options.overrides);
   c.output.dir = out.string();
   c.output.overwrite = options.overwrite;
-  cv::setNumThreads(0);
-  configure_allocator(c.runtime.keep_freed_memory);
-  configure_threads(static_cast<int>(c.runtime.threads));
+  configure_runtime(c);
 
   // 2. Read and check everything before writing anything.
   RunData data;

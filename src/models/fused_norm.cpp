@@ -354,14 +354,12 @@ struct BatchNormReluPool : torch::autograd::Function<BatchNormReluPool> {
     }
     TORCH_CHECK(!pool || (s.h >= 2 && s.w >= 2),
                 "batch_norm_relu_pool: 2x2 pooling needs at least 2x2 pixels, got ", x.sizes());
-    const auto stats = at::empty({s.c}, x.options());
-    auto mean = at::empty_like(stats), invstd = at::empty_like(stats),
-         var = at::empty_like(stats);
+    auto mean = at::empty({s.c}, x.options()), invstd = at::empty_like(mean),
+         var = at::empty_like(mean);
     auto y = pool ? channels_last_empty({s.n, s.c, s.h / 2, s.w / 2}, x)
                   : channels_last_empty({s.n, s.c, s.h, s.w}, x);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_relu_pool", [&] {
-      forward_impl<scalar_t>(x, weight.contiguous(), bias.contiguous(), eps, pool, y, mean,
-                             invstd, var);
+      forward_impl<scalar_t>(x, weight, bias, eps, pool, y, mean, invstd, var);
     });
     {
       at::NoGradGuard no_grad;
@@ -380,11 +378,12 @@ struct BatchNormReluPool : torch::autograd::Function<BatchNormReluPool> {
     auto dx = channels_last_empty(x.sizes(), x);
     auto dweight = at::empty_like(saved[1]), dbias = at::empty_like(saved[2]);
     const Shape s(x);
-    const auto grad = grads[0].defined()
-                          ? grads[0].to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast)
-                          : (pool ? at::zeros({s.n, s.c, s.h / 2, s.w / 2}, x.options())
-                                  : at::zeros_like(x))
-                                .contiguous(at::MemoryFormat::ChannelsLast);
+    const auto grad =
+        (grads[0].defined() ? grads[0].to(x.scalar_type())
+                            : at::zeros(pool ? at::IntArrayRef{s.n, s.c, s.h / 2, s.w / 2}
+                                             : x.sizes(),
+                                        x.options()))
+            .contiguous(at::MemoryFormat::ChannelsLast);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_relu_pool_backward", [&] {
       backward_impl<scalar_t>(grad, x, saved[1], saved[2], saved[3], saved[4], pool, dx,
                               dweight, dbias);

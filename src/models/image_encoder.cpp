@@ -89,13 +89,13 @@ torch::Tensor ImageEncoderImpl::forward_fused(torch::Tensor x) {
     const auto norm = fused_span_[i]
                           ? std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(blocks_->ptr(i))
                           : nullptr;
-    const bool can = fused_norm_supported(x);
+    const bool can = norm && fused_norm_supported(x);
     TORCH_CHECK(!norm || can || options.norm_kernel() == "auto",
                 "ImageEncoder: norm_kernel 'fused' runs on the CPU in float32 or float64 with "
                 "channels_last (got ", x.scalar_type(), " on ", x.device(),
                 x.is_contiguous(at::MemoryFormat::ChannelsLast) ? "" : ", not channels-last",
                 "); use norm_kernel 'auto' or 'native'");
-    if (!norm || !can) {
+    if (!can) {
       x = blocks_->begin()[static_cast<std::ptrdiff_t>(i)].forward(x);
       continue;
     }

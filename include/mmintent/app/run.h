@@ -27,6 +27,11 @@ ManifestReadOptions manifest_read_options(const Config& config, bool require_lab
 /// How the config says samples are prepared (modalities, image size, text length, policies).
 DatasetOptions dataset_options(const Config& config);
 
+/// Sets the process's runtime from the config, once per command: LibTorch's and the BLAS's
+/// threads (runtime.threads), OpenCV's pool off (the loader's threads already run in parallel;
+/// OpenCV's on top would oversubscribe the cores), the allocator (runtime.keep_freed_memory).
+void configure_runtime(const Config& config);
+
 /// The loader for a split: shuffled and augmented for training, in order otherwise; in a
 /// data-parallel run, rank `rank`'s shard of every pass (see DataLoader).
 std::unique_ptr<DataLoader> make_loader(const Config& config,

@@ -4,6 +4,7 @@
 /// and small helpers. Header-only: each benchmark program is one translation unit.
 
 #include "mmintent/app/run.h"
+#include "mmintent/run/setup.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/dataset.h"
 #include "mmintent/data/manifest.h"

@@ -11,6 +11,7 @@
 // request per core; 2 is shown too).
 
 #include "mmintent/app/run.h"
+#include "mmintent/run/setup.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/manifest.h"
 #include "mmintent/error.h"

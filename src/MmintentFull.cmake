@@ -26,11 +26,15 @@ add_library(mmintent SHARED
   evaluation/report.cpp
   evaluation/plots.cpp
   evaluation/calibration.cpp
+  policy/decision.cpp
+  policy/rewrite.cpp
+  run/run_parts.cpp
+  run/serving.cpp
+  run/setup.cpp
   inference/predictor.cpp
-  inference/decision.cpp
-  inference/rewrite.cpp
   app/logging.cpp
-  app/run.cpp
+  app/train_run.cpp
+  app/evaluate_run.cpp
   app/tune.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)
@@ -48,7 +52,16 @@ target_compile_definitions(mmintent PRIVATE
 add_dependencies(mmintent mmintent_spm)
 mmintent_use_torch_pch(mmintent)
 
-add_executable(mmintent_cli cli/main.cpp)
+add_executable(mmintent_cli
+  cli/main.cpp
+  cli/commands/train.cpp
+  cli/commands/config.cpp
+  cli/commands/eval.cpp
+  cli/commands/predict.cpp
+  cli/commands/calibrate.cpp
+  cli/commands/tune.cpp
+  cli/commands/import.cpp)
+target_include_directories(mmintent_cli PRIVATE cli)
 target_link_libraries(mmintent_cli PRIVATE mmintent CLI11::CLI11 mmintent_warnings)
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 

@@ -10,7 +10,8 @@
 // the final weights back on the CPU and checks the CPU predictions equal the device's.
 
 #include "mmintent/distributed/process_group.h"
-#include "mmintent/evaluation/predictions.h"
+#include "mmintent/run/run_directory.h"
+#include "mmintent/training/predictions.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/trainer.h"
 #include "support/synthetic.h"
@@ -76,7 +77,7 @@ int main(int argc, char** argv) {
     to.scheduler.type = "cosine";
     to.scheduler.warmup_steps = 10;
     to.grad_clip = 1.0;
-    to.run_dir = run_dir;
+    to.files = mmintent::RunDirectory(run_dir).trainer_files();
     to.early_stopping.metric = "val.accuracy";
     to.early_stopping.mode = "max";
     to.progress = "lines";
@@ -106,7 +107,7 @@ int main(int argc, char** argv) {
     // (in fp32 on both sides: the comparison is of the weights, not of the precision)
     auto on_device = mmintent::collect_predictions(trainer.model(), val, trainer.device());
     mmintent::IntentClassifier cpu_model(mo);
-    mmintent::load_checkpoint(run_dir + "/model.pt", *cpu_model, nullptr, torch::kCPU, false);
+    mmintent::load_checkpoint(mmintent::RunDirectory(run_dir).weights_file().string(), *cpu_model, nullptr, torch::kCPU, false);
     auto on_cpu = mmintent::collect_predictions(cpu_model, val, torch::kCPU);
     const double max_diff = (on_device.probs - on_cpu.probs).abs().max().item<double>();
     std::printf("cpu reload: max |p_device - p_cpu| = %.3g\n", max_diff);

@@ -2,10 +2,11 @@
 
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
-#include "mmintent/config/loader.h"
 #include "mmintent/core/log.h"
 #include "mmintent/data/feedback.h"
 #include "mmintent/error.h"
+#include "mmintent/run/serving.h"
+#include "mmintent/run/setup.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 
@@ -20,17 +21,6 @@
 namespace mmintent {
 namespace fs = std::filesystem;
 namespace {
-
-/// Writes `text` to `path` through a temporary file renamed over it.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) throw Error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, path);
-}
 
 /// True when `inner` is `outer` or lies inside it (both absolute and normalised).
 bool is_within(const fs::path& inner, const fs::path& outer) {
@@ -77,45 +67,32 @@ void freeze_encoders(IntentClassifier& model) {
   }
 }
 
-/// Writes oos.json for a run without a validation split (nothing is chosen on val then: the
-/// config's method and fixed threshold).
-void write_fixed_oos(const Config& c, const fs::path& out) {
-  if (c.oos.label.empty()) return;
-  nlohmann::json j{{"label", c.oos.label}, {"method", c.oos.method}};
-  if (c.oos.method == "threshold") j["threshold"] = c.oos.threshold;
-  write_atomically(out / "oos.json", j.dump(2) + "\n");
-}
-
 }  // namespace
 
 TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  const fs::path base = normalised(run_dir);
-  const fs::path out = normalised(options.out_dir);
-  if (!fs::is_regular_file(base / "config.yaml")) {
+  const RunDirectory base(normalised(run_dir));
+  const RunDirectory out(normalised(options.out_dir));
+  if (!fs::is_regular_file(base.config_file())) {
     throw Error("'" + run_dir + "' is not a run directory (no config.yaml)");
   }
   if (options.out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
-  if (is_within(out, base) || is_within(base, out)) {
+  if (is_within(out.path(), base.path()) || is_within(base.path(), out.path())) {
     throw ConfigError("", "--out", 0,
-                      "'" + out.string() + "' must be a new directory outside the run being tuned ('" +
-                          base.string() + "'): tune never changes the old run");
+                      "'" + out.str() + "' must be a new directory outside the run being tuned ('" +
+                          base.str() + "'): tune never changes the old run");
   }
 
   // 1. The old run's config with the overrides; the new run writes elsewhere.
-  Config c = load_config((base / "config.yaml").string(), options.overrides);
-  c.output.dir = out.string();
+  Config c = base.load_config(options.overrides);
+  c.output.dir = out.str();
   c.output.overwrite = options.overwrite;
   configure_runtime(c);
 
   // 2. Read and check everything before writing anything.
-  RunData data;
-  data.labels = LabelMap::load((base / "labels.json").string());
-  if (c.model.uses("text")) {
-    data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load((base / "tokenizer.model").string()));
-  }
-  if (!fs::is_regular_file(base / "model.pt")) {
-    throw CheckpointError("'" + (base / "model.pt").string() + "' is missing: the run has no final weights");
+  RunData data = load_run_data(base, c);
+  if (!fs::is_regular_file(base.weights_file())) {
+    throw CheckpointError("'" + base.weights_file().string() + "' is missing: the run has no final weights");
   }
   FeedbackReadOptions fo;
   fo.use_text = c.model.uses("text");
@@ -144,26 +121,21 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   }
 
   // 3. Everything checked: the new run directory.
-  check_out_dir(out, options.overwrite);
-  setup_logging("info", (out / "train.log").string());
-  log::info("tune", "tuning " + base.string() + " on " + options.feedback + " into " + out.string());
-  if (data.tokenizer) {
-    fs::copy_file(base / "tokenizer.model", out / "tokenizer.model", fs::copy_options::overwrite_existing);
-    if (fs::exists(base / "tokenizer.vocab")) {
-      fs::copy_file(base / "tokenizer.vocab", out / "tokenizer.vocab", fs::copy_options::overwrite_existing);
-    }
-  }
-  data.labels.save((out / "labels.json").string());
-  save_config(c, (out / "config.yaml").string());
+  check_out_dir(out.path(), options.overwrite);
+  setup_logging("info", out.log_file().string());
+  log::info("tune", "tuning " + base.str() + " on " + options.feedback + " into " + out.str());
+  if (data.tokenizer) out.save_tokenizer(base.tokenizer_file());
+  out.save_labels(data.labels);
+  out.save_config(c);
 
   // 4. The old weights, optionally with frozen encoders.
   const auto device = resolve_device(c.runtime.device);
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = build_model(c, data);
-  load_checkpoint((base / "model.pt").string(), *model, nullptr, device, /*restore_rng=*/false);
+  load_checkpoint(base.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
   if (c.tune.freeze_encoders) freeze_encoders(model);
   TuneRunResult result;
-  result.run_dir = out.string();
+  result.run_dir = out.str();
   for (const auto& p : model->parameters()) {
     result.parameters += p.numel();
     if (p.requires_grad()) result.trainable_parameters += p.numel();
@@ -181,7 +153,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   result.corrected = log_records.corrected;
   result.rejected = log_records.rejected;
   result.replay_per_epoch = source.replay_per_pass();
-  nlohmann::json provenance{{"base_run", base.string()},
+  nlohmann::json provenance{{"base_run", base.str()},
                             {"feedback", normalised(options.feedback).string()},
                             {"feedback_samples", feedback->size()},
                             {"accepted", result.accepted},
@@ -200,7 +172,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
                                                             : std::string("(unlabelled)")] = counts[k];
     }
   }
-  write_atomically(out / "tune.json", provenance.dump(2) + "\n");
+  out.write_atomically(out.tune_file(), provenance.dump(2) + "\n");
   log::info("tune", "feedback: " + std::to_string(result.accepted) + " accepted, " +
                         std::to_string(result.corrected) + " corrected, " +
                         std::to_string(result.rejected) + " rejected; replaying " +
@@ -209,6 +181,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
                         std::to_string(result.parameters) + " parameters");
 
   TrainerOptions t = c.trainer_options();
+  t.files = out.trainer_files();
   t.epochs = c.tune.epochs;
   t.optimizer.lr = c.tune.lr;
   t.scheduler = SchedulerOptions{};
@@ -225,7 +198,8 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   if (data.val) {
     calibrate_run(result.run_dir, "val", c.calibration.enabled && c.calibration.method == "temperature");
   } else {
-    write_fixed_oos(c, out);
+    // Nothing is chosen without val: the config's method and fixed threshold.
+    save_oos(out, oos_setup(c, data.labels));
   }
   for (const auto& split : c.eval.splits) {
     result.metrics[split] = evaluate_run(result.run_dir, split, options.print_tables);

@@ -13,7 +13,6 @@ TrainerOptions Config::trainer_options() const {
   t.device = runtime.device;
   t.precision = runtime.precision;
   t.seed = static_cast<uint64_t>(runtime.seed);
-  t.run_dir = output.dir;
   t.gradient_bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(distributed.bucket_mb * (1 << 20)));
   return t;
 }

@@ -1,6 +1,7 @@
 #include "mmintent/config/loader.h"
 
 #include "mmintent/error.h"
+#include "mmintent/metrics/meters.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -571,13 +572,11 @@ void validate(const Config& c, const Context& ctx) {
   }
   if (c.model.image_encoder.channels().empty()) fail("model.image_encoder.channels", "must not be empty");
   const auto& es = c.train.early_stopping;
-  const std::set<std::string> known_metrics{
-      "train.loss", "train.accuracy", "val.loss", "val.accuracy", "val.macro_f1",
-      "val.weighted_f1", "val.top3_accuracy"};
-  if (!known_metrics.count(es.metric)) {
+  // What the trainer's meters report (metrics/meters.h), sorted.
+  const auto known_metrics = reported_metric_names();
+  if (std::find(known_metrics.begin(), known_metrics.end(), es.metric) == known_metrics.end()) {
     fail("train.early_stopping.metric",
-         "'" + es.metric + "' is not a reported metric; one of: " +
-             join(std::vector<std::string>(known_metrics.begin(), known_metrics.end())));
+         "'" + es.metric + "' is not a reported metric; one of: " + join(known_metrics));
   }
   if (es.metric.rfind("val.", 0) == 0 && c.data.val.empty()) {
     fail("train.early_stopping.metric", "'" + es.metric + "' needs data.val to be set");

@@ -2,21 +2,14 @@
 
 #include "mmintent/error.h"
 
-#include <nlohmann/json.hpp>
-
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <sstream>
 
 namespace mmintent {
 namespace {
 
-namespace fs = std::filesystem;
 
 constexpr double kProbabilityFloor = 1e-30;
 
@@ -261,59 +254,6 @@ CalibrationMetrics calibration_metrics(const std::vector<double>& probs, int64_t
   auto m = reliability(confidences, correct, num_bins);
   m.nll = m.count ? nll / static_cast<double>(m.count) : 0.0;
   return m;
-}
-
-void save_calibration(const std::string& run_dir, const CalibrationFile& c) {
-  nlohmann::ordered_json j;
-  j["method"] = c.method;
-  j["temperature"] = c.temperature;
-  j["fitted_on"] = c.fitted_on;
-  j["count"] = c.fit.count;
-  j["nll_before"] = c.fit.nll_before;
-  j["nll_after"] = c.fit.nll_after;
-  j["at_bound"] = c.fit.at_bound;
-  j["evaluations"] = c.fit.evaluations;
-  const fs::path path = fs::path(run_dir) / "calibration.json";
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
-    out.close();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error("cannot write " + path.string() + " (via " + tmp.string() + ")");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message());
-}
-
-CalibrationFile load_calibration(const std::string& run_dir) {
-  const fs::path path = fs::path(run_dir) / "calibration.json";
-  CalibrationFile c;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return c;
-  std::ifstream in(path);
-  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("temperature") || !j["temperature"].is_number()) {
-    throw Error(path.string() + ": expected a JSON object with a numeric 'temperature'");
-  }
-  c.temperature = j["temperature"].get<double>();
-  if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
-    throw Error(path.string() + ": 'temperature' must be a positive finite number, found " +
-                format_double(c.temperature));
-  }
-  c.method = j.value("method", std::string("temperature"));
-  c.fitted_on = j.value("fitted_on", std::string());
-  c.fit.temperature = c.temperature;
-  c.fit.count = j.value("count", int64_t{0});
-  c.fit.nll_before = j.value("nll_before", 0.0);
-  c.fit.nll_after = j.value("nll_after", 0.0);
-  c.fit.at_bound = j.value("at_bound", false);
-  c.fit.evaluations = j.value("evaluations", int64_t{0});
-  return c;
 }
 
 }  // namespace mmintent

@@ -300,6 +300,23 @@ void merge_section(const std::string& run_dir, const std::string& split, const s
   write_atomically(report_path, dump(report, 2) + "\n");
 }
 
+}  // namespace
+
+void write_oos_report(const std::string& run_dir, const std::string& split, const OosReport& r) {
+  Json j{{"label", r.label},
+         {"method", r.method},
+         {"in_scope_count", r.metrics.in_scope_count},
+         {"oos_count", r.metrics.oos_count},
+         {"in_scope_accuracy", r.metrics.in_scope_accuracy},
+         {"oos_recall", r.metrics.oos_recall},
+         {"oos_precision", r.metrics.oos_precision},
+         {"oos_f1", r.metrics.oos_f1}};
+  if (r.method == "threshold") j["threshold"] = r.threshold;
+  merge_section(run_dir, split, "oos", j);
+}
+
+namespace {
+
 Json metrics_json(const CalibrationMetrics& m) {
   Json bins = Json::array();
   for (const auto& b : m.bins) {

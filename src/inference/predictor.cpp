@@ -1,9 +1,9 @@
 #include "mmintent/inference/predictor.h"
 
-#include "mmintent/app/run.h"
-#include "mmintent/config/loader.h"
 #include "mmintent/error.h"
 #include "mmintent/evaluation/calibration.h"
+#include "mmintent/run/serving.h"
+#include "mmintent/run/setup.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/precision.h"
@@ -98,47 +98,33 @@ Predictor::Predictor(Predictor&&) noexcept = default;
 Predictor& Predictor::operator=(Predictor&&) noexcept = default;
 
 Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& options) {
-  const fs::path dir(run_dir);
-  for (const char* f : {"config.yaml", "labels.json", "model.pt"}) {
-    if (!fs::exists(dir / f)) {
-      throw Error("'" + run_dir + "' is not a finished run directory: " + f + " is missing");
-    }
-  }
+  const RunDirectory run(run_dir);
+  run.require_finished();
   auto impl = std::make_unique<Impl>();
-  impl->config = load_config((dir / "config.yaml").string());
-  impl->data.labels = LabelMap::load((dir / "labels.json").string());
-  if (impl->config.model.uses("text")) {
-    impl->data.tokenizer =
-        std::make_shared<Tokenizer>(Tokenizer::load((dir / "tokenizer.model").string()));
-  }
+  impl->config = run.load_config();
+  impl->data = load_run_data(run, impl->config);
   if (options.threads > 0) configure_threads(static_cast<int>(options.threads));
   impl->device = resolve_device(options.device);
   impl->precision = parse_precision(impl->config.runtime.precision);
   impl->model = build_model(impl->config, impl->data);
-  load_checkpoint((dir / "model.pt").string(), *impl->model, nullptr, impl->device, false);
+  load_checkpoint(run.weights_file().string(), *impl->model, nullptr, impl->device, false);
   impl->model->to(impl->device);
   impl->model->eval();
   impl->dataset_options = dataset_options(impl->config);
   impl->dataset_options.cache_images = false;
-  const auto& oos = impl->config.oos;
-  if (!oos.label.empty()) {
+  const OosSetup oos = load_oos(run, impl->config, impl->data.labels);
+  if (oos.enabled) {
     impl->oos_label = oos.label;
-    if (oos.method == "threshold") {
-      std::ifstream in(dir / "oos.json");
-      const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-      if (!j.is_object() || !j.contains("threshold") || !j["threshold"].is_number()) {
-        throw Error("'" + (dir / "oos.json").string() + "' is missing or has no threshold");
-      }
-      impl->oos_threshold = j["threshold"].get<double>();
+    if (oos.threshold_method) {
+      impl->oos_threshold = oos.threshold;
     } else {
-      impl->oos_class = impl->data.labels.find(oos.label);
+      impl->oos_class = oos.index;
     }
   }
-  const auto serving = load_serving(run_dir, impl->config);
+  const auto serving = load_serving(run, impl->config);
   impl->temperature = serving.temperature;
   impl->thresholds = serving.thresholds;
-  impl->rewriter.emplace(impl->config.rewrite, impl->data.labels.names(),
-                         (dir / "config.yaml").string());
+  impl->rewriter.emplace(impl->config.rewrite, impl->data.labels.names(), run.config_file().string());
   return Predictor(std::move(impl));
 }
 

@@ -1,4 +1,4 @@
-#include "mmintent/models/fused_norm.h"
+#include "mmintent/models/detail/fused_norm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -339,7 +339,7 @@ struct BatchNormReluPool : torch::autograd::Function<BatchNormReluPool> {
                             const at::Tensor& bias, const at::Tensor& running_mean,
                             const at::Tensor& running_var, double momentum, double eps,
                             bool pool) {
-    TORCH_CHECK(fused_norm_supported(x),
+    TORCH_CHECK(detail::fused_norm_supported(x),
                 "batch_norm_relu_pool: the fused kernel needs a 4-D float or double CPU tensor "
                 "in channels-last order, got ", x.scalar_type(), " ", x.sizes(), " on ",
                 x.device());
@@ -395,6 +395,8 @@ struct BatchNormReluPool : torch::autograd::Function<BatchNormReluPool> {
 
 }  // namespace
 
+namespace detail {
+
 bool fused_norm_supported(const at::Tensor& x) {
   return x.defined() && x.device().is_cpu() && x.dim() == 4 &&
          (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
@@ -409,4 +411,5 @@ at::Tensor batch_norm_relu_pool(const at::Tensor& x, const at::Tensor& weight,
                                   pool);
 }
 
+}  // namespace detail
 }  // namespace mmintent

@@ -1,4 +1,4 @@
-#include "mmintent/models/fused_rnn.h"
+#include "mmintent/models/detail/fused_rnn.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -94,7 +94,7 @@ at::Tensor output_grad(const at::Tensor& grad, int64_t n, int64_t h,
 void check_inputs(const char* what, int64_t gates, const at::Tensor& x,
                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                   const at::Tensor& b_hh) {
-  TORCH_CHECK(fused_rnn_supported(x), what,
+  TORCH_CHECK(detail::fused_rnn_supported(x), what,
               ": the fused kernel needs float or double CPU tensors");
   TORCH_CHECK(x.dim() == 2, what, ": x must be packed data [N, input], got ", x.sizes());
   const int64_t h = w_hh.size(1);
@@ -424,6 +424,8 @@ struct GruDirection : torch::autograd::Function<GruDirection> {
 
 }  // namespace
 
+namespace detail {
+
 bool fused_rnn_supported(const at::Tensor& x) {
   return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
@@ -440,4 +442,5 @@ at::Tensor packed_gru_direction(const at::Tensor& x, const at::Tensor& batch_siz
   return GruDirection::apply(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse);
 }
 
+}  // namespace detail
 }  // namespace mmintent

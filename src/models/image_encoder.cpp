@@ -1,6 +1,6 @@
 #include "mmintent/models/image_encoder.h"
 
-#include "mmintent/models/fused_norm.h"
+#include "mmintent/models/detail/fused_norm.h"
 
 #include <torch/torch.h>
 
@@ -89,7 +89,7 @@ torch::Tensor ImageEncoderImpl::forward_fused(torch::Tensor x) {
     const auto norm = fused_span_[i]
                           ? std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(blocks_->ptr(i))
                           : nullptr;
-    const bool can = norm && fused_norm_supported(x);
+    const bool can = norm && detail::fused_norm_supported(x);
     TORCH_CHECK(!norm || can || options.norm_kernel() == "auto",
                 "ImageEncoder: norm_kernel 'fused' runs on the CPU in float32 or float64 with "
                 "channels_last (got ", x.scalar_type(), " on ", x.device(),
@@ -107,7 +107,7 @@ torch::Tensor ImageEncoderImpl::forward_fused(torch::Tensor x) {
       norm->num_batches_tracked += 1;
       if (!norm->options.momentum()) factor = 1.0 / norm->num_batches_tracked.item<double>();
     }
-    x = batch_norm_relu_pool(x, norm->weight, norm->bias, norm->running_mean, norm->running_var,
+    x = detail::batch_norm_relu_pool(x, norm->weight, norm->bias, norm->running_mean, norm->running_var,
                              factor, norm->options.eps(), fused_span_[i] == 2);
     i += fused_span_[i];
   }

@@ -1,6 +1,6 @@
 #include "mmintent/models/text_encoder.h"
 
-#include "mmintent/models/fused_rnn.h"
+#include "mmintent/models/detail/fused_rnn.h"
 
 #include <torch/nn/utils/rnn.h>
 #include <torch/torch.h>
@@ -69,7 +69,7 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
   auto packed = rnn_utils::pack_padded_sequence(x, safe_lengths, /*batch_first=*/true,
                                                 /*enforce_sorted=*/false);
   const bool fused = options.rnn_kernel() == "fused" ||
-                     (options.rnn_kernel() == "auto" && fused_rnn_supported(packed.data()));
+                     (options.rnn_kernel() == "auto" && detail::fused_rnn_supported(packed.data()));
   if (fused) {
     auto [data, last] = fused_rnn(packed.data(), packed.batch_sizes());
     if (options.pooling() == "last") return last.index_select(0, packed.unsorted_indices());
@@ -100,7 +100,7 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
 
 std::pair<torch::Tensor, torch::Tensor> TextEncoderImpl::fused_rnn(
     const torch::Tensor& data, const torch::Tensor& batch_sizes) {
-  TORCH_CHECK(fused_rnn_supported(data),
+  TORCH_CHECK(detail::fused_rnn_supported(data),
               "TextEncoder: rnn_kernel 'fused' runs on the CPU in float32 or float64 "
               "(this input: ", data.device(), ", ", data.scalar_type(),
               "); use rnn_kernel 'auto' or 'native'");
@@ -126,8 +126,8 @@ std::pair<torch::Tensor, torch::Tensor> TextEncoderImpl::fused_rnn(
       const auto& w_hh = params["weight_hh" + suffix];
       const auto& b_ih = params["bias_ih" + suffix];
       const auto& b_hh = params["bias_hh" + suffix];
-      auto out = is_lstm ? packed_lstm_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse)
-                         : packed_gru_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse);
+      auto out = is_lstm ? detail::packed_lstm_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse)
+                         : detail::packed_gru_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse);
       if (options.pooling() == "last" && layer + 1 == options.num_layers()) {
         // Forward: each sequence's last step; reverse: its first (the packed rows of step 0).
         finals.push_back(reverse ? out.narrow(0, 0, batch)

@@ -1,10 +1,18 @@
-#include "mmintent/training/progress.h"
+#include "mmintent/training/detail/progress.h"
 
 #include <unistd.h>
 
 #include <cmath>
+#include <sstream>
 
-namespace mmintent {
+namespace mmintent::detail {
+
+std::string format_fixed(double v, int precision) {
+  std::ostringstream os;
+  os.precision(precision);
+  os << std::fixed << v;
+  return os.str();
+}
 
 Progress::Progress(std::string label, int64_t total, const std::string& mode, std::FILE* out)
     : label_(std::move(label)), total_(total), out_(out) {
@@ -79,4 +87,4 @@ void Progress::draw(bool final, const std::string& info) {
   std::fflush(out_);
 }
 
-}  // namespace mmintent
+}  // namespace mmintent::detail

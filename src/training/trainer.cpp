@@ -3,12 +3,12 @@
 #include "mmintent/core/log.h"
 #include "mmintent/core/seed.h"
 #include "mmintent/error.h"
-#include "mmintent/evaluation/metrics.h"
-#include "mmintent/evaluation/predictions.h"
+#include "mmintent/metrics/meters.h"
+#include "mmintent/training/predictions.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/interrupt.h"
 #include "mmintent/training/precision.h"
-#include "mmintent/training/progress.h"
+#include "mmintent/training/detail/progress.h"
 
 #include <torch/torch.h>
 
@@ -23,20 +23,6 @@ namespace mmintent {
 namespace fs = std::filesystem;
 namespace {
 
-std::string fmt(double v, int precision = 4) {
-  std::ostringstream os;
-  os.precision(precision);
-  os << std::fixed << v;
-  return os.str();
-}
-
-std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  std::ostringstream os;
-  os.precision(10);
-  os << v;
-  return os.str();
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -58,7 +44,6 @@ Trainer::Trainer(IntentClassifier model, TrainerOptions options, std::shared_ptr
       options_(std::move(options)),
       device_(resolve_device(options_.device)),
       precision_(parse_precision(options_.precision)),
-      early_stopping_(options_.early_stopping),
       comm_(std::move(comm)) {
   if (options_.epochs < 1) throw Error("train.epochs must be >= 1");
   if (options_.accumulation_steps < 1) throw Error("train.accumulation_steps must be >= 1");
@@ -67,13 +52,43 @@ Trainer::Trainer(IntentClassifier model, TrainerOptions options, std::shared_ptr
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   model_->to(device_);
   optimizer_ = make_optimizer(model_->parameters(), options_.optimizer);
-  writes_ = !options_.run_dir.empty() && (!comm_ || comm_->rank() == 0);
-  if (writes_) fs::create_directories(options_.run_dir);
   if (distributed()) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, model_->parameters(),
                                                  options_.gradient_bucket_bytes);
     state_.world_size = comm_->world_size();
   }
+  // The trainer's own callbacks, in their fixed order (training/callbacks.h); only rank 0 (or a
+  // single process) writes files.
+  callbacks_.push_back(std::make_shared<EarlyStoppingCallback>(options_.early_stopping));
+  const auto& files = options_.files;
+  if (files.any() && (!comm_ || comm_->rank() == 0)) {
+    for (const auto& path : {files.best_checkpoint, files.last_checkpoint, files.final_weights, files.metrics_log}) {
+      if (!path.empty() && fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+    }
+    if (!files.metrics_log.empty()) callbacks_.push_back(std::make_shared<MetricsLogCallback>(files.metrics_log));
+    callbacks_.push_back(std::make_shared<CheckpointCallback>(
+        options_.save_best ? files.best_checkpoint : std::string(),
+        options_.save_last ? files.last_checkpoint : std::string(), files.final_weights));
+  }
+  callbacks_.push_back(std::make_shared<EpochLogCallback>());
+}
+
+void Trainer::add_callback(std::shared_ptr<Callback> callback) {
+  callbacks_.push_back(std::move(callback));
+}
+
+void Trainer::request_stop(std::string reason, std::string message) {
+  stop_reason_ = std::move(reason);
+  stop_message_ = std::move(message);
+}
+
+void Trainer::remember_best() { best_ = copy_state(*model_, /*to_cpu=*/true); }
+
+void Trainer::restore_best() { load_state(*model_, best_, "best weights"); }
+
+void Trainer::save_checkpoint(const std::string& path, bool with_optimizer, bool with_best) const {
+  mmintent::save_checkpoint(path, *model_, with_optimizer ? optimizer_.get() : nullptr, state_,
+                            with_best ? &best_ : nullptr, device_);
 }
 
 Trainer::~Trainer() = default;
@@ -90,59 +105,22 @@ void Trainer::resume(const std::string& checkpoint_path) {
   }
   state_ = data.state;
   best_ = std::move(data.best);
-  early_stopping_.set_state(state_.early_stopping);
   log::info("trainer", "resumed from " + checkpoint_path + " after epoch " +
                            std::to_string(state_.epochs_completed) + " (step " +
                            std::to_string(state_.global_step) + ")");
-  // Drop metric lines of epochs after the checkpoint: they are about to be recomputed.
-  if (writes_) {
-    const auto path = fs::path(options_.run_dir) / "metrics.jsonl";
-    std::ifstream in(path);
-    std::vector<std::string> keep;
-    std::string line;
-    for (int64_t i = 0; i < state_.epochs_completed && std::getline(in, line); ++i) keep.push_back(line);
-    in.close();
-    std::ofstream out(path, std::ios::trunc);
-    for (const auto& l : keep) out << l << '\n';
-  }
+  for (const auto& callback : callbacks_) callback->on_resume(*this);
 }
 
 std::map<std::string, double> Trainer::evaluate(BatchSource& source, const std::string& prefix) {
   auto p = collect_predictions(model_, source, device_, precision_);
-  // Everything as counts, which add up exactly over the ranks' shards: the loss sum, the
-  // samples with a loss, the labelled samples, top-3 hits and the confusion matrix. Samples
-  // labelled past the model's classes (untrained out-of-scope samples) are left out of the
-  // confusion matrix: these metrics are about the trained classes.
-  const int64_t K = model_->options.num_classes();
-  std::vector<double> counts(4 + static_cast<size_t>(K * K), 0.0);
-  counts[0] = p.loss * static_cast<double>(p.loss_samples);
-  counts[1] = static_cast<double>(p.loss_samples);
-  if (p.labels.defined() && p.labels.numel() > 0) {
-    counts[2] = static_cast<double>(p.labels.numel());
-    const auto known = p.labels.ge(0).logical_and(p.labels.lt(K));
-    const auto probs = p.probs.index({known});
-    const auto gold = p.labels.index({known});
-    const auto pred = probs.argmax(1);
-    const auto top = std::get<1>(probs.topk(std::min<int64_t>(3, K), 1));
-    counts[3] = top.eq(gold.unsqueeze(1)).any(1).sum().item<double>();
-    const auto confusion = at::bincount(gold * K + pred, {}, K * K).to(at::kDouble).contiguous();
-    std::copy(confusion.data_ptr<double>(), confusion.data_ptr<double>() + K * K, counts.begin() + 4);
-  }
-  if (distributed()) counts = all_reduce_sum(*comm_, counts);
-  std::map<std::string, double> out;
-  out[prefix + ".loss"] = distributed() ? (counts[1] > 0 ? counts[0] / counts[1] : 0.0) : p.loss;
-  if (counts[2] > 0) {
-    std::vector<std::vector<int64_t>> confusion(K, std::vector<int64_t>(K));
-    for (int64_t g = 0; g < K; ++g) {
-      for (int64_t q = 0; q < K; ++q) confusion[g][q] = static_cast<int64_t>(counts[4 + g * K + q]);
-    }
-    const auto m = metrics_from_confusion(std::move(confusion));
-    out[prefix + ".accuracy"] = m.accuracy;
-    out[prefix + ".macro_f1"] = m.macro_f1;
-    out[prefix + ".weighted_f1"] = m.weighted_f1;
-    out[prefix + ".top3_accuracy"] = m.count ? counts[3] / static_cast<double>(m.count) : 0.0;
-  }
-  return out;
+  // Meters keep counts, which add up exactly over the ranks' shards. Samples labelled past the
+  // model's classes (untrained out-of-scope samples) are left out of the classification
+  // meters: these metrics are about the trained classes.
+  auto meters = validation_meters(model_->options.num_classes());
+  const MeterInput input{p.probs, p.labels, p.loss_sum, p.loss_samples};
+  for (auto& meter : meters) meter->add(input);
+  if (distributed()) set_meter_counts(meters, all_reduce_sum(*comm_, meter_counts(meters)));
+  return meter_values(meters, prefix);
 }
 
 std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrSchedule& schedule) {
@@ -158,10 +136,11 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
   train.start_epoch(epoch);
   const int64_t batches = train.num_batches();
   const int64_t accum = options_.accumulation_steps;
-  Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options_.epochs),
+  detail::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options_.epochs),
                     batches, options_.progress);
-  double loss_sum = 0, window_loss = 0;
-  int64_t correct = 0, seen = 0, labelled = 0, window_samples = 0;
+  auto meters = train_meters(model_->options.num_classes());
+  double loss_sum = 0, window_loss = 0;  // for the progress line and the divergence check
+  int64_t seen = 0, window_samples = 0;
   for (int64_t i = 0; i < batches; ++i) {
     auto batch = train.next();
     if (!batch) throw Error("training data ended early: batch " + std::to_string(i + 1) +
@@ -214,9 +193,10 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
       loss.backward();
       loss_sum += batch_loss;
       window_loss += batch_loss;
-      // Accuracy over samples with a label (a feedback sample may carry only a rejected intent).
-      correct += logits.argmax(1).eq(b.labels).sum().item<int64_t>();
-      labelled += b.labels.ge(0).sum().item<int64_t>();
+      // Accuracy counts samples with a label (a feedback sample may carry only a rejected
+      // intent); the loss counts every sample.
+      const MeterInput input{logits.detach(), b.labels, batch_loss, b.size()};
+      for (auto& meter : meters) meter->add(input);
       seen += b.size();
     }
 
@@ -241,7 +221,7 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
       optimizer_->step();
       ++state_.global_step;
     }
-    progress.update(i + 1, "loss " + fmt(loss_sum / std::max<int64_t>(1, seen)));
+    progress.update(i + 1, "loss " + detail::format_fixed(loss_sum / std::max<int64_t>(1, seen)));
     if (stop) {
       throw Interrupted("interrupted during epoch " + std::to_string(epoch + 1) + " at batch " +
                         std::to_string(i + 1) + "/" + std::to_string(batches) + "; " +
@@ -250,31 +230,16 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
                                    : std::string("no epoch was completed")));
     }
   }
-  progress.finish("loss " + fmt(loss_sum / std::max<int64_t>(1, seen)));
+  progress.finish("loss " + detail::format_fixed(loss_sum / std::max<int64_t>(1, seen)));
   if (dist) {
-    const auto totals = all_reduce_sum(*comm_, {loss_sum, static_cast<double>(correct),
-                                                static_cast<double>(labelled), static_cast<double>(seen)});
-    loss_sum = totals[0];
-    correct = static_cast<int64_t>(totals[1]);
-    labelled = static_cast<int64_t>(totals[2]);
-    seen = static_cast<int64_t>(totals[3]);
+    set_meter_counts(meters, all_reduce_sum(*comm_, meter_counts(meters)));
     // Batch-norm running statistics differ per rank (each saw its own shard): their mean goes
     // into validation and the checkpoints, the same on every rank.
     average_buffers(*comm_, *model_);
   }
-  return {{"train.loss", seen ? loss_sum / seen : 0.0},
-          {"train.accuracy", labelled ? static_cast<double>(correct) / labelled : 0.0},
-          {"lr", schedule.lr_at(std::max<int64_t>(0, state_.global_step - 1))}};
-}
-
-void Trainer::write_metrics_line(const EpochRecord& record) {
-  if (!writes_) return;
-  std::ofstream out(fs::path(options_.run_dir) / "metrics.jsonl", std::ios::app);
-  out << "{\"epoch\": " << record.epoch;
-  for (const auto& [k, v] : record.metrics) out << ", \"" << k << "\": " << json_number(v);
-  out << ", \"improved\": " << (record.improved ? "true" : "false")
-      << ", \"seconds\": " << json_number(record.seconds) << "}\n";
-  if (!out) throw CheckpointError("cannot append to " + (fs::path(options_.run_dir) / "metrics.jsonl").string());
+  auto out = meter_values(meters, "train");
+  out["lr"] = schedule.lr_at(std::max<int64_t>(0, state_.global_step - 1));
+  return out;
 }
 
 FitResult Trainer::fit(BatchSource& train, BatchSource* val) {
@@ -286,8 +251,6 @@ FitResult Trainer::fit(BatchSource& train, BatchSource* val) {
   const int64_t steps_per_epoch = ceil_div(train.num_batches(), options_.accumulation_steps);
   const LrSchedule schedule(options_.scheduler, options_.optimizer.lr,
                             steps_per_epoch * options_.epochs);
-  const auto dir = fs::path(options_.run_dir);
-  const bool write = writes_;
   if (distributed()) {
     // The ranks must see the same passes (the same samples, batch size and world size) from
     // the same point of the run, or their collectives would not pair up: a rank whose data
@@ -327,90 +290,33 @@ FitResult Trainer::fit(BatchSource& train, BatchSource* val) {
                              std::to_string(train.global_batch_size_at(0)));
   }
 
+  for (const auto& callback : callbacks_) callback->on_fit_start(*this);
   FitResult result;
   result.stop_reason = "max_epochs";
+  stop_reason_.clear();
+  stop_message_.clear();
   while (state_.epochs_completed < options_.epochs) {
     const auto start = std::chrono::steady_clock::now();
-    const int64_t epoch = state_.epochs_completed;
     EpochRecord record;
-    record.epoch = epoch + 1;
+    record.epoch = state_.epochs_completed + 1;
     record.metrics = train_epoch(train, schedule);
     if (val) {
       for (auto& [k, v] : evaluate(*val, "val")) record.metrics[k] = v;
     }
-    auto it = record.metrics.find(es.metric);
-    if (it == record.metrics.end()) {
-      std::string names;
-      for (const auto& [k, v] : record.metrics) names += (names.empty() ? "" : ", ") + k;
-      throw Error("early_stopping.metric '" + es.metric + "' is not reported; available: " + names);
-    }
-    record.improved = early_stopping_.update(epoch, it->second);
-    bool stop = early_stopping_.should_stop(epoch);
-    if (distributed()) {
-      // Decided once, on rank 0, and applied on every rank.
-      const auto st = early_stopping_.state();
-      const auto d = broadcast(*comm_, std::vector<double>{record.improved ? 1.0 : 0.0, stop ? 1.0 : 0.0,
-                                        st.has_best ? 1.0 : 0.0, st.best_value,
-                                        static_cast<double>(st.best_epoch),
-                                        static_cast<double>(st.stalls),
-                                        static_cast<double>(st.evaluations)}, 0);
-      record.improved = d[0] > 0;
-      stop = d[1] > 0;
-      EarlyStopping::State decided;
-      decided.has_best = d[2] > 0;
-      decided.best_value = d[3];
-      decided.best_epoch = static_cast<int64_t>(d[4]);
-      decided.stalls = static_cast<int64_t>(d[5]);
-      decided.evaluations = static_cast<int64_t>(d[6]);
-      early_stopping_.set_state(decided);
-    }
-    state_.epochs_completed = epoch + 1;
-    state_.early_stopping = early_stopping_.state();
-    if (record.improved) {
-      best_ = copy_state(*model_, /*to_cpu=*/true);
-      if (write && options_.save_best) {
-        save_checkpoint((dir / "best.pt").string(), *model_, optimizer_.get(), state_, nullptr,
-                        device_);
-      }
-    }
     record.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    // The metrics line goes first: a process killed between the two leaves one line too many,
-    // which resume() drops, never a checkpoint whose epoch has no line.
-    write_metrics_line(record);
-    if (write && options_.save_last) {
-      save_checkpoint((dir / "last.pt").string(), *model_, optimizer_.get(), state_, &best_,
-                      device_);
-    }
-
-    std::string line = "epoch " + std::to_string(record.epoch) + ":";
-    for (const auto& [k, v] : record.metrics) line += " " + k + "=" + fmt(v);
-    line += record.improved ? " (best)" : "";
-    log::info("trainer", line);
+    state_.epochs_completed = record.epoch;
+    for (const auto& callback : callbacks_) callback->on_epoch_end(*this, record);
     result.history.push_back(record);
     if (on_epoch_end) on_epoch_end(record);
-
-    if (stop) {
-      result.stop_reason = "early_stopping";
-      log::info("trainer", "early stopping after epoch " + std::to_string(record.epoch) + ": " +
-                               es.metric + " has not improved for " +
-                               std::to_string(early_stopping_.state().stalls) + " evaluation(s)");
+    if (!stop_reason_.empty()) {
+      result.stop_reason = stop_reason_;
+      if (!stop_message_.empty()) log::info("trainer", stop_message_);
       break;
     }
   }
-
-  const auto& st = early_stopping_.state();
   result.epochs_completed = state_.epochs_completed;
-  result.best_epoch = st.has_best ? st.best_epoch + 1 : 0;
-  result.best_value = st.best_value;
-  if (es.restore_best && !best_.empty()) {
-    load_state(*model_, best_, "best weights");
-    log::info("trainer", "restored the best weights (epoch " + std::to_string(result.best_epoch) +
-                             ", " + es.metric + "=" + fmt(st.best_value) + ")");
-  }
-  if (write) {
-    save_checkpoint((dir / "model.pt").string(), *model_, nullptr, state_, nullptr, device_);
-  }
+  for (const auto& callback : callbacks_) callback->on_fit_end(*this, result);
   return result;
 }
 

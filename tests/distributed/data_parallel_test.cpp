@@ -12,6 +12,7 @@
 #include "mmintent/error.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/interrupt.h"
+#include "mmintent/run/run_directory.h"
 #include "mmintent/training/trainer.h"
 #include "support/cli.h"
 #include "support/support.h"
@@ -141,7 +142,7 @@ TrainerOptions trainer_options(const std::string& run_dir, int64_t epochs) {
   TrainerOptions t;
   t.epochs = epochs;
   t.device = "cpu";
-  t.run_dir = run_dir;
+  t.files = RunDirectory(run_dir).trainer_files();
   t.progress = "none";
   t.optimizer.lr = 0.01;
   t.scheduler.type = "cosine";

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mmintent/app/run.h"
+#include "mmintent/run/setup.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/inference/predictor.h"
 #include "mmintent/training/checkpoint.h"

@@ -3,6 +3,7 @@
 #include "mmintent/error.h"
 #include "mmintent/evaluation/plots.h"
 #include "mmintent/evaluation/report.h"
+#include "mmintent/run/serving.h"
 #include "support/support.h"
 
 #include <gtest/gtest.h>
@@ -160,7 +161,7 @@ TEST(CalibrationTest, CalibrationMetricsOfAProbabilityMatrix) {
 
 TEST(CalibrationTest, CalibrationFileRoundTripAndDefaults) {
   test::TempDir dir;
-  const auto none = load_calibration(dir.str());
+  const auto none = load_calibration(RunDirectory(dir.str()));
   EXPECT_EQ(none.method, "none");
   EXPECT_DOUBLE_EQ(none.temperature, 1.0);
 
@@ -171,8 +172,8 @@ TEST(CalibrationTest, CalibrationFileRoundTripAndDefaults) {
   c.fit.count = 12;
   c.fit.nll_before = 0.9;
   c.fit.nll_after = 0.7;
-  save_calibration(dir.str(), c);
-  const auto back = load_calibration(dir.str());
+  save_calibration(RunDirectory(dir.str()), c);
+  const auto back = load_calibration(RunDirectory(dir.str()));
   EXPECT_EQ(back.method, "temperature");
   EXPECT_DOUBLE_EQ(back.temperature, 1.7364);
   EXPECT_EQ(back.fitted_on, "val");
@@ -181,13 +182,13 @@ TEST(CalibrationTest, CalibrationFileRoundTripAndDefaults) {
 
   dir.write("calibration.json", R"({"temperature": -2})");
   try {
-    load_calibration(dir.str());
+    load_calibration(RunDirectory(dir.str()));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("calibration.json"), std::string::npos) << e.what();
   }
   dir.write("calibration.json", "not json");
-  EXPECT_THROW(load_calibration(dir.str()), Error);
+  EXPECT_THROW(load_calibration(RunDirectory(dir.str())), Error);
 }
 
 TEST(CalibrationTest, CalibrationReportMergesIntoTheSplitAndDrawsTheDiagram) {

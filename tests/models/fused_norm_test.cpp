@@ -1,7 +1,7 @@
-// The fused CPU batch norm + ReLU (+ max pooling) (models/fused_norm.h) against LibTorch's
+// The fused CPU batch norm + ReLU (+ max pooling) (models/detail/fused_norm.h) against LibTorch's
 // BatchNorm2d, ReLU and MaxPool2d: the same outputs, running statistics and gradients, alone
 // and inside the image encoder.
-#include "mmintent/models/fused_norm.h"
+#include "mmintent/models/detail/fused_norm.h"
 #include "mmintent/models/image_encoder.h"
 #include "support/support.h"
 
@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 using namespace mmintent;
+using namespace mmintent::detail;  // the kernels are internal (models/detail)
 
 namespace {
 

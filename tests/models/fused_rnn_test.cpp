@@ -1,7 +1,7 @@
-// The fused CPU LSTM/GRU (models/fused_rnn.h) against LibTorch's own kernels: the same
+// The fused CPU LSTM/GRU (models/detail/fused_rnn.h) against LibTorch's own kernels: the same
 // outputs and the same gradients for every parameter and the input, over batches of unequal
 // lengths, both directions, several layers and every pooling.
-#include "mmintent/models/fused_rnn.h"
+#include "mmintent/models/detail/fused_rnn.h"
 #include "mmintent/models/text_encoder.h"
 #include "mmintent/training/precision.h"
 #include "support/support.h"
@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 using namespace mmintent;
+using namespace mmintent::detail;  // the kernels are internal (models/detail)
 
 namespace {
 

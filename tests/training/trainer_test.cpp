@@ -1,8 +1,9 @@
 #include "mmintent/error.h"
-#include "mmintent/evaluation/predictions.h"
+#include "mmintent/training/predictions.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/interrupt.h"
+#include "mmintent/run/run_directory.h"
 #include "mmintent/training/trainer.h"
 #include "support/support.h"
 #include "support/synthetic.h"
@@ -38,7 +39,7 @@ class TrainerTest : public test::SeededTest {
     TrainerOptions t;
     t.epochs = epochs;
     t.device = "cpu";
-    t.run_dir = run_dir;
+    t.files = RunDirectory(run_dir).trainer_files();
     t.progress = "none";
     t.optimizer.lr = 0.01;
     t.scheduler.type = "cosine";

@@ -1,12 +1,12 @@
 #pragma once
-/// Whole runs from a config: prepare the data, train, evaluate; and evaluation of a finished
-/// run directory. This is what the `mmintent` CLI calls, and what an app calls to train in code.
+/// Whole runs from a config: prepare the data, train, evaluate; and evaluation and calibration
+/// of a finished run directory. This is what the `mmintent` CLI calls, and what an app calls to
+/// train in code. The run directory's layout is run/run_directory.h's.
 
 #include "mmintent/config/config.h"
-#include "mmintent/data/dataset.h"
-#include "mmintent/data/loader.h"
+#include "mmintent/distributed/communicator.h"
 #include "mmintent/evaluation/calibration.h"
-#include "mmintent/evaluation/metrics.h"
+#include "mmintent/metrics/classification.h"
 #include "mmintent/training/trainer.h"
 
 #include <map>
@@ -14,32 +14,6 @@
 #include <string>
 
 namespace mmintent {
-
-/// Everything the data layer produces for a run.
-struct RunData {
-  LabelMap labels;
-  std::shared_ptr<const Tokenizer> tokenizer;  ///< null when text is unused
-  std::shared_ptr<const MultimodalDataset> train, val, test;
-};
-
-/// How the config says manifests are read (fields, format, missing modalities, bad records).
-ManifestReadOptions manifest_read_options(const Config& config, bool require_label);
-/// How the config says samples are prepared (modalities, image size, text length, policies).
-DatasetOptions dataset_options(const Config& config);
-
-/// Sets the process's runtime from the config, once per command: LibTorch's and the BLAS's
-/// threads (runtime.threads), OpenCV's pool off (the loader's threads already run in parallel;
-/// OpenCV's on top would oversubscribe the cores), the allocator (runtime.keep_freed_memory).
-void configure_runtime(const Config& config);
-
-/// The loader for a split: shuffled and augmented for training, in order otherwise; in a
-/// data-parallel run, rank `rank`'s shard of every pass (see DataLoader).
-std::unique_ptr<DataLoader> make_loader(const Config& config,
-                                        std::shared_ptr<const MultimodalDataset> dataset,
-                                        bool training, int64_t rank = 0, int64_t world_size = 1);
-
-/// Builds the model for `config` with its sizes taken from the data.
-IntentClassifier build_model(const Config& config, const RunData& data);
 
 struct TrainRunOptions {
   /// Checkpoint to resume from: a path, "auto" (the run dir's last.pt) or empty (fresh run).
@@ -70,20 +44,6 @@ TrainRunResult train_from_config(const Config& config, const TrainRunOptions& op
 /// config's fixed thresholds).
 ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
                                    bool print_table = true);
-
-/// What a run serves beyond its weights: the temperature (calibration.json; T = 1 without
-/// one) and the decision thresholds (decision.json; without one the config's fixed values).
-struct ServingSetup {
-  std::string calibration_method = "none";  ///< temperature | none
-  double temperature = 1.0;
-  DecisionOptions decision;  ///< as configured (-1: chosen on val)
-  DecisionThresholds thresholds;  ///< in force
-};
-
-/// Reads calibration.json and decision.json of a finished run. Throws mmintent::Error naming
-/// the file when one is broken, or when decision.json is missing while the config chooses a
-/// threshold on val (-1).
-ServingSetup load_serving(const std::string& run_dir, const Config& config);
 
 struct CalibrateRunResult {
   TemperatureFit fit;

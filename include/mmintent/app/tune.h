@@ -8,7 +8,7 @@
 /// into every pass so the model does not forget. With tune.freeze_encoders only the fusion and
 /// the head learn. The Trainer and the data pipeline are the ones `train` uses.
 
-#include "mmintent/evaluation/metrics.h"
+#include "mmintent/metrics/classification.h"
 #include "mmintent/training/trainer.h"
 
 #include <map>

@@ -7,8 +7,8 @@
 #include "mmintent/data/manifest.h"
 #include "mmintent/data/tokenizer.h"
 #include "mmintent/evaluation/calibration.h"
-#include "mmintent/inference/decision.h"
-#include "mmintent/inference/rewrite.h"
+#include "mmintent/policy/decision.h"
+#include "mmintent/policy/rewrite.h"
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/trainer.h"
 
@@ -121,7 +121,7 @@ struct Config {
   RuntimeConfig runtime;
   DataConfig data;
   ModelConfig model;
-  /// device, seed and run_dir are taken from runtime and output, not from this section.
+  /// device and seed are taken from runtime, not from this section.
   TrainerOptions train;
   EvalConfig eval;
   OosConfig oos;
@@ -133,7 +133,8 @@ struct Config {
   DistributedOptions distributed;
   OutputConfig output;
 
-  /// The trainer's options with device, seed and run directory filled in.
+  /// The trainer's options with device, precision and seed filled in (the files it writes come
+  /// from the run directory: RunDirectory::trainer_files).
   TrainerOptions trainer_options() const;
   /// The model's options for a vocabulary and intent count found in the data.
   IntentClassifierOptions model_options(int64_t vocab_size, int64_t num_classes) const;

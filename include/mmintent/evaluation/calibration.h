@@ -1,8 +1,7 @@
 #pragma once
 /// Confidence calibration: temperature scaling (Guo et al., 2017) fitted on a validation split,
-/// the expected calibration error (ECE) and the negative log-likelihood (NLL) it is judged by,
-/// and the run directory's calibration.json. Plain std::vector inputs (no LibTorch types):
-/// scores are row-major [N,K] matrices of doubles.
+/// the expected calibration error (ECE) and the negative log-likelihood (NLL) it is judged by.
+/// Plain std::vector inputs (no LibTorch types): scores are row-major [N,K] matrices of doubles.
 
 #include <cstdint>
 #include <string>
@@ -89,21 +88,12 @@ CalibrationMetrics reliability(const std::vector<double>& confidences,
 CalibrationMetrics calibration_metrics(const std::vector<double>& probs, int64_t num_classes,
                                        const std::vector<int64_t>& labels, int64_t num_bins = 15);
 
-/// What calibration.json holds.
+/// What a run's calibration.json holds (read and written by run/serving.h).
 struct CalibrationFile {
   std::string method = "none";  ///< temperature | none
   double temperature = 1.0;
   std::string fitted_on;  ///< the split (or manifest) the temperature was fitted on
   TemperatureFit fit;     ///< the search's figures (count, NLL before/after, bound)
 };
-
-/// Writes `run_dir`/calibration.json (temporary file, then rename). Throws mmintent::Error
-/// naming the path when it cannot.
-void save_calibration(const std::string& run_dir, const CalibrationFile& calibration);
-
-/// Reads `run_dir`/calibration.json; a run without one (older runs, calibration disabled)
-/// gives method "none" and T = 1. Throws mmintent::Error naming the file when it is not
-/// valid JSON or its temperature is not a positive finite number.
-CalibrationFile load_calibration(const std::string& run_dir);
 
 }  // namespace mmintent

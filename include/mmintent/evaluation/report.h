@@ -3,9 +3,10 @@
 /// listing, PNG plots, and a readable metrics table for the console.
 
 #include "mmintent/evaluation/calibration.h"
-#include "mmintent/evaluation/metrics.h"
-#include "mmintent/evaluation/predictions.h"
-#include "mmintent/inference/decision.h"
+#include "mmintent/evaluation/out_of_scope.h"
+#include "mmintent/metrics/classification.h"
+#include "mmintent/training/predictions.h"
+#include "mmintent/policy/decision.h"
 
 #include <cstdint>
 #include <string>
@@ -86,6 +87,18 @@ struct DecisionReport {
 /// coverage_<split>.png with the operating point of min_confidence marked.
 void write_decision_report(const std::string& run_dir, const std::string& split,
                            const DecisionReport& report, bool plots = true);
+
+/// Out-of-scope handling on one split.
+struct OosReport {
+  std::string label;
+  std::string method;     ///< class | threshold
+  double threshold = -1;  ///< threshold method only
+  OosMetrics metrics;
+};
+
+/// Merges report[split]["oos"] = {label, method, threshold (threshold method), in_scope_count,
+/// oos_count, in_scope_accuracy, oos_recall, oos_precision, oos_f1}.
+void write_oos_report(const std::string& run_dir, const std::string& split, const OosReport& report);
 
 /// Whether rewriting keeps the meaning: the intent predicted for the normalised text against
 /// the one predicted for the original text.

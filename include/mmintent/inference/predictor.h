@@ -6,8 +6,8 @@
 
 #include "mmintent/config/config.h"
 #include "mmintent/data/dataset.h"
-#include "mmintent/inference/decision.h"
-#include "mmintent/inference/rewrite.h"
+#include "mmintent/policy/decision.h"
+#include "mmintent/policy/rewrite.h"
 
 #include <memory>
 #include <string>

@@ -33,7 +33,7 @@ struct ImageEncoderOptions {
   /// values computed are the same up to rounding.
   TORCH_ARG(bool, channels_last) = true;
   /// Batch norm + ReLU (+ max pooling) in training: "fused" runs mmintent's CPU kernel
-  /// (models/fused_norm.h: needs channels_last and batch_norm, float or double on the CPU),
+  /// (models/detail/fused_norm.h: needs channels_last and batch_norm, float or double on the CPU),
   /// "native" LibTorch's three operators, "auto" the fused kernel wherever it can run. The same
   /// function and parameters either way; evaluation always runs LibTorch's.
   TORCH_ARG(std::string, norm_kernel) = "auto";

@@ -1,7 +1,7 @@
 #pragma once
 /// RNN text encoder: embedding, LSTM or GRU (layers, bidirectional), padding-aware pooling.
 /// Sequences are packed, so the encoding of a sequence never depends on how much it was padded.
-/// On the CPU the RNN runs on mmintent's fused kernel (`rnn_kernel`, models/fused_rnn.h).
+/// On the CPU the RNN runs on mmintent's fused kernel (`rnn_kernel`, models/detail/fused_rnn.h).
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -29,7 +29,7 @@ struct TextEncoderOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// "last" (final hidden states), "mean" or "max" over the real (unpadded) time steps.
   TORCH_ARG(std::string, pooling) = "mean";
-  /// How the RNN runs. "fused": mmintent's CPU kernel (models/fused_rnn.h: one matrix product
+  /// How the RNN runs. "fused": mmintent's CPU kernel (models/detail/fused_rnn.h: one matrix product
   /// and a few element-wise passes per step, a hand-written backward); "native": LibTorch's
   /// LSTM/GRU (cuDNN on CUDA). "auto": fused where it can run (CPU, float32/float64; under
   /// bf16 autocast its matrix products take bf16 operands), native elsewhere. Both compute the

@@ -10,9 +10,14 @@
 /// reduced from counts; early stopping is decided on rank 0 and applied on all; only rank 0
 /// writes. The sources must be sharded the same way on every rank (DataLoader's rank and
 /// world_size).
+///
+/// Around the loop, callbacks (training/callbacks.h): early stopping, the metrics log,
+/// checkpoints and the epoch's log line are the trainer's own, installed from its options;
+/// metrics are meters (metrics/meters.h).
 
 #include "mmintent/core/batch.h"
 #include "mmintent/distributed/communicator.h"
+#include "mmintent/training/callbacks.h"
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/early_stopping.h"
@@ -28,6 +33,20 @@
 
 namespace mmintent {
 
+/// The files a trainer writes; an empty path is not written. A run directory gives its own
+/// (run/run_directory.h: RunDirectory::trainer_files).
+struct TrainerFiles {
+  std::string best_checkpoint;  ///< weights, optimizer and state of the best epoch
+  std::string last_checkpoint;  ///< the same after every epoch, with the best weights: to resume
+  std::string final_weights;    ///< the weights training ends with (the best ones when restored)
+  std::string metrics_log;      ///< one JSON line per epoch
+
+  bool any() const {
+    return !best_checkpoint.empty() || !last_checkpoint.empty() || !final_weights.empty() ||
+           !metrics_log.empty();
+  }
+};
+
 struct TrainerOptions {
   int64_t epochs = 10;
   double grad_clip = 0.0;          ///< max global gradient norm; 0 disables clipping
@@ -39,30 +58,13 @@ struct TrainerOptions {
   SchedulerOptions scheduler;
   LossOptions loss;
   EarlyStoppingOptions early_stopping;
-  /// Directory for last.pt, best.pt, model.pt and metrics.jsonl; empty writes nothing.
-  std::string run_dir;
+  /// Where checkpoints and the metrics log go; empty paths write nothing.
+  TrainerFiles files;
   bool save_best = true;
   bool save_last = true;
   std::string progress = "auto";  ///< auto | bar | lines | none
   /// Multi-process runs: gradients are summed in buckets of about this many bytes.
   int64_t gradient_bucket_bytes = int64_t{25} << 20;
-};
-
-/// Metrics of one epoch: "train.loss", "train.accuracy", "val.loss", "val.accuracy",
-/// "val.macro_f1", "val.weighted_f1", "val.top3_accuracy", "lr".
-struct EpochRecord {
-  int64_t epoch = 0;  ///< 1-based
-  std::map<std::string, double> metrics;
-  bool improved = false;
-  double seconds = 0;
-};
-
-struct FitResult {
-  int64_t epochs_completed = 0;
-  int64_t best_epoch = 0;  ///< 1-based; 0 when nothing was tracked
-  double best_value = 0;
-  std::string stop_reason;  ///< "max_epochs" or "early_stopping"
-  std::vector<EpochRecord> history;
 };
 
 class Trainer {
@@ -79,20 +81,38 @@ class Trainer {
   /// Trains until options.epochs or early stopping. `val` may be null.
   FitResult fit(BatchSource& train, BatchSource* val);
 
-  /// Validation metrics ("<prefix>.loss", accuracy, macro_f1, ...) of the current model; in
-  /// a data-parallel run, over all ranks' shards of `source` (every rank must call it).
+  /// Validation metrics ("<prefix>.loss", accuracy, macro_f1, ...: the validation meters) of
+  /// the current model; in a data-parallel run, over all ranks' shards of `source` (every rank
+  /// must call it).
   std::map<std::string, double> evaluate(BatchSource& source, const std::string& prefix);
+
+  /// Runs after the trainer's own callbacks, in the order added.
+  void add_callback(std::shared_ptr<Callback> callback);
 
   IntentClassifier& model() { return model_; }
   const c10::Device& device() const { return device_; }
+  const TrainerOptions& options() const { return options_; }
   const TrainingState& state() const { return state_; }
+  TrainingState& mutable_state() { return state_; }
+  /// The communicator of a data-parallel run; null in a single process.
+  Communicator* communicator() const { return distributed() ? comm_.get() : nullptr; }
 
-  /// Called after every epoch, after checkpoints are written.
+  // ---- For callbacks.
+  /// Ends fit() after the current epoch's callbacks; `message` is logged.
+  void request_stop(std::string reason, std::string message);
+  /// Keeps a copy of the current weights as the best ones (on the CPU).
+  void remember_best();
+  bool has_best() const { return !best_.empty(); }
+  /// Loads the kept best weights into the model.
+  void restore_best();
+  /// Writes a checkpoint of the model, optimizer and state (with the best weights: to resume).
+  void save_checkpoint(const std::string& path, bool with_optimizer, bool with_best) const;
+
+  /// Called after every epoch, after the callbacks (checkpoints are written by then).
   std::function<void(const EpochRecord&)> on_epoch_end;
 
  private:
   std::map<std::string, double> train_epoch(BatchSource& train, const LrSchedule& schedule);
-  void write_metrics_line(const EpochRecord& record);
   bool distributed() const { return comm_ && comm_->world_size() > 1; }
 
   IntentClassifier model_;
@@ -100,12 +120,12 @@ class Trainer {
   c10::Device device_;
   Precision precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  EarlyStopping early_stopping_;
   TrainingState state_;
   StateDict best_;  ///< best weights so far, on the CPU
   std::shared_ptr<Communicator> comm_;
   std::unique_ptr<GradientReducer> reducer_;
-  bool writes_ = false;  ///< run_dir set, and rank 0 (or a single process)
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::string stop_reason_, stop_message_;  ///< set by request_stop
 };
 
 }  // namespace mmintent

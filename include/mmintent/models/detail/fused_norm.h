@@ -10,7 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace mmintent {
+namespace mmintent::detail {
 
 /// `x`: [N, C, H, W] in channels-last memory order (`is_contiguous(ChannelsLast)`), float or
 /// double, on the CPU. `weight`, `bias`: the batch norm's affine parameters [C]; `running_mean`,
@@ -28,4 +28,4 @@ at::Tensor batch_norm_relu_pool(const at::Tensor& x, const at::Tensor& weight,
 /// memory order.
 bool fused_norm_supported(const at::Tensor& x);
 
-}  // namespace mmintent
+}  // namespace mmintent::detail

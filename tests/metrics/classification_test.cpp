@@ -1,5 +1,5 @@
 #include "mmintent/error.h"
-#include "mmintent/evaluation/metrics.h"
+#include "mmintent/metrics/classification.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-#include "mmintent/inference/decision.h"
+#include "mmintent/policy/decision.h"
 
 #include "mmintent/error.h"
 

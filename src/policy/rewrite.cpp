@@ -1,4 +1,4 @@
-#include "mmintent/inference/rewrite.h"
+#include "mmintent/policy/rewrite.h"
 
 #include "mmintent/data/manifest.h"
 #include "mmintent/error.h"

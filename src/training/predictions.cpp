@@ -1,4 +1,4 @@
-#include "mmintent/evaluation/predictions.h"
+#include "mmintent/training/predictions.h"
 
 #include <torch/torch.h>
 
@@ -47,6 +47,7 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
     if (!labels.empty()) p.labels = torch::cat(labels);
   }
   p.loss = n_loss ? loss_sum / n_loss : 0.0;
+  p.loss_sum = loss_sum;
   p.loss_samples = n_loss;
   return p;
 }

@@ -8,7 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace mmintent {
+namespace mmintent::detail {
 
 /// `x`: the packed sequence's data [N, input] (time-major: the rows of step 0, then of step 1,
 /// ...), float or double, on the CPU. `batch_sizes`: int64 [T] on the CPU, non-increasing, summing
@@ -30,4 +30,4 @@ at::Tensor packed_gru_direction(const at::Tensor& x, const at::Tensor& batch_siz
 /// Whether the fused kernel can run these inputs: CPU tensors, float or double.
 bool fused_rnn_supported(const at::Tensor& x);
 
-}  // namespace mmintent
+}  // namespace mmintent::detail

@@ -3,7 +3,7 @@
 /// service): the user's text normalised, and per decision a per-intent template (accept), a
 /// question naming the two candidate intents (clarify) or a fallback text. No LibTorch types.
 
-#include "mmintent/inference/decision.h"
+#include "mmintent/policy/decision.h"
 
 #include <map>
 #include <string>

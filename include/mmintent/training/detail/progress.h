@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <string>
 
-namespace mmintent {
+namespace mmintent::detail {
+
+/// `v` with `precision` decimals ("0.3142"): the loss beside the bar, the epoch's log line.
+std::string format_fixed(double v, int precision = 4);
 
 class Progress {
  public:
@@ -33,4 +36,4 @@ class Progress {
   int next_decile_ = 1;
 };
 
-}  // namespace mmintent
+}  // namespace mmintent::detail

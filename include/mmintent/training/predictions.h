@@ -2,9 +2,8 @@
 /// Runs a model over every batch of a source and gathers probabilities, labels and indices.
 
 #include "mmintent/core/batch.h"
-#include "mmintent/training/precision.h"
 #include "mmintent/models/intent_classifier.h"
-#include "mmintent/training/loss.h"
+#include "mmintent/training/precision.h"
 
 namespace mmintent {
 
@@ -15,6 +14,7 @@ struct Predictions {
   /// Mean cross-entropy (plain, without smoothing or weights) over the samples whose label is
   /// one of the model's classes.
   double loss = 0;
+  double loss_sum = 0;       ///< the summed cross-entropy (loss = loss_sum / loss_samples)
   int64_t loss_samples = 0;  ///< samples the loss is the mean over
 };
 

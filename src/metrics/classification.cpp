@@ -1,4 +1,4 @@
-#include "mmintent/evaluation/metrics.h"
+#include "mmintent/metrics/classification.h"
 
 #include "mmintent/error.h"
 

@@ -1,0 +1,87 @@
+#pragma once
+/// A run directory: what `train` and `tune` write and what `eval`, `calibrate`, `predict` and
+/// apps read. This is the one place that knows its layout (the file names below); everything
+/// else asks a RunDirectory for a part's path, or has it load or save the part.
+///
+///   config.yaml          the effective config (every key, absolute paths)
+///   labels.json          the class order of the model's outputs
+///   tokenizer.model      the sentencepiece model (text runs), tokenizer.vocab beside it
+///   best.pt, last.pt     checkpoints (best epoch; last epoch, to resume)
+///   model.pt             the final weights (what is served)
+///   metrics.jsonl        one line per epoch
+///   calibration.json     the temperature (absent: T = 1)
+///   oos.json             out-of-scope handling (runs with oos.label)
+///   decision.json        the accept / clarify / fallback thresholds in force
+///   tune.json            what a tuned run was tuned from
+///   report.json, report_<split>.*, ...   evaluation reports (evaluation/report.h)
+///   skipped_<split>.txt  samples left out under data.on_bad_sample: skip
+///   train.log            the log of the command that wrote the run
+
+#include "mmintent/training/trainer.h"
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mmintent {
+
+struct Config;
+class LabelMap;
+class Tokenizer;
+
+class RunDirectory {
+ public:
+  /// `path` as the user gave it: messages name it that way. Nothing is read or checked.
+  explicit RunDirectory(std::filesystem::path path);
+
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+  // ---- Where each part lives.
+  std::filesystem::path config_file() const;
+  std::filesystem::path labels_file() const;
+  std::filesystem::path tokenizer_file() const;
+  std::filesystem::path tokenizer_vocab_file() const;
+  std::filesystem::path weights_file() const;  ///< model.pt: the final weights
+  std::filesystem::path best_checkpoint() const;
+  std::filesystem::path last_checkpoint() const;
+  std::filesystem::path metrics_log() const;
+  std::filesystem::path calibration_file() const;
+  std::filesystem::path oos_file() const;
+  std::filesystem::path decision_file() const;
+  std::filesystem::path tune_file() const;
+  std::filesystem::path report_file() const;
+  std::filesystem::path log_file() const;
+  std::filesystem::path skipped_file(const std::string& split) const;
+  /// The trainer's files (checkpoints and metrics log) in this directory.
+  TrainerFiles trainer_files() const;
+
+  // ---- Checks.
+  /// Throws Error "'<dir>' is not a run directory (no config.yaml)".
+  void require_config() const;
+  /// Throws Error naming the first of config.yaml, labels.json, model.pt that is missing.
+  void require_finished() const;
+
+  // ---- Reading the parts (each throws an error naming the file when it is broken).
+  Config load_config(const std::vector<std::string>& overrides = {}) const;
+  LabelMap load_labels() const;
+  /// The run's tokenizer, or null when `config` uses no text.
+  std::shared_ptr<const Tokenizer> load_tokenizer(const Config& config) const;
+
+  // ---- Writing the parts (atomically where a reader could see a half-written file).
+  void save_config(const Config& config) const;
+  void save_labels(const LabelMap& labels) const;
+  /// Copies a tokenizer model (and its .vocab when there is one) into the run.
+  void save_tokenizer(const std::filesystem::path& model) const;
+  /// Writes skipped_<split>.txt ("file:line: reason", one a line); removes a stale one when
+  /// `skipped` is empty.
+  void save_skipped(const std::string& split, const std::vector<std::string>& skipped) const;
+  /// Writes `text` to `file` of this run through a temporary file renamed over it.
+  void write_atomically(const std::filesystem::path& file, const std::string& text) const;
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace mmintent

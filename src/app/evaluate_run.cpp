@@ -1,0 +1,371 @@
+// `eval` and `calibrate` of a finished run, and the steps they share with `train` and `tune`:
+// fitting what a run serves on val, and evaluating one split into the run's reports.
+#include "mmintent/app/run.h"
+
+#include "mmintent/core/log.h"
+#include "mmintent/error.h"
+#include "mmintent/evaluation/out_of_scope.h"
+#include "mmintent/evaluation/report.h"
+#include "mmintent/policy/rewrite.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/device.h"
+#include "steps.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  const auto c = t.to(torch::kCPU, torch::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+std::vector<double> to_doubles(const at::Tensor& t) {
+  const auto c = t.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+/// probs [N,K] scaled by temperature T (softmax(log p / T)); T = 1 leaves them as they are.
+at::Tensor calibrated(const at::Tensor& probs, double temperature) {
+  if (!probs.defined() || temperature == 1.0) return probs;
+  const auto out = softmax_with_temperature(logits_from_probabilities(to_doubles(probs)),
+                                            probs.size(1), temperature);
+  return torch::tensor(out, torch::kDouble)
+      .reshape({probs.size(0), probs.size(1)})
+      .to(torch::kFloat);
+}
+
+std::vector<DecisionSample> samples_of(const Predictions& p, const OosSetup& oos) {
+  if (!p.probs.defined()) return {};
+  return decision_samples(to_doubles(p.probs), p.probs.size(1), to_vector(p.labels), oos.trained_class(),
+                          oos.threshold_method ? oos.threshold : -1.0);
+}
+
+std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
+  std::vector<SampleInfo> out;
+  out.reserve(d.size());
+  for (const auto& r : d.records()) out.push_back({r.text, r.image});
+  return out;
+}
+
+/// Chooses the out-of-scope threshold on the (calibrated) validation predictions; save_oos
+/// records it in oos.json.
+void choose_threshold(const Predictions& val, const Config& c, OosSetup& oos) {
+  if (!oos.threshold_method || c.oos.threshold >= 0) return;
+  if (!val.probs.defined()) {
+    throw ConfigError(c.source, "oos.threshold", 0, "choosing the threshold needs data.val");
+  }
+  oos.threshold = choose_oos_threshold(val.probs, to_vector(val.labels), oos.index);
+  log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold));
+}
+
+/// The class each row is served as: the arg-max, or `oos.index` where the threshold rejects it.
+std::vector<int64_t> served_classes(const at::Tensor& probs, const OosSetup& oos) {
+  if (oos.threshold_method) return threshold_decisions(probs, oos.threshold, oos.index);
+  return to_vector(probs.argmax(1));
+}
+
+/// Re-scores the normalised texts of `dataset` and compares the served intents with
+/// `before` (indexed like the dataset's records).
+RewriteCheck check_rewrite(IntentClassifier& model, const Config& c, const RunData& data,
+                           const MultimodalDataset& dataset, const c10::Device& device,
+                           const std::vector<int64_t>& before, const ServingSetup& s,
+                           const OosSetup& oos, const std::vector<std::string>& names) {
+  RewriteCheck check;
+  const TextNormalizer normalise(c.rewrite.fillers);
+  Manifest m;
+  m.path = dataset.path();
+  std::vector<std::string> normalised;
+  for (const auto& r : dataset.records()) {
+    Record x = r;
+    x.text = normalise(r.text);
+    normalised.push_back(x.text);
+    check.normalised_differs += x.text != r.text;
+    if (x.text.empty() && !r.text.empty()) x.text = r.text;  // scored as changed below
+    m.records.push_back(std::move(x));
+  }
+  auto rewritten = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer,
+                                                       dataset_options(c));
+  auto loader = make_loader(c, rewritten, /*training=*/false);
+  auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  if (!p.probs.defined()) return check;
+  const auto after = served_classes(calibrated(p.probs, s.temperature), oos);
+  const auto index = to_vector(p.indices);
+  auto name_of = [&](int64_t k) {
+    return k >= 0 && k < static_cast<int64_t>(names.size()) ? names[k] : std::string("?");
+  };
+  for (size_t i = 0; i < after.size(); ++i) {
+    const auto row = static_cast<size_t>(index[i]);
+    const auto& original = dataset.records()[row].text;
+    const bool emptied = normalised[row].empty() && !original.empty();
+    ++check.count;
+    if (!emptied && after[i] == before[row]) {
+      ++check.unchanged;
+    } else {
+      check.changes.push_back({original, normalised[row], name_of(before[row]),
+                               emptied ? "(empty text)" : name_of(after[i])});
+    }
+  }
+  return check;
+}
+
+/// A finished run opened on a split or a manifest: the preamble `eval` and `calibrate` share.
+struct OpenedRun {
+  RunDirectory run;
+  Config config;
+  RunData data;
+  std::string manifest_path;
+  std::string name;  ///< the split, or the manifest's stem
+  std::shared_ptr<MultimodalDataset> dataset;
+  c10::Device device{c10::kCPU};
+  IntentClassifier model{nullptr};
+
+  explicit OpenedRun(const std::string& run_dir) : run(run_dir) {}
+
+  /// Builds the model and loads the run's final weights onto the configured device.
+  void load_model() {
+    device = resolve_device(config.runtime.device);
+    model = build_model(config, data);
+    load_checkpoint(run.weights_file().string(), *model, nullptr, device, false);
+    model->to(device);
+  }
+};
+
+/// Reads the run's config (and sets the runtime from it), labels and tokenizer, and the
+/// samples of `split_or_file` (images checked), reporting the skipped ones.
+OpenedRun open_run(const std::string& run_dir, const std::string& split_or_file) {
+  OpenedRun r(run_dir);
+  r.run.require_config();
+  r.config = r.run.load_config();
+  const Config& c = r.config;
+  configure_runtime(c);
+  r.manifest_path = split_or_file;
+  r.name = split_or_file;
+  if (split_or_file == "val" || split_or_file == "test") {
+    r.manifest_path = split_or_file == "val" ? c.data.val : c.data.test;
+    if (r.manifest_path.empty()) throw Error("the run's config has no data." + split_or_file + " split");
+  } else {
+    if (!fs::exists(r.manifest_path)) throw DataError(r.manifest_path, 0, "manifest does not exist");
+    r.name = fs::path(r.manifest_path).stem().string();
+  }
+  r.data = load_run_data(r.run, c);
+  auto options = dataset_options(c);
+  options.check_images = true;  // bad images are errors or skips before any prediction
+  r.dataset = std::make_shared<MultimodalDataset>(
+      read_manifest(r.manifest_path, manifest_read_options(c, true)), &r.data.labels,
+      r.data.tokenizer, options);
+  detail::report_skipped(*r.dataset);
+  return r;
+}
+
+}  // namespace
+
+namespace detail {
+
+void report_skipped(const MultimodalDataset& d, std::size_t max_listed) {
+  if (d.skipped().empty()) return;
+  log::warn("data", std::to_string(d.skipped().size()) + " sample(s) of " + d.path() + " skipped:");
+  for (std::size_t i = 0; i < d.skipped().size() && i < max_listed; ++i) {
+    log::warn("data", "  skipped " + d.skipped()[i]);
+  }
+  if (d.skipped().size() > max_listed) {
+    log::warn("data", "  ... and " + std::to_string(d.skipped().size() - max_listed) +
+                          " more, all listed at the end and in the run directory");
+  }
+}
+
+ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirectory& run,
+                         const std::string& fitted_on, bool fit_temperature_too, OosSetup& oos) {
+  ServingSetup s;
+  s.decision = c.decision;
+  if (val.probs.defined() && fit_temperature_too) {
+    const auto logits = logits_from_probabilities(to_doubles(val.probs));
+    const auto fit = fit_temperature(logits, val.probs.size(1), to_vector(val.labels));
+    s.calibration_method = "temperature";
+    s.temperature = fit.temperature;
+    save_calibration(run, CalibrationFile{"temperature", fit.temperature, fitted_on, fit});
+    log::info("calibration", "temperature " + std::to_string(fit.temperature) + " fitted on " +
+                                 fitted_on + " (" + std::to_string(fit.count) + " samples): NLL " +
+                                 std::to_string(fit.nll_before) + " -> " +
+                                 std::to_string(fit.nll_after));
+    if (fit.at_bound) {
+      log::warn(
+          "calibration",
+          "the temperature lies on the search bound: the fitting split is (nearly) separable");
+    }
+  } else if (fit_temperature_too) {
+    log::info("calibration", "no validation split: probabilities stay uncalibrated (T = 1)");
+  }
+  Predictions cal = val;
+  cal.probs = calibrated(val.probs, s.temperature);
+  choose_threshold(cal, c, oos);
+  const auto chosen = choose_decision_thresholds(samples_of(cal, oos), c.decision);
+  s.thresholds = chosen.thresholds;
+  for (const auto& [key, was_chosen, reached, value] :
+       {std::tuple{"min_confidence", chosen.min_confidence_chosen, chosen.min_confidence_reached,
+                   s.thresholds.min_confidence},
+        std::tuple{"clarify_margin", chosen.clarify_margin_chosen, chosen.clarify_margin_reached,
+                   s.thresholds.clarify_margin}}) {
+    if (!was_chosen) continue;
+    log::info("decision",
+              std::string(key) + " chosen on the validation split: " + std::to_string(value));
+    if (!reached) {
+      log::warn("decision", std::string(key) + ": no value reaches target_precision " +
+                                std::to_string(c.decision.target_precision) +
+                                " on val; took the most precise");
+    }
+  }
+  save_decision(run, s, chosen);
+  return s;
+}
+
+ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
+                                     const std::shared_ptr<const MultimodalDataset>& dataset,
+                                     const std::string& name, const RunDirectory& run,
+                                     const c10::Device& device, bool print_table,
+                                     const OosSetup& oos, const ServingSetup& serving) {
+  auto loader = make_loader(c, dataset, /*training=*/false);
+  auto predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  // Calibrated probabilities from here on: what the Predictor serves.
+  CalibrationReport calibration;
+  if (predictions.probs.defined()) {
+    const auto labels = to_vector(predictions.labels);
+    const int64_t k = predictions.probs.size(1);
+    calibration.method = serving.calibration_method;
+    calibration.temperature = serving.temperature;
+    calibration.before = calibration_metrics(to_doubles(predictions.probs), k, labels);
+    const auto raw = predictions.probs;
+    predictions.probs = calibrated(predictions.probs, serving.temperature);
+    calibration.after = calibration_metrics(to_doubles(predictions.probs), k, labels);
+    if (oos.trained_class() >= 0) {  // out-of-scope samples marked as no class: in-scope only
+      auto in_scope = labels;
+      for (auto& y : in_scope) y = y == oos.index ? -1 : y;
+      calibration.has_in_scope = true;
+      calibration.in_scope_before = calibration_metrics(to_doubles(raw), k, in_scope);
+      calibration.in_scope_after = calibration_metrics(to_doubles(predictions.probs), k, in_scope);
+    }
+  }
+  const auto decision_samples_of_split = samples_of(predictions, oos);
+  std::vector<int64_t> served_by_index;  // served class per record, for the rewrite check
+  if (predictions.probs.defined()) {
+    const auto served = served_classes(predictions.probs, oos);
+    const auto index = to_vector(predictions.indices);
+    served_by_index.assign(static_cast<size_t>(dataset->size()), -1);
+    for (size_t i = 0; i < served.size(); ++i) {
+      served_by_index[static_cast<size_t>(index[i])] = served[i];
+    }
+  }
+  auto names = data.labels.names();
+  if (oos.threshold_method && predictions.probs.defined()) {
+    // Rejections become a class of their own: an extra column that is 1 where the top
+    // probability is under the threshold, so reports, confusion matrix and top-k show them.
+    const auto top = std::get<0>(predictions.probs.max(1));
+    const auto rejected = top.lt(oos.threshold).to(torch::kFloat).unsqueeze(1);
+    predictions.probs = torch::cat({predictions.probs * (1 - rejected), rejected}, 1);
+    names.push_back(oos.label);
+  }
+  SplitReportOptions ro;
+  ro.top_ks = c.eval.top_k;
+  ro.listed_top = c.eval.listed_top;
+  ro.plots = c.eval.plots;
+  auto metrics = write_split_report(run.str(), name, predictions, names, sample_infos(*dataset), ro);
+  if (print_table) std::cout << format_metrics_table(name, metrics, names) << std::flush;
+  if (oos.enabled && predictions.probs.defined()) {
+    const auto om = oos_metrics(to_vector(predictions.probs.argmax(1)), to_vector(predictions.labels), oos.index);
+    write_oos_report(run.str(), name,
+                     OosReport{oos.label, oos.threshold_method ? "threshold" : "class", oos.threshold, om});
+    if (print_table) {
+      std::printf("%s out-of-scope (%s%s): in-scope accuracy %.4f, oos recall %.4f, oos precision %.4f\n",
+                  name.c_str(), oos.threshold_method ? "threshold " : "class",
+                  oos.threshold_method ? std::to_string(oos.threshold).c_str() : "",
+                  om.in_scope_accuracy, om.oos_recall, om.oos_precision);
+    }
+  }
+  write_calibration_report(run.str(), name, calibration, c.eval.plots);
+  DecisionReport dr;
+  dr.thresholds = serving.thresholds;
+  dr.options = serving.decision;
+  dr.stats = decision_stats(decision_samples_of_split, serving.thresholds);
+  dr.curve = coverage_curve(decision_samples_of_split);
+  write_decision_report(run.str(), name, dr, c.eval.plots);
+  if (print_table && predictions.probs.defined()) {
+    std::printf("%s calibration (%s, T = %.4f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", name.c_str(),
+                calibration.method.c_str(), calibration.temperature, calibration.before.ece,
+                calibration.after.ece, calibration.before.nll, calibration.after.nll);
+    if (calibration.has_in_scope) {
+      std::printf("%s calibration, in-scope samples only: ECE %.4f -> %.4f, NLL %.4f -> %.4f\n",
+                  name.c_str(), calibration.in_scope_before.ece, calibration.in_scope_after.ece,
+                  calibration.in_scope_before.nll, calibration.in_scope_after.nll);
+    }
+    std::printf(
+        "%s decisions (min_confidence %.4f, clarify_margin %.4f): accept %.4f, clarify %.4f, "
+        "fallback %.4f; accepted accuracy %.4f\n",
+        name.c_str(), serving.thresholds.min_confidence, serving.thresholds.clarify_margin,
+        dr.stats.accept_share, dr.stats.clarify_share, dr.stats.fallback_share,
+        dr.stats.accepted_accuracy);
+  }
+  if (c.model.uses("text") && predictions.probs.defined()) {
+    const auto check =
+        check_rewrite(model, c, data, *dataset, device, served_by_index, serving, oos, names);
+    write_rewrite_report(run.str(), name, check);
+    if (print_table) {
+      std::printf(
+          "%s rewriting: intent unchanged for %lld of %lld normalised texts (%.2f%%; %lld texts "
+          "changed by the normaliser)\n",
+          name.c_str(), static_cast<long long>(check.unchanged),
+          static_cast<long long>(check.count),
+          check.count ? 100.0 * check.unchanged / check.count : 100.0,
+          static_cast<long long>(check.normalised_differs));
+    }
+  }
+  return metrics;
+}
+
+}  // namespace detail
+
+ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
+                                   bool print_table) {
+  OpenedRun r = open_run(run_dir, split_or_file);
+  r.run.save_skipped(r.name, r.dataset->skipped());
+  if (r.dataset->size() == 0) {
+    throw DataError(r.manifest_path, 0, "no sample to evaluate: the manifest is empty or every sample was skipped");
+  }
+  r.load_model();
+  const OosSetup oos = load_oos(r.run, r.config, r.data.labels);
+  const ServingSetup serving = load_serving(r.run, r.config);
+  return detail::evaluate_split(r.model, r.config, r.data, r.dataset, r.name, r.run, r.device,
+                                print_table, oos, serving);
+}
+
+CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& split_or_file,
+                                 bool fit_temperature) {
+  OpenedRun r = open_run(run_dir, split_or_file);
+  if (r.dataset->size() == 0) throw DataError(r.manifest_path, 0, "no sample to calibrate on");
+  r.load_model();
+  const Config& c = r.config;
+  auto loader = make_loader(c, r.dataset, /*training=*/false);
+  const auto p = collect_predictions(r.model, *loader, r.device, parse_precision(c.runtime.precision));
+  OosSetup oos = oos_setup(c, r.data.labels);
+  if (!fit_temperature) remove_calibration(r.run);
+  // Fitted on: the split's name, or the manifest's path as given.
+  const ServingSetup s = detail::fit_serving(p, c, r.run, split_or_file, fit_temperature, oos);
+  save_oos(r.run, oos);
+  CalibrateRunResult result;
+  result.fit = load_calibration(r.run).fit;
+  const auto labels = to_vector(p.labels);
+  result.before = calibration_metrics(to_doubles(p.probs), p.probs.size(1), labels);
+  result.after =
+      calibration_metrics(to_doubles(calibrated(p.probs, s.temperature)), p.probs.size(1), labels);
+  result.min_confidence = s.thresholds.min_confidence;
+  result.clarify_margin = s.thresholds.clarify_margin;
+  if (oos.threshold_method) result.oos_threshold = oos.threshold;
+  return result;
+}
+
+}  // namespace mmintent

@@ -1,0 +1,36 @@
+#pragma once
+// The steps `train`, `eval`, `calibrate` and `tune` share (src/app only; not installed).
+
+#include "mmintent/data/dataset.h"
+#include "mmintent/metrics/classification.h"
+#include "mmintent/run/serving.h"
+#include "mmintent/run/setup.h"
+#include "mmintent/training/predictions.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mmintent::detail {
+
+/// Logs the samples of `d` that were skipped (data.on_bad_sample / data.unknown_labels: skip),
+/// each by file and line; at most `max_listed` of them, then how many more.
+void report_skipped(const MultimodalDataset& d, std::size_t max_listed = SIZE_MAX);
+
+/// Fits what a run serves on the validation predictions `val` (raw probabilities): the
+/// temperature (calibration.json, when `fit_temperature_too`), then on the calibrated
+/// probabilities the out-of-scope threshold (when chosen) and the decision thresholds
+/// (decision.json). Without val: T = 1 and the configured thresholds.
+ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirectory& run,
+                         const std::string& fitted_on, bool fit_temperature_too, OosSetup& oos);
+
+/// Predicts `dataset` with `model`, calibrates as `serving` says and writes the split's
+/// reports (metrics, out-of-scope, calibration, decisions, rewriting) into the run directory;
+/// with `print_table`, prints them too.
+ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
+                                     const std::shared_ptr<const MultimodalDataset>& dataset,
+                                     const std::string& name, const RunDirectory& run,
+                                     const c10::Device& device, bool print_table,
+                                     const OosSetup& oos, const ServingSetup& serving);
+
+}  // namespace mmintent::detail

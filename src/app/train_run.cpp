@@ -1,0 +1,380 @@
+// `train`: a whole run from a config. One TrainingRun object walks the phases in order; nothing
+// is written into the run directory before the config and all the data have been checked.
+#include "mmintent/app/run.h"
+
+#include "mmintent/app/logging.h"
+#include "mmintent/core/log.h"
+#include "mmintent/error.h"
+#include "mmintent/policy/rewrite.h"
+#include "mmintent/training/checkpoint.h"
+#include "mmintent/training/device.h"
+#include "mmintent/training/optimization.h"
+#include "steps.h"
+
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+namespace {
+
+/// Checks that `dir` can serve as a run directory; with `create`, makes it and probes a write.
+void check_run_dir(const fs::path& dir, bool must_be_empty, bool create) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("", "output.dir", 0, "'" + dir.string() + "' exists and is not a directory");
+  }
+  if (must_be_empty && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw ConfigError("", "output.dir", 0,
+                      "run directory '" + dir.string() +
+                          "' is not empty; choose another output.dir, set output.overwrite=true, "
+                          "or resume with --resume auto");
+  }
+  if (!create) {
+    // Nothing is created yet, but a directory that could never be made or written is refused
+    // now, before the tokenizer is trained or any image decoded.
+    auto existing = fs::absolute(dir, ec);
+    while (!existing.empty() && !fs::exists(existing, ec) && existing != existing.parent_path()) {
+      existing = existing.parent_path();
+    }
+    if (!fs::is_directory(existing, ec)) {
+      throw ConfigError("", "output.dir", 0,
+                        "cannot create run directory '" + dir.string() + "': '" +
+                            existing.string() + "' is not a directory");
+    }
+    if (::access(existing.c_str(), W_OK | X_OK) != 0) {
+      throw ConfigError("", "output.dir", 0,
+                        "cannot create run directory '" + dir.string() + "': '" +
+                            existing.string() + "' is not writable (" + std::strerror(errno) + ")");
+    }
+    return;
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw ConfigError("", "output.dir", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
+  }
+  const auto probe = dir / ".write_test";
+  std::ofstream out(probe);
+  if (!out) throw ConfigError("", "output.dir", 0, "run directory '" + dir.string() + "' is not writable");
+  out.close();
+  fs::remove(probe, ec);
+}
+
+/// A temporary folder removed with everything in it when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("mmintent_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+class TrainingRun {
+ public:
+  TrainingRun(const Config& config, const TrainRunOptions& options)
+      : c_(config),
+        options_(options),
+        run_(fs::absolute(config.output.dir)),
+        resuming_(!options.resume.empty()),
+        // Data-parallel: every rank reads and checks the data; rank 0 alone writes.
+        comm_(options.communicator && options.communicator->world_size() > 1 ? options.communicator.get()
+                                                                             : nullptr),
+        rank_(comm_ ? comm_->rank() : 0),
+        world_size_(comm_ ? comm_->world_size() : 1),
+        writer_(rank_ == 0),
+        tag_(comm_ ? "rank " + std::to_string(rank_) : "") {}
+
+  TrainRunResult run() {
+    const auto t0 = std::chrono::steady_clock::now();
+    configure_runtime(c_);
+    if (!writer_) setup_logging("warn", "", tag_);  // other ranks: warnings and errors, on stderr only
+    read_data();
+    // Refuse an unusable run directory early, but create nothing yet.
+    if (writer_) check_run_dir(run_.path(), must_be_empty(), /*create=*/false);
+    prepare_tokenizer();
+    build_datasets();
+    check_resume_point();
+    if (writer_) write_run_files();
+    TrainRunResult result;
+    result.run_dir = run_.str();
+    Trainer trainer = make_trainer();
+    result.fit = train(trainer);
+    if (!writer_) return result;  // rank 0 evaluates and writes the reports
+    evaluate(trainer, result);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log::info("run", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
+                         result.run_dir);
+    summarise_skipped();
+    return result;
+  }
+
+ private:
+  bool must_be_empty() const { return !c_.output.overwrite && !resuming_; }
+  /// The checkpoint --resume names ("auto": the run's last.pt).
+  fs::path resume_checkpoint() const {
+    return options_.resume == "auto" ? run_.last_checkpoint() : fs::path(options_.resume);
+  }
+  /// --resume auto before the first epoch ended: nothing to continue.
+  bool nothing_to_resume() const {
+    return options_.resume == "auto" && !fs::exists(run_.last_checkpoint());
+  }
+  std::vector<std::pair<std::string, std::shared_ptr<const MultimodalDataset>>> splits() const {
+    return {{"train", data_.train}, {"val", data_.val}, {"test", data_.test}};
+  }
+
+  /// Reads and checks the manifests and the labels before anything is written.
+  void read_data() {
+    const auto& c = c_;
+    const auto mopts = manifest_read_options(c, /*require_label=*/true);
+    train_manifest_ = read_manifest(c.data.train, mopts);
+    auto& train_manifest = train_manifest_;
+    if (!c.oos.label.empty() && c.oos.method == "threshold") {
+      // The threshold method trains on in-scope samples only.
+      auto& r = train_manifest.records;
+      const auto before = r.size();
+      r.erase(std::remove_if(r.begin(), r.end(), [&](const Record& x) { return x.label == c.oos.label; }), r.end());
+      log::info("data", "left " + std::to_string(before - r.size()) + " out-of-scope ('" + c.oos.label +
+                            "') samples out of training (oos.method: threshold)");
+    }
+    if (train_manifest.records.empty()) {
+      const auto& skipped = train_manifest.skipped;
+      throw DataError(c.data.train, 0, skipped.empty() ? std::string("the training split is empty")
+                                                       : "the training split is empty: all " +
+                                                             std::to_string(skipped.size()) +
+                                                             " records were skipped, the first: " +
+                                                             skipped.front());
+    }
+    auto& data = data_;
+    if (resuming_ && fs::exists(run_.labels_file())) {
+      data.labels = run_.load_labels();  // the resumed run's own class order
+    } else if (!c.data.labels.empty()) {
+      data.labels = LabelMap::load(c.data.labels);
+    } else {
+      std::vector<std::string> names;
+      for (const auto& r : train_manifest.records) {
+        names.push_back(r.label);
+        for (const auto& entry : r.soft_label) {  // intents named only in soft labels count too
+          const bool untrained_oos = c.oos.method == "threshold" && entry.first == c.oos.label;
+          if (!untrained_oos) names.push_back(entry.first);
+        }
+      }
+      data.labels = LabelMap::from_labels(names);
+    }
+    if (data.labels.size() < 2) {
+      throw DataError(c.data.train, 0, "needs at least 2 distinct labels, found " +
+                                           std::to_string(data.labels.size()));
+    }
+    oos_ = oos_setup(c, data.labels);
+    Rewriter(c.rewrite, data.labels.names(), c.source);  // rewrite templates name known intents
+    if (!c.data.val.empty()) val_manifest_ = read_manifest(c.data.val, mopts);
+    if (!c.data.test.empty()) test_manifest_ = read_manifest(c.data.test, mopts);
+  }
+
+  /// The tokenizer: reused when resuming, given, or trained on the training texts into a
+  /// temporary folder (moved into the run directory once all the data has been checked).
+  void prepare_tokenizer() {
+    const auto& c = c_;
+    auto& data = data_;
+    const auto tok_path = run_.tokenizer_file();
+    if (c.model.uses("text") && writer_) {
+      if (resuming_ && fs::exists(tok_path)) {
+        data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(tok_path.string()));
+      } else if (!c.data.text.tokenizer.empty()) {
+        data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.data.text.tokenizer));
+      } else {
+        std::vector<std::string> texts;
+        for (const auto& r : train_manifest_.records) texts.push_back(r.text);
+        log::info("data", "training a sentencepiece tokenizer (" + c.data.text.train.model_type +
+                              ", vocab " + std::to_string(c.data.text.train.vocab_size) + ") on " +
+                              std::to_string(texts.size()) + " texts");
+        tok_scratch_.emplace();
+        data.tokenizer = std::make_shared<Tokenizer>(
+            Tokenizer::train(texts, (tok_scratch_->path() / "tokenizer").string(), c.data.text.train));
+      }
+    }
+    if (c.model.uses("text") && comm_) {
+      // Every rank tokenises with rank 0's tokenizer (trained, given or resumed), whatever its
+      // own host has.
+      std::string bytes;
+      if (writer_) {
+        std::ifstream in(data.tokenizer->model_path(), std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+      bytes = broadcast_bytes(*comm_, bytes, 0);
+      if (!writer_) {
+        tok_scratch_.emplace();
+        const auto file = tok_scratch_->path() / "tokenizer.model";
+        std::ofstream(file, std::ios::binary) << bytes;
+        data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(file.string()));
+      }
+    }
+  }
+
+  /// Datasets: labels checked, texts tokenised, images decoded once; empty splits refused.
+  void build_datasets() {
+    const auto& c = c_;
+    auto& data = data_;
+    auto dopts = dataset_options(c);
+    dopts.check_images = true;  // without the cache too: bad images are found before training
+    data.train = std::make_shared<MultimodalDataset>(std::move(train_manifest_), &data.labels, data.tokenizer, dopts);
+    if (!c.data.val.empty()) data.val = std::make_shared<MultimodalDataset>(std::move(val_manifest_), &data.labels, data.tokenizer, dopts);
+    if (!c.data.test.empty()) data.test = std::make_shared<MultimodalDataset>(std::move(test_manifest_), &data.labels, data.tokenizer, dopts);
+    for (const auto& d : {data.train, data.val, data.test}) {
+      if (d) detail::report_skipped(*d, /*max_listed=*/10);
+    }
+    // An empty split is an error (a test split of 0 samples would report accuracy 0).
+    for (const auto& [d, what] : {std::pair{data.train, "training"}, {data.val, "validation"}, {data.test, "test"}}) {
+      if (!d || d->size() > 0) continue;
+      const auto n = d->skipped().size();
+      throw DataError(d->path(), 0, std::string("the ") + what + " split is empty" +
+                                        (n > 0 ? ": all " + std::to_string(n) + " samples were skipped (listed above)" : ""));
+    }
+    log::info("data", "train " + std::to_string(data.train->size()) + ", val " +
+                          std::to_string(data.val ? data.val->size() : 0) + ", test " +
+                          std::to_string(data.test ? data.test->size() : 0) + " samples, " +
+                          std::to_string(data.labels.size()) + " intents" +
+                          (data.tokenizer ? ", vocabulary " + std::to_string(data.tokenizer->vocab_size()) : ""));
+  }
+
+  /// A resumed run's checkpoint must fit the model and optimizer this config builds: checked
+  /// now, so that a refused --resume (another architecture, a truncated file) leaves the run
+  /// directory as it was.
+  void check_resume_point() {
+    if (!resuming_ || nothing_to_resume()) return;
+    auto probe = build_model(c_, data_);
+    auto probe_optimizer = make_optimizer(probe->parameters(), c_.trainer_options().optimizer);
+    load_checkpoint(resume_checkpoint().string(), *probe, probe_optimizer.get(), c10::Device(c10::kCPU),
+                    /*restore_rng=*/false);
+  }
+
+  /// Everything checked: the run directory is created and written (by rank 0).
+  void write_run_files() {
+    check_run_dir(run_.path(), must_be_empty(), /*create=*/true);
+    setup_logging("info", run_.log_file().string(), tag_);
+    log::info("run", "run directory " + run_.str());
+    if (data_.tokenizer && !(resuming_ && fs::exists(run_.tokenizer_file()))) {
+      run_.save_tokenizer(data_.tokenizer->model_path());
+      data_.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(run_.tokenizer_file().string()));
+    }
+    run_.save_labels(data_.labels);
+    run_.save_config(c_);
+    for (const auto& [name, d] : splits()) {
+      if (d) run_.save_skipped(name, d->skipped());
+    }
+  }
+
+  Trainer make_trainer() {
+    torch::manual_seed(static_cast<uint64_t>(c_.runtime.seed));
+    auto model = build_model(c_, data_);
+    auto trainer_options = c_.trainer_options();
+    trainer_options.files = run_.trainer_files();
+    if (!writer_) trainer_options.progress = "none";
+    return Trainer(model, trainer_options, comm_ ? options_.communicator : nullptr);
+  }
+
+  FitResult train(Trainer& trainer) {
+    if (resuming_) {
+      if (nothing_to_resume()) {
+        // Stopped before its first epoch ended: nothing to continue, so start from the
+        // beginning (same seed, same tokenizer and labels); stale metric lines go.
+        log::info("run", "--resume auto: no last.pt in " + run_.str() +
+                             " yet; training from the first epoch");
+        std::error_code ec;
+        if (writer_) fs::remove(run_.metrics_log(), ec);
+      } else {
+        trainer.resume(resume_checkpoint().string());
+      }
+    } else if (writer_) {
+      std::error_code ec;
+      fs::remove(run_.metrics_log(), ec);  // output.overwrite: a new run, new lines
+    }
+    auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
+    auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
+    return trainer.fit(*train_loader, val_loader.get());
+  }
+
+  /// Evaluation of the final (best) weights: calibration (calibration.json), then on
+  /// calibrated probabilities the out-of-scope threshold and the decision thresholds
+  /// (decision.json), all fitted on val; then the reports of eval.splits.
+  void evaluate(Trainer& trainer, TrainRunResult& result) {
+    const auto& c = c_;
+    Predictions val_predictions;
+    if (data_.val) {
+      auto val_loader_for_fit = make_loader(c, data_.val, /*training=*/false);
+      val_predictions = collect_predictions(trainer.model(), *val_loader_for_fit, trainer.device(),
+                                            parse_precision(c.runtime.precision));
+    }
+    remove_calibration(run_);  // a resumed or overwritten run refits
+    const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
+    const ServingSetup serving = detail::fit_serving(val_predictions, c, run_, "val", calibrate, oos_);
+    save_oos(run_, oos_);
+    for (const auto& split : c.eval.splits) {
+      const auto& d = split == "val" ? data_.val : data_.test;
+      result.metrics[split] = detail::evaluate_split(trainer.model(), c, data_, d, split, run_,
+                                                     trainer.device(), options_.print_tables, oos_, serving);
+    }
+  }
+
+  /// The skipped samples once more at the end, where a user looks.
+  void summarise_skipped() const {
+    std::size_t skipped = 0;
+    std::string per_split;
+    for (const auto& [name, d] : splits()) {
+      if (!d || d->skipped().empty()) continue;
+      skipped += d->skipped().size();
+      per_split += (per_split.empty() ? "" : ", ") + name + " " + std::to_string(d->skipped().size()) +
+                   " (" + run_.skipped_file(name).filename().string() + ")";
+    }
+    if (skipped > 0) {
+      log::warn("data", "skipped " + std::to_string(skipped) + " sample(s) in all: " + per_split +
+                            " in " + run_.str());
+      for (const auto& [name, d] : splits()) {
+        if (d) detail::report_skipped(*d);
+      }
+    }
+  }
+
+  const Config& c_;
+  const TrainRunOptions& options_;
+  const RunDirectory run_;
+  const bool resuming_;
+  Communicator* comm_;
+  const int rank_, world_size_;
+  const bool writer_;
+  const std::string tag_;
+  RunData data_;
+  OosSetup oos_;
+  Manifest train_manifest_, val_manifest_, test_manifest_;
+  std::optional<ScratchDir> tok_scratch_;
+};
+
+}  // namespace
+
+TrainRunResult train_from_config(const Config& config, const TrainRunOptions& options) {
+  return TrainingRun(config, options).run();
+}
+
+}  // namespace mmintent

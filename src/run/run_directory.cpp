@@ -1,0 +1,79 @@
+// The layout and the parts that need nothing but the standard library: part of the core
+// library, so that a LibTorch-only build (the smoke check) writes a run directory's trainer
+// files too. Reading and writing the config, labels and tokenizer is in run_parts.cpp.
+#include "mmintent/run/run_directory.h"
+
+#include "mmintent/error.h"
+
+#include <fstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+
+RunDirectory::RunDirectory(fs::path path) : path_(std::move(path)) {}
+
+fs::path RunDirectory::config_file() const { return path_ / "config.yaml"; }
+fs::path RunDirectory::labels_file() const { return path_ / "labels.json"; }
+fs::path RunDirectory::tokenizer_file() const { return path_ / "tokenizer.model"; }
+fs::path RunDirectory::tokenizer_vocab_file() const { return path_ / "tokenizer.vocab"; }
+fs::path RunDirectory::weights_file() const { return path_ / "model.pt"; }
+fs::path RunDirectory::best_checkpoint() const { return path_ / "best.pt"; }
+fs::path RunDirectory::last_checkpoint() const { return path_ / "last.pt"; }
+fs::path RunDirectory::metrics_log() const { return path_ / "metrics.jsonl"; }
+fs::path RunDirectory::calibration_file() const { return path_ / "calibration.json"; }
+fs::path RunDirectory::oos_file() const { return path_ / "oos.json"; }
+fs::path RunDirectory::decision_file() const { return path_ / "decision.json"; }
+fs::path RunDirectory::tune_file() const { return path_ / "tune.json"; }
+fs::path RunDirectory::report_file() const { return path_ / "report.json"; }
+fs::path RunDirectory::log_file() const { return path_ / "train.log"; }
+fs::path RunDirectory::skipped_file(const std::string& split) const {
+  return path_ / ("skipped_" + split + ".txt");
+}
+
+TrainerFiles RunDirectory::trainer_files() const {
+  TrainerFiles f;
+  f.best_checkpoint = best_checkpoint().string();
+  f.last_checkpoint = last_checkpoint().string();
+  f.final_weights = weights_file().string();
+  f.metrics_log = metrics_log().string();
+  return f;
+}
+
+void RunDirectory::require_config() const {
+  if (!fs::exists(config_file())) throw Error("'" + str() + "' is not a run directory (no config.yaml)");
+}
+
+void RunDirectory::require_finished() const {
+  for (const auto& f : {config_file(), labels_file(), weights_file()}) {
+    if (!fs::exists(f)) {
+      throw Error("'" + str() + "' is not a finished run directory: " + f.filename().string() +
+                  " is missing");
+    }
+  }
+}
+
+void RunDirectory::save_skipped(const std::string& split,
+                                const std::vector<std::string>& skipped) const {
+  const auto file = skipped_file(split);
+  if (skipped.empty()) {
+    std::error_code ec;
+    fs::remove(file, ec);
+    return;
+  }
+  std::string text;
+  for (const auto& s : skipped) text += s + "\n";
+  write_atomically(file, text);
+}
+
+void RunDirectory::write_atomically(const fs::path& file, const std::string& text) const {
+  const auto tmp = file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) throw Error("cannot write '" + tmp + "'");
+  }
+  fs::rename(tmp, file);
+}
+
+}  // namespace mmintent

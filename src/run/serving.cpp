@@ -1,0 +1,163 @@
+#include "mmintent/run/serving.h"
+
+#include "mmintent/config/config.h"
+#include "mmintent/data/label_map.h"
+#include "mmintent/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace mmintent {
+namespace fs = std::filesystem;
+
+OosSetup oos_setup(const Config& c, const LabelMap& labels) {
+  OosSetup o;
+  if (c.oos.label.empty()) return o;
+  o.enabled = true;
+  o.label = c.oos.label;
+  o.threshold_method = c.oos.method == "threshold";
+  o.threshold = c.oos.threshold;
+  if (o.threshold_method) {
+    o.index = labels.size();  // not a trained class: one past the model's classes
+  } else {
+    o.index = labels.find(o.label);
+    if (o.index < 0) {
+      throw ConfigError(c.source, "oos.label", 0,
+                        "'" + o.label + "' is not among the training labels (method: class needs "
+                        "out-of-scope samples in the training split)");
+    }
+  }
+  return o;
+}
+
+ServingSetup load_serving(const RunDirectory& run, const Config& c) {
+  ServingSetup s;
+  const auto cal = load_calibration(run);
+  s.calibration_method = cal.method;
+  s.temperature = cal.temperature;
+  s.decision = c.decision;
+  s.thresholds = {c.decision.min_confidence, c.decision.clarify_margin};
+  const auto file = run.decision_file();
+  std::ifstream in(file);
+  if (in) {
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("min_confidence") || !j["min_confidence"].is_number() ||
+        !j.contains("clarify_margin") || !j["clarify_margin"].is_number()) {
+      throw Error("'" + file.string() + "' has no numeric min_confidence and clarify_margin");
+    }
+    s.thresholds = {j["min_confidence"].get<double>(), j["clarify_margin"].get<double>()};
+  } else if (s.thresholds.min_confidence == -1 || s.thresholds.clarify_margin == -1) {
+    throw Error("'" + file.string() +
+                "' is missing: the config chooses decision thresholds on val (-1); run 'mmintent "
+                "calibrate'");
+  }
+  return s;
+}
+
+OosSetup load_oos(const RunDirectory& run, const Config& c, const LabelMap& labels) {
+  OosSetup oos = oos_setup(c, labels);
+  if (!oos.threshold_method) return oos;
+  std::ifstream in(run.oos_file());
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("threshold") || !j["threshold"].is_number()) {
+    throw Error("'" + run.oos_file().string() + "' is missing or has no threshold");
+  }
+  oos.threshold = j["threshold"].get<double>();
+  return oos;
+}
+
+namespace {
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+void save_calibration(const RunDirectory& run, const CalibrationFile& c) {
+  nlohmann::ordered_json j;
+  j["method"] = c.method;
+  j["temperature"] = c.temperature;
+  j["fitted_on"] = c.fitted_on;
+  j["count"] = c.fit.count;
+  j["nll_before"] = c.fit.nll_before;
+  j["nll_after"] = c.fit.nll_after;
+  j["at_bound"] = c.fit.at_bound;
+  j["evaluations"] = c.fit.evaluations;
+  const fs::path path = run.calibration_file();
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    out.close();
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw Error("cannot write " + path.string() + " (via " + tmp.string() + ")");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message());
+}
+
+CalibrationFile load_calibration(const RunDirectory& run) {
+  const fs::path path = run.calibration_file();
+  CalibrationFile c;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return c;
+  std::ifstream in(path);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("temperature") || !j["temperature"].is_number()) {
+    throw Error(path.string() + ": expected a JSON object with a numeric 'temperature'");
+  }
+  c.temperature = j["temperature"].get<double>();
+  if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
+    throw Error(path.string() + ": 'temperature' must be a positive finite number, found " +
+                format_double(c.temperature));
+  }
+  c.method = j.value("method", std::string("temperature"));
+  c.fitted_on = j.value("fitted_on", std::string());
+  c.fit.temperature = c.temperature;
+  c.fit.count = j.value("count", int64_t{0});
+  c.fit.nll_before = j.value("nll_before", 0.0);
+  c.fit.nll_after = j.value("nll_after", 0.0);
+  c.fit.at_bound = j.value("at_bound", false);
+  c.fit.evaluations = j.value("evaluations", int64_t{0});
+  return c;
+}
+
+void remove_calibration(const RunDirectory& run) {
+  std::error_code ec;
+  fs::remove(run.calibration_file(), ec);
+}
+
+void save_decision(const RunDirectory& run, const ServingSetup& s, const ChosenThresholds& chosen) {
+  nlohmann::json j{{"min_confidence", s.thresholds.min_confidence},
+                   {"clarify_margin", s.thresholds.clarify_margin},
+                   {"target_precision", s.decision.target_precision},
+                   {"chosen_on_val",
+                    {{"min_confidence", chosen.min_confidence_chosen},
+                     {"clarify_margin", chosen.clarify_margin_chosen}}},
+                   {"target_reached",
+                    {{"min_confidence", chosen.min_confidence_reached},
+                     {"clarify_margin", chosen.clarify_margin_reached}}}};
+  run.write_atomically(run.decision_file(), j.dump(2) + "\n");
+}
+
+void save_oos(const RunDirectory& run, const OosSetup& oos) {
+  if (!oos.enabled) return;
+  nlohmann::json j{{"label", oos.label}, {"method", oos.threshold_method ? "threshold" : "class"}};
+  if (oos.threshold_method) j["threshold"] = oos.threshold;
+  run.write_atomically(run.oos_file(), j.dump(2) + "\n");
+}
+
+}  // namespace mmintent

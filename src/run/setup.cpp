@@ -1,0 +1,83 @@
+#include "mmintent/run/setup.h"
+
+#include "mmintent/core/log.h"
+#include "mmintent/training/device.h"
+
+#include <opencv2/core.hpp>
+
+#include <algorithm>
+#include <thread>
+
+namespace mmintent {
+
+RunData load_run_data(const RunDirectory& run, const Config& c) {
+  RunData data;
+  data.labels = run.load_labels();
+  data.tokenizer = run.load_tokenizer(c);
+  return data;
+}
+
+ManifestReadOptions manifest_read_options(const Config& c, bool require_label) {
+  ManifestReadOptions o;
+  o.format = parse_manifest_format(c.data.format);
+  o.fields = c.data.fields;
+  if (!c.model.uses("text")) o.fields.text.clear();
+  if (!c.model.uses("image")) o.fields.image.clear();
+  o.require_label = require_label;
+  o.allow_missing_text = c.data.allow_missing_text;
+  o.allow_missing_image = c.data.allow_missing_image;
+  o.on_bad_record = c.data.on_bad_sample;
+  return o;
+}
+
+DatasetOptions dataset_options(const Config& c) {
+  DatasetOptions o;
+  o.use_text = c.model.uses("text");
+  o.use_image = c.model.uses("image");
+  o.image = c.data.image;
+  o.max_length = c.data.text.max_length;
+  o.cache_images = c.data.cache_images;
+  o.unknown_labels = c.data.unknown_labels;
+  o.on_bad_sample = c.data.on_bad_sample;
+  o.threads = std::max<int64_t>(1, c.data.loader.num_workers);
+  if (!c.oos.label.empty() && c.oos.method == "threshold") o.extra_label = c.oos.label;
+  return o;
+}
+
+void configure_runtime(const Config& c) {
+  cv::setNumThreads(0);
+  configure_allocator(c.runtime.keep_freed_memory);
+  const int threads = configure_threads(static_cast<int>(c.runtime.threads));
+  const auto cores = std::max(1u, std::thread::hardware_concurrency());
+  log::info("runtime", "LibTorch intra-op threads: " + std::to_string(threads) +
+                           ", loader workers: " + std::to_string(c.data.loader.num_workers) +
+                           ", cores: " + std::to_string(cores));
+  if (static_cast<unsigned>(threads) > cores) {
+    log::warn("runtime", "more LibTorch threads than cores: expect slowdowns");
+  }
+}
+
+std::unique_ptr<DataLoader> make_loader(const Config& c,
+                                        std::shared_ptr<const MultimodalDataset> dataset,
+                                        bool training, int64_t rank, int64_t world_size) {
+  LoaderOptions o;
+  o.batch_size = training ? c.data.loader.batch_size : c.data.loader.eval_batch_size;
+  o.shuffle = training && c.data.loader.shuffle;
+  o.drop_last = training && c.data.loader.drop_last;
+  o.num_workers = c.data.loader.num_workers;
+  o.prefetch = c.data.loader.prefetch;
+  o.seed = static_cast<uint64_t>(c.runtime.seed);
+  // Pinned batches make the host-to-GPU copies asynchronous (only with CUDA).
+  o.pin_memory = resolve_device(c.runtime.device).is_cuda();
+  if (training && c.data.augment.enabled) o.augment = std::make_shared<AugmentOptions>(c.data.augment);
+  o.rank = rank;
+  o.world_size = world_size;
+  return std::make_unique<DataLoader>(std::move(dataset), o);
+}
+
+IntentClassifier build_model(const Config& c, const RunData& data) {
+  const int64_t vocab = data.tokenizer ? data.tokenizer->vocab_size() : 2;
+  return IntentClassifier(c.model_options(vocab, data.labels.size()));
+}
+
+}  // namespace mmintent

@@ -59,28 +59,7 @@ std::string record(const std::string& text, const std::string& image, const std:
 }
 
 std::string config_text() {
-  return R"(runtime: {device: cpu, threads: 1, seed: 3}
-data:
-  train: data/train.jsonl
-  val: data/val.jsonl
-  test: data/test.jsonl
-  image: {width: 8, height: 8, channels: 1}
-  text:
-    train: {vocab_size: 40, model_type: char}
-    max_length: 16
-  loader: {batch_size: 4, eval_batch_size: 8, num_workers: 0}
-model:
-  text_encoder: {type: gru, embedding_dim: 4, hidden_size: 4, bidirectional: false}
-  image_encoder: {channels: [4], out_dim: 4, dropout: 0.0}
-  head: {hidden: [], dropout: 0.0}
-train:
-  epochs: 1
-  progress: none
-eval:
-  plots: false
-output:
-  dir: runs/r
-)";
+  return test::fixture_text("configs/bad_input.yaml");
 }
 
 /// A CLI run and how long it took (wall clock).

@@ -66,39 +66,7 @@ std::string write_split(const fs::path& root, const std::string& split, int n, u
 }
 
 std::string config_text(const std::string& output_dir) {
-  return R"(runtime: {device: cpu, threads: 2, seed: 3}
-data:
-  train: data/train.jsonl
-  val: data/val.jsonl
-  test: data/test.jsonl
-  fields: {text: text, image: "", label: label}
-  text:
-    train: {vocab_size: 60, model_type: unigram}
-    max_length: 16
-  loader: {batch_size: 16, eval_batch_size: 64, num_workers: 1}
-model:
-  modalities: [text]
-  text_encoder: {type: gru, embedding_dim: 16, hidden_size: 16, bidirectional: false, pooling: max}
-  head: {hidden: [16], dropout: 0.0}
-train:
-  epochs: 8
-  optimizer: {type: adamw, lr: 0.02, weight_decay: 0.0}
-  progress: none
-  early_stopping: {enabled: false}
-eval:
-  splits: [val, test]
-calibration: {enabled: true, method: temperature}
-decision: {min_confidence: -1, clarify_margin: -1, target_precision: 0.9}
-rewrite:
-  fillers: [um, "you know"]
-  templates:
-    refund: "Refund request ({confidence}): {text}"
-  display_names: {refund: "a refund", stock: "stock availability"}
-  clarify_template: "Did you mean {first} or {second}?"
-  fallback_text: "Sorry, I did not get that."
-output:
-  dir: )" +
-         output_dir + "\n";
+  return test::fixture_text("configs/calibration.yaml") + "output:\n  dir: " + output_dir + "\n";
 }
 
 class CalibrationEndToEndTest : public ::testing::Test {

@@ -59,31 +59,7 @@ std::string write_split(const fs::path& root, const std::string& split, int n, u
 }
 
 std::string config_text() {
-  return R"(runtime: {device: cpu, threads: 2, seed: 5}
-data:
-  train: data/train.jsonl
-  val: data/val.jsonl
-  test: data/test.jsonl
-  fields: {text: text, image: "", label: label}
-  text:
-    train: {vocab_size: 60, model_type: unigram}
-    max_length: 16
-  loader: {batch_size: 16, eval_batch_size: 64, num_workers: 0}
-model:
-  modalities: [text]
-  text_encoder: {type: gru, embedding_dim: 16, hidden_size: 16, bidirectional: false, pooling: max}
-  head: {hidden: [16], dropout: 0.0}
-train:
-  epochs: 8
-  optimizer: {type: adamw, lr: 0.02, weight_decay: 0.0}
-  progress: none
-  early_stopping: {metric: val.accuracy, mode: max, patience: 20}
-eval:
-  splits: [val, test]
-  plots: false
-output:
-  dir: runs/base
-)";
+  return test::fixture_text("configs/tune.yaml");
 }
 
 /// Every file under `dir` with its content.

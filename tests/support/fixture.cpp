@@ -1,4 +1,5 @@
 #include "support/fixture.h"
+#include "support/support.h"
 
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
@@ -66,63 +67,8 @@ std::string write_fixture_split(const fs::path& root, const std::string& split, 
 
 /// The config for the fixture, with data paths relative to the config's folder.
 std::string fixture_config(const std::string& output_dir) {
-  return R"(runtime:
-  device: cpu
-  threads: 2
-  seed: 7
-data:
-  train: data/train.jsonl
-  val: data/val.jsonl
-  test: data/test.jsonl
-  image:
-    width: 16
-    height: 16
-    channels: 1
-    mean: [0.5]
-    std: [0.5]
-  augment:
-    enabled: false
-  text:
-    train: {vocab_size: 60, model_type: unigram}
-    max_length: 16
-  loader:
-    batch_size: 16
-    eval_batch_size: 64
-    num_workers: 1
-model:
-  modalities: [text, image]
-  text_encoder:
-    type: gru
-    embedding_dim: 16
-    hidden_size: 16
-    num_layers: 1
-    bidirectional: false
-    pooling: max
-  image_encoder:
-    channels: [8, 16]
-    kernel_size: 3
-    batch_norm: true
-    pool: max
-    dropout: 0.0
-    out_dim: 32
-  fusion: {type: concat}
-  head: {hidden: [32], dropout: 0.0}
-train:
-  epochs: 6
-  optimizer: {type: adamw, lr: 0.01, weight_decay: 0.0}
-  scheduler: {type: constant}
-  progress: lines
-  early_stopping:
-    metric: val.accuracy
-    mode: max
-    patience: 10
-eval:
-  splits: [val, test]
-output:
-  dir: )" +
-         output_dir + R"(
-  overwrite: false
-)";
+  return test::fixture_text("configs/e2e_fixture.yaml") + "output:\n  dir: " + output_dir +
+         "\n  overwrite: false\n";
 }
 
 std::string fixture_intent(int action, int kind) { return kActions[action] + "_" + kKinds[kind]; }

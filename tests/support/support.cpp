@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <unistd.h>
 
 namespace mmintent::test {
@@ -37,6 +38,14 @@ std::string read_file(const std::string& path) {
   std::ostringstream os;
   os << in.rdbuf();
   return os.str();
+}
+
+std::string fixture_text(const std::string& name) {
+  const auto path = std::filesystem::path(MMINTENT_TEST_FIXTURES) / name;
+  if (!std::filesystem::is_regular_file(path)) {
+    throw std::runtime_error("test fixture " + path.string() + " is missing");
+  }
+  return read_file(path.string());
 }
 
 void SeededTest::SetUp() {

@@ -26,6 +26,10 @@ class TempDir {
 
 std::string read_file(const std::string& path);
 
+/// The text of tests/fixtures/NAME (e.g. "configs/tune.yaml"). Needs MMINTENT_TEST_FIXTURES
+/// (tests/CMakeLists.txt defines it for every test program).
+std::string fixture_text(const std::string& name);
+
 /// Seeds LibTorch (and sets 1 intra-op thread) before each test for determinism.
 class SeededTest : public ::testing::Test {
  protected:

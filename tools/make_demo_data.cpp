@@ -19,7 +19,6 @@
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
-#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -41,6 +40,8 @@
 #include <system_error>
 #include <vector>
 
+#include "data/idx.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -49,8 +50,8 @@ namespace {
 constexpr const char* kGeneratorVersion = "mmintent_make_demo 1";
 constexpr const char* kDefaultFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 constexpr const char* kDatasetPackage = "dataset-fashion-mnist";
-constexpr int kImageSide = 28;
-constexpr int kNumClasses = 10;
+constexpr int kImageSide = mmintent::detail::kIdxImageSide;
+constexpr int kNumClasses = mmintent::detail::kIdxNumClasses;
 
 /// A failure reported to the user as one line; main() turns it into exit status 1.
 class ToolError : public std::runtime_error {
@@ -233,111 +234,21 @@ class Rng {
 // ------------------------------------------------------------------------------------------
 // Fashion-MNIST (gzip-compressed IDX files)
 
-struct Images {
-  std::size_t count = 0;
-  std::vector<std::uint8_t> pixels;  ///< count x 28 x 28, row-major
-  std::vector<std::uint8_t> labels;  ///< count class ids 0..9
-};
+using Images = mmintent::detail::IdxImages;
 
-std::vector<std::uint8_t> read_gzip(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    throw ToolError("Fashion-MNIST not found: " + path.string() +
-                    " does not exist (install the Debian package " + kDatasetPackage +
-                    ", or pass --fashion-mnist DIR)");
-  }
-  gzFile file = gzopen(path.string().c_str(), "rb");
-  if (file == nullptr) {
-    throw ToolError(path.string() + ": cannot open: " + std::strerror(errno));
-  }
-  std::vector<std::uint8_t> data;
-  std::vector<std::uint8_t> chunk(1 << 20);
-  for (;;) {
-    const int n = gzread(file, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int code = 0;
-      const std::string message = gzerror(file, &code);
-      gzclose(file);
-      throw ToolError(path.string() + ": cannot decompress: " + message);
-    }
-    if (n == 0) break;
-    data.insert(data.end(), chunk.begin(), chunk.begin() + n);
-  }
-  gzclose(file);
-  return data;
-}
-
-std::uint32_t read_be32(const std::vector<std::uint8_t>& data, std::size_t offset) {
-  return (std::uint32_t{data[offset]} << 24) | (std::uint32_t{data[offset + 1]} << 16) |
-         (std::uint32_t{data[offset + 2]} << 8) | std::uint32_t{data[offset + 3]};
-}
-
-std::string hex32(std::uint32_t value) {
-  char buffer[16];
-  std::snprintf(buffer, sizeof buffer, "0x%08x", value);
-  return buffer;
-}
-
-/// Reads an images file (magic 0x00000803, n x 28 x 28) and its labels file (magic
-/// 0x00000801, n bytes 0..9); every mismatch throws a ToolError naming the file.
+/// Reads an images file and its labels file with the shared IDX reader; a missing file gets
+/// the hint where Fashion-MNIST comes from, any other problem the reader's IdxError ("FILE:
+/// what is wrong", which main() prints).
 Images read_fashion_mnist(const fs::path& images_path, const fs::path& labels_path) {
-  Images result;
-  const std::vector<std::uint8_t> images = read_gzip(images_path);
-  const std::string ipath = images_path.string();
-  if (images.size() < 16) {
-    throw ToolError(ipath + ": truncated IDX header (" + std::to_string(images.size()) +
-                    " bytes after decompression, expected at least 16)");
-  }
-  if (read_be32(images, 0) != 0x00000803) {
-    throw ToolError(ipath + ": bad IDX magic number " + hex32(read_be32(images, 0)) +
-                    ", expected 0x00000803 (unsigned bytes, 3 dimensions)");
-  }
-  const std::uint32_t count = read_be32(images, 4);
-  const std::uint32_t rows = read_be32(images, 8);
-  const std::uint32_t cols = read_be32(images, 12);
-  if (rows != kImageSide || cols != kImageSide) {
-    throw ToolError(ipath + ": images are " + std::to_string(rows) + "x" + std::to_string(cols) +
-                    ", expected 28x28");
-  }
-  const std::size_t pixel_bytes = std::size_t{count} * kImageSide * kImageSide;
-  if (images.size() != 16 + pixel_bytes) {
-    throw ToolError(ipath + ": " + std::to_string(images.size()) +
-                    " bytes after decompression, expected " + std::to_string(16 + pixel_bytes) +
-                    " for " + std::to_string(count) + " images of 28x28 (truncated or corrupt?)");
-  }
-  if (count == 0) throw ToolError(ipath + ": holds no images");
-  result.count = count;
-  result.pixels.assign(images.begin() + 16, images.end());
-
-  const std::vector<std::uint8_t> labels = read_gzip(labels_path);
-  const std::string lpath = labels_path.string();
-  if (labels.size() < 8) {
-    throw ToolError(lpath + ": truncated IDX header (" + std::to_string(labels.size()) +
-                    " bytes after decompression, expected at least 8)");
-  }
-  if (read_be32(labels, 0) != 0x00000801) {
-    throw ToolError(lpath + ": bad IDX magic number " + hex32(read_be32(labels, 0)) +
-                    ", expected 0x00000801 (unsigned bytes, 1 dimension)");
-  }
-  const std::uint32_t label_count = read_be32(labels, 4);
-  if (label_count != count) {
-    throw ToolError(lpath + ": holds " + std::to_string(label_count) + " labels, but " + ipath +
-                    " holds " + std::to_string(count) + " images");
-  }
-  if (labels.size() != 8 + std::size_t{label_count}) {
-    throw ToolError(lpath + ": " + std::to_string(labels.size()) +
-                    " bytes after decompression, expected " +
-                    std::to_string(8 + std::size_t{label_count}) + " for " +
-                    std::to_string(label_count) + " labels (truncated or corrupt?)");
-  }
-  result.labels.assign(labels.begin() + 8, labels.end());
-  for (std::size_t i = 0; i < result.labels.size(); ++i) {
-    if (result.labels[i] >= kNumClasses) {
-      throw ToolError(lpath + ": label " + std::to_string(i + 1) + " is " +
-                      std::to_string(result.labels[i]) + ", expected a class id 0..9");
+  for (const fs::path& path : {images_path, labels_path}) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      throw ToolError("Fashion-MNIST not found: " + path.string() +
+                      " does not exist (install the Debian package " + kDatasetPackage +
+                      ", or pass --fashion-mnist DIR)");
     }
   }
-  return result;
+  return mmintent::detail::read_idx_images(images_path.string(), labels_path.string());
 }
 
 // ------------------------------------------------------------------------------------------

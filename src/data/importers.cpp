@@ -3,7 +3,6 @@
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
-#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -21,6 +20,7 @@
 #include <system_error>
 #include <utility>
 
+#include "data/idx.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -67,12 +67,6 @@ std::string strip(const std::string& s) {
 std::string hex_byte(unsigned value) {
   char buffer[8];
   std::snprintf(buffer, sizeof buffer, "0x%02X", value & 0xFFu);
-  return buffer;
-}
-
-std::string hex32(std::uint32_t value) {
-  char buffer[16];
-  std::snprintf(buffer, sizeof buffer, "0x%08x", value);
   return buffer;
 }
 
@@ -706,99 +700,16 @@ ImportSummary import_snips(const std::string& src_dir, const std::string& out_di
 
 namespace {
 
-constexpr int kSide = 28;
-constexpr std::size_t kPixels = kSide * kSide;
+constexpr int kSide = detail::kIdxImageSide;
+constexpr std::size_t kPixels = detail::kIdxImagePixels;
 
-std::vector<std::uint8_t> read_gzip(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) {
-    throw DataError(path.string(), 0, fs::exists(path, ec) ? "not a regular file" : "file not found");
+/// The shared IDX reader, with its errors as DataError (file, what is wrong).
+detail::IdxImages read_idx_pair(const fs::path& images_path, const fs::path& labels_path) {
+  try {
+    return detail::read_idx_images(images_path.string(), labels_path.string());
+  } catch (const detail::IdxError& e) {
+    throw DataError(e.file(), 0, e.reason());
   }
-  gzFile file = gzopen(path.string().c_str(), "rb");
-  if (file == nullptr) throw DataError(path.string(), 0, std::string("cannot open: ") + std::strerror(errno));
-  std::vector<std::uint8_t> data;
-  std::vector<std::uint8_t> chunk(1 << 20);
-  for (;;) {
-    const int n = gzread(file, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int code = 0;
-      const std::string message = gzerror(file, &code);
-      gzclose(file);
-      throw DataError(path.string(), 0, "cannot decompress: " + message);
-    }
-    if (n == 0) break;
-    data.insert(data.end(), chunk.begin(), chunk.begin() + n);
-  }
-  gzclose(file);
-  return data;
-}
-
-std::uint32_t be32(const std::vector<std::uint8_t>& data, std::size_t offset) {
-  return (std::uint32_t{data[offset]} << 24) | (std::uint32_t{data[offset + 1]} << 16) |
-         (std::uint32_t{data[offset + 2]} << 8) | std::uint32_t{data[offset + 3]};
-}
-
-struct IdxSet {
-  std::size_t count = 0;
-  std::vector<std::uint8_t> pixels;  ///< count x 28 x 28, row-major
-  std::vector<std::uint8_t> labels;  ///< class ids 0..9
-};
-
-IdxSet read_idx_pair(const fs::path& images_path, const fs::path& labels_path) {
-  IdxSet set;
-  const std::string ipath = images_path.string(), lpath = labels_path.string();
-  std::vector<std::uint8_t> images = read_gzip(images_path);
-  if (images.size() < 16) {
-    throw DataError(ipath, 0, "truncated IDX header: " + std::to_string(images.size()) +
-                                  " bytes after decompression, expected at least 16");
-  }
-  if (be32(images, 0) != 0x00000803) {
-    throw DataError(ipath, 0, "byte offset 0 (after decompression): bad IDX magic number " + hex32(be32(images, 0)) +
-                                  ", expected 0x00000803 (unsigned bytes, 3 dimensions)");
-  }
-  const std::uint32_t count = be32(images, 4), rows = be32(images, 8), cols = be32(images, 12);
-  if (rows != kSide || cols != kSide) {
-    throw DataError(ipath, 0, "byte offset 8 (after decompression): images are " + std::to_string(rows) + "x" +
-                                  std::to_string(cols) + ", expected 28x28");
-  }
-  const std::size_t expected = 16 + std::size_t{count} * kPixels;
-  if (images.size() != expected) {
-    throw DataError(ipath, 0, std::to_string(images.size()) + " bytes after decompression, expected " +
-                                  std::to_string(expected) + " for " + std::to_string(count) +
-                                  " images of 28x28 (truncated or corrupt)");
-  }
-  if (count == 0) throw DataError(ipath, 0, "holds no images");
-  set.count = count;
-  set.pixels.assign(images.begin() + 16, images.end());
-  images = {};
-
-  const std::vector<std::uint8_t> labels = read_gzip(labels_path);
-  if (labels.size() < 8) {
-    throw DataError(lpath, 0, "truncated IDX header: " + std::to_string(labels.size()) +
-                                  " bytes after decompression, expected at least 8");
-  }
-  if (be32(labels, 0) != 0x00000801) {
-    throw DataError(lpath, 0, "byte offset 0 (after decompression): bad IDX magic number " + hex32(be32(labels, 0)) +
-                                  ", expected 0x00000801 (unsigned bytes, 1 dimension)");
-  }
-  const std::uint32_t label_count = be32(labels, 4);
-  if (label_count != count) {
-    throw DataError(lpath, 0, "holds " + std::to_string(label_count) + " labels, but " + ipath + " holds " +
-                                  std::to_string(count) + " images");
-  }
-  if (labels.size() != 8 + std::size_t{label_count}) {
-    throw DataError(lpath, 0, std::to_string(labels.size()) + " bytes after decompression, expected " +
-                                  std::to_string(8 + std::size_t{label_count}) + " (truncated or corrupt)");
-  }
-  set.labels.assign(labels.begin() + 8, labels.end());
-  for (std::size_t i = 0; i < set.labels.size(); ++i) {
-    if (set.labels[i] > 9) {
-      throw DataError(lpath, 0, "byte offset " + std::to_string(8 + i) + " (after decompression): label " +
-                                    std::to_string(i + 1) + " is " + std::to_string(set.labels[i]) +
-                                    ", expected a class id 0..9");
-    }
-  }
-  return set;
 }
 
 bool is_digits_png(const std::string& name) {
@@ -807,7 +718,7 @@ bool is_digits_png(const std::string& name) {
 }
 
 /// Writes the PNGs of one split into OUT_DIR/images/<split>/ and returns its records.
-std::vector<OutRecord> write_images(const fs::path& out_dir, const char* split, const IdxSet& set,
+std::vector<OutRecord> write_images(const fs::path& out_dir, const char* split, const detail::IdxImages& set,
                                     const std::vector<std::size_t>& indices) {
   const fs::path image_dir = out_dir / "images" / split;
   std::error_code ec;
@@ -854,8 +765,8 @@ const std::vector<std::string>& fashion_mnist_class_names() {
 ImportSummary import_fashion_mnist(const std::string& src_dir, const std::string& out_dir,
                                    const FashionMnistImportOptions& options) {
   const fs::path src(src_dir);
-  const IdxSet train = read_idx_pair(src / "train-images-idx3-ubyte.gz", src / "train-labels-idx1-ubyte.gz");
-  const IdxSet test = read_idx_pair(src / "t10k-images-idx3-ubyte.gz", src / "t10k-labels-idx1-ubyte.gz");
+  const detail::IdxImages train = read_idx_pair(src / "train-images-idx3-ubyte.gz", src / "train-labels-idx1-ubyte.gz");
+  const detail::IdxImages test = read_idx_pair(src / "t10k-images-idx3-ubyte.gz", src / "t10k-labels-idx1-ubyte.gz");
   if (options.val_size >= train.count) {
     throw Error("Fashion-MNIST: --val-size " + std::to_string(options.val_size) +
                 " leaves no training image (the training set has " + std::to_string(train.count) + ")");

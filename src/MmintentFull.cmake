@@ -63,8 +63,9 @@ set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 
 # Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
 add_executable(mmintent_make_demo ${PROJECT_SOURCE_DIR}/tools/make_demo_data.cpp)
-# src/ for data/idx.h.
-target_include_directories(mmintent_make_demo PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# include/ for mmintent/core/seed.h (splitmix64 is defined in the header), src/ for data/idx.h.
+target_include_directories(mmintent_make_demo PRIVATE ${PROJECT_SOURCE_DIR}/include
+  ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mmintent_make_demo PRIVATE ${OpenCV_LIBS} mmintent_idx mmintent_warnings)
 
 # --- Installation and the CMake package: find_package(mmintent CONFIG) gives mmintent::mmintent

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "data/idx.h"
+#include "mmintent/core/seed.h"
 
 namespace fs = std::filesystem;
 
@@ -188,12 +189,7 @@ std::string format_double(double value) {
 // ------------------------------------------------------------------------------------------
 // Deterministic randomness
 
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+using mmintent::splitmix64;
 
 /// mt19937_64 plus hand-written distributions, so a seed gives the same data on every
 /// standard library (std::uniform_int_distribution and friends are implementation-defined).

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "data/idx.h"
+#include "mmintent/core/seed.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -88,13 +89,6 @@ std::string describe(const json& value) {
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness (the same on every standard library: only mt19937_64 is used)
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::uint64_t fnv1a(const std::string& text) {
   std::uint64_t h = 0xcbf29ce484222325ULL;

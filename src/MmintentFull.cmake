@@ -28,7 +28,11 @@ add_library(mmintent SHARED
   data/tokenizer.cpp
   data/dataset.cpp
   data/loader.cpp
-  data/importers.cpp
+  data/importers/common.cpp
+  data/importers/parsed_json.cpp
+  data/importers/clinc150.cpp
+  data/importers/snips.cpp
+  data/importers/fashion_mnist.cpp
   data/feedback.cpp
   evaluation/report.cpp
   evaluation/plots.cpp

@@ -66,7 +66,10 @@ target_link_libraries(mmintent_cli PRIVATE mmintent CLI11::CLI11 mmintent_warnin
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 
 # Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
-add_executable(mmintent_make_demo ${PROJECT_SOURCE_DIR}/tools/make_demo_data.cpp)
+set(mmintent_make_demo_dir ${PROJECT_SOURCE_DIR}/tools/make_demo)
+add_executable(mmintent_make_demo ${mmintent_make_demo_dir}/main.cpp
+  ${mmintent_make_demo_dir}/messages.cpp ${mmintent_make_demo_dir}/splits.cpp
+  ${mmintent_make_demo_dir}/output.cpp)
 # include/ for mmintent/core/seed.h (splitmix64 is defined in the header), src/ for data/idx.h.
 target_include_directories(mmintent_make_demo PRIVATE ${PROJECT_SOURCE_DIR}/include
   ${CMAKE_CURRENT_SOURCE_DIR})

@@ -34,6 +34,7 @@ add_library(mmintent SHARED
   data/importers/snips.cpp
   data/importers/fashion_mnist.cpp
   data/feedback.cpp
+  data/lines.cpp
   evaluation/report.cpp
   evaluation/plots.cpp
   evaluation/calibration.cpp

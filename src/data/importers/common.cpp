@@ -39,11 +39,6 @@ std::string read_bytes(const fs::path& path) {
   return content.str();
 }
 
-long line_of(const std::string& bytes, std::size_t offset) {
-  offset = std::min(offset, bytes.size());
-  return 1 + static_cast<long>(std::count(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(offset), '\n'));
-}
-
 bool is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }

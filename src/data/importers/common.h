@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/lines.h"  // line_of
 #include "mmintent/data/importers.h"
 
 namespace mmintent::detail {
@@ -24,9 +25,6 @@ constexpr std::array<const char*, 3> kSplitNames = {"train", "val", "test"};
 
 /// The whole file; DataError(path, 0, ...) when it is missing, not a file or unreadable.
 std::string read_bytes(const std::filesystem::path& path);
-
-/// 1-based line of the byte at `offset`.
-long line_of(const std::string& bytes, std::size_t offset);
 
 bool is_ascii_space(char c);
 

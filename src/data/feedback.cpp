@@ -139,13 +139,7 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   FeedbackLog log;
   log.path = path;
   detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
-    json object;
-    try {
-      object = json::parse(line);
-    } catch (const json::parse_error& e) {
-      reader.fail(line_no, std::string("not valid JSON: ") + e.what());
-    }
-    FeedbackRecord r = reader.read(object, line_no);
+    FeedbackRecord r = reader.read(detail::parse_json_line(path, line_no, line), line_no);
     switch (r.reaction) {
       case Reaction::accepted: ++log.accepted; break;
       case Reaction::corrected: ++log.corrected; break;

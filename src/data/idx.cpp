@@ -48,6 +48,22 @@ std::string hex32(std::uint32_t value) {
   return buffer;
 }
 
+/// Throws unless `data` holds at least the `header_bytes` of an IDX header and starts with
+/// `magic` (`layout`: what the magic number stands for).
+void check_header(const std::string& path, const std::vector<std::uint8_t>& data,
+                  std::size_t header_bytes, std::uint32_t magic, const char* layout) {
+  if (data.size() < header_bytes) {
+    throw IdxError(path, "truncated IDX header: " + std::to_string(data.size()) +
+                             " bytes after decompression, expected at least " +
+                             std::to_string(header_bytes));
+  }
+  if (be32(data, 0) != magic) {
+    throw IdxError(path, "byte offset 0 (after decompression): bad IDX magic number " +
+                             hex32(be32(data, 0)) + ", expected " + hex32(magic) + " (" + layout +
+                             ")");
+  }
+}
+
 }  // namespace
 
 IdxImages read_idx_images(const std::string& images_path, const std::string& labels_path) {
@@ -55,15 +71,7 @@ IdxImages read_idx_images(const std::string& images_path, const std::string& lab
   const std::string& ipath = images_path;
   const std::string& lpath = labels_path;
   std::vector<std::uint8_t> images = read_gzip(ipath);
-  if (images.size() < 16) {
-    throw IdxError(ipath, "truncated IDX header: " + std::to_string(images.size()) +
-                              " bytes after decompression, expected at least 16");
-  }
-  if (be32(images, 0) != 0x00000803) {
-    throw IdxError(ipath, "byte offset 0 (after decompression): bad IDX magic number " +
-                              hex32(be32(images, 0)) +
-                              ", expected 0x00000803 (unsigned bytes, 3 dimensions)");
-  }
+  check_header(ipath, images, 16, 0x00000803, "unsigned bytes, 3 dimensions");
   const std::uint32_t count = be32(images, 4), rows = be32(images, 8), cols = be32(images, 12);
   if (rows != kIdxImageSide || cols != kIdxImageSide) {
     throw IdxError(ipath, "byte offset 8 (after decompression): images are " +
@@ -82,15 +90,7 @@ IdxImages read_idx_images(const std::string& images_path, const std::string& lab
   images = {};  // the labels file is read next: do not hold both copies of the pixels
 
   const std::vector<std::uint8_t> labels = read_gzip(lpath);
-  if (labels.size() < 8) {
-    throw IdxError(lpath, "truncated IDX header: " + std::to_string(labels.size()) +
-                              " bytes after decompression, expected at least 8");
-  }
-  if (be32(labels, 0) != 0x00000801) {
-    throw IdxError(lpath, "byte offset 0 (after decompression): bad IDX magic number " +
-                              hex32(be32(labels, 0)) +
-                              ", expected 0x00000801 (unsigned bytes, 1 dimension)");
-  }
+  check_header(lpath, labels, 8, 0x00000801, "unsigned bytes, 1 dimension");
   const std::uint32_t label_count = be32(labels, 4);
   if (label_count != count) {
     throw IdxError(lpath, "holds " + std::to_string(label_count) + " labels, but " + ipath +

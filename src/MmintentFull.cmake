@@ -12,6 +12,13 @@ if(MMINTENT_SANITIZE)
   set_property(TARGET mmintent_spm PROPERTY LINK_OPTIONS "")
 endif()
 
+# The gzip IDX reader (Fashion-MNIST), shared by the importer in libmmintent and by
+# mmintent_make_demo, which must build without LibTorch: so it is its own zlib-only library.
+add_library(mmintent_idx STATIC data/idx.cpp)
+target_include_directories(mmintent_idx PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(mmintent_idx PRIVATE ZLIB::ZLIB mmintent_warnings)
+set_target_properties(mmintent_idx PROPERTIES POSITION_INDEPENDENT_CODE ON)  # linked into a .so
+
 add_library(mmintent SHARED
   config/config.cpp
   config/loader.cpp
@@ -21,8 +28,13 @@ add_library(mmintent SHARED
   data/tokenizer.cpp
   data/dataset.cpp
   data/loader.cpp
-  data/importers.cpp
+  data/importers/common.cpp
+  data/importers/parsed_json.cpp
+  data/importers/clinc150.cpp
+  data/importers/snips.cpp
+  data/importers/fashion_mnist.cpp
   data/feedback.cpp
+  data/lines.cpp
   evaluation/report.cpp
   evaluation/plots.cpp
   evaluation/calibration.cpp
@@ -41,10 +53,12 @@ add_library(mmintent::mmintent ALIAS mmintent)
 target_include_directories(mmintent PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+# The internal headers (src/data/idx.h, ...) are included as "data/...".
+target_include_directories(mmintent PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mmintent
   PUBLIC mmintent_core
   PRIVATE ${OpenCV_LIBS} yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
-          Threads::Threads ${CMAKE_DL_LIBS} ZLIB::ZLIB mmintent_warnings)
+          Threads::Threads ${CMAKE_DL_LIBS} mmintent_idx mmintent_warnings)
 # Where to look for the shim besides the directory of libmmintent.so itself.
 target_compile_definitions(mmintent PRIVATE
   MMINTENT_SPM_BUILD_DIR="${CMAKE_LIBRARY_OUTPUT_DIRECTORY}"
@@ -66,8 +80,14 @@ target_link_libraries(mmintent_cli PRIVATE mmintent CLI11::CLI11 mmintent_warnin
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 
 # Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
-add_executable(mmintent_make_demo ${PROJECT_SOURCE_DIR}/tools/make_demo_data.cpp)
-target_link_libraries(mmintent_make_demo PRIVATE ${OpenCV_LIBS} ZLIB::ZLIB mmintent_warnings)
+set(mmintent_make_demo_dir ${PROJECT_SOURCE_DIR}/tools/make_demo)
+add_executable(mmintent_make_demo ${mmintent_make_demo_dir}/main.cpp
+  ${mmintent_make_demo_dir}/messages.cpp ${mmintent_make_demo_dir}/splits.cpp
+  ${mmintent_make_demo_dir}/output.cpp)
+# include/ for mmintent/core/seed.h (splitmix64 is defined in the header), src/ for data/idx.h.
+target_include_directories(mmintent_make_demo PRIVATE ${PROJECT_SOURCE_DIR}/include
+  ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(mmintent_make_demo PRIVATE ${OpenCV_LIBS} mmintent_idx mmintent_warnings)
 
 # --- Installation and the CMake package: find_package(mmintent CONFIG) gives mmintent::mmintent
 # (and mmintent::core, the LibTorch-only part). See examples/app and scripts/check_example.sh.

@@ -1,5 +1,6 @@
 #include "mmintent/data/feedback.h"
 
+#include "data/lines.h"
 #include "mmintent/error.h"
 
 #include <nlohmann/json.hpp>
@@ -20,11 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-bool is_blank(const std::string& s) {
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; });
-}
-
+using detail::is_blank;
 
 /// Reads and checks one feedback record (a parsed JSON line).
 class RecordReader {
@@ -141,30 +138,15 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   RecordReader reader(path, labels, options);
   FeedbackLog log;
   log.path = path;
-  std::size_t pos = 0;
-  long line_no = 0;
-  while (pos < data.size()) {
-    ++line_no;
-    std::size_t end = data.find('\n', pos);
-    if (end == std::string::npos) end = data.size();
-    std::string line = data.substr(pos, end - pos);
-    pos = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (is_blank(line)) continue;
-    json object;
-    try {
-      object = json::parse(line);
-    } catch (const json::parse_error& e) {
-      reader.fail(line_no, std::string("not valid JSON: ") + e.what());
-    }
-    FeedbackRecord r = reader.read(object, line_no);
+  detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
+    FeedbackRecord r = reader.read(detail::parse_json_line(path, line_no, line), line_no);
     switch (r.reaction) {
       case Reaction::accepted: ++log.accepted; break;
       case Reaction::corrected: ++log.corrected; break;
       case Reaction::rejected: ++log.rejected; break;
     }
     log.records.push_back(std::move(r));
-  }
+  });
   if (log.records.empty()) throw DataError(path, 0, "the feedback log has no records");
   return log;
 }

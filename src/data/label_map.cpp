@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "data/lines.h"
 #include "mmintent/data/manifest.h"
 #include "mmintent/error.h"
 
@@ -30,12 +31,6 @@ std::string read_label_file(const std::string& path) {
   os << in.rdbuf();
   if (in.bad()) throw DataError(path, 0, "cannot read label map: I/O error");
   return os.str();
-}
-
-/// 1-based line of byte offset `offset` in `text`.
-long line_of_offset(const std::string& text, std::size_t offset) {
-  offset = std::min(offset, text.size());
-  return 1 + static_cast<long>(std::count(text.begin(), text.begin() + offset, '\n'));
 }
 
 /// 1-based line where each element of the top-level JSON array in `text` starts (the text is
@@ -136,7 +131,7 @@ LabelMap LabelMap::load(const std::string& path) {
     try {
       array = nlohmann::json::parse(data);
     } catch (const nlohmann::json::parse_error& e) {
-      throw DataError(path, line_of_offset(data, e.byte > 0 ? e.byte - 1 : 0),
+      throw DataError(path, detail::line_of(data, e.byte > 0 ? e.byte - 1 : 0),
                       std::string("not valid JSON: ") + e.what());
     } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e999
       throw DataError(path, 0, std::string("not valid JSON: ") + e.what());
@@ -156,20 +151,9 @@ LabelMap LabelMap::load(const std::string& path) {
       add(array[i].get<std::string>(), line);
     }
   } else {
-    std::size_t pos = data.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-    long line = 0;
-    while (pos < data.size()) {
-      ++line;
-      std::size_t end = data.find('\n', pos);
-      if (end == std::string::npos) end = data.size();
-      std::string name = data.substr(pos, end - pos);
-      pos = end + 1;
-      if (!name.empty() && name.back() == '\r') name.pop_back();
-      const bool blank = std::all_of(name.begin(), name.end(), [](char c) {
-        return std::isspace(static_cast<unsigned char>(c)) != 0;
-      });
-      if (!blank) add(std::move(name), line);
-    }
+    const std::size_t start = data.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+    detail::for_each_line(data, start,
+                          [&](long line, std::string& name) { add(std::move(name), line); });
   }
   if (names.empty()) throw DataError(path, 0, "label map has no labels");
   return LabelMap(std::move(names));

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "data/lines.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -23,10 +24,7 @@ namespace fs = std::filesystem;
 constexpr char kInvalidByteMarker = '\x7F';
 
 
-bool is_blank(const std::string& s) {
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; });
-}
+using detail::is_blank;
 
 std::string trim_spaces(const std::string& s) {
   const auto b = s.find_first_not_of(" \t");
@@ -223,16 +221,7 @@ void read_jsonl(const std::string& path, const std::string& data,
   const bool skip = options.on_bad_record == "skip";
   RecordBuilder builder(path, options);
   const ManifestFields& f = options.fields;
-  std::size_t pos = 0;
-  long line_no = 0;
-  while (pos < data.size()) {
-    ++line_no;
-    std::size_t end = data.find('\n', pos);
-    if (end == std::string::npos) end = data.size();
-    std::string line = data.substr(pos, end - pos);
-    pos = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (is_blank(line)) continue;
+  detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
     guarded(manifest, skip, [&] {
       // Replace invalid UTF-8 bytes by a marker so the JSON parser accepts the line and the
       // offending field (and the offset inside its decoded value) can be named.
@@ -254,12 +243,7 @@ void read_jsonl(const std::string& path, const std::string& data,
         builder.fail(line_no, "line is not valid UTF-8 (byte offset " +
                                   std::to_string(first_invalid) + " in the line)");
       }
-      nlohmann::json object;
-      try {
-        object = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
-        builder.fail(line_no, std::string("not valid JSON: ") + e.what());
-      }
+      const nlohmann::json object = detail::parse_json_line(path, line_no, line);
       if (!object.is_object()) {
         builder.fail(line_no, std::string("expected a JSON object, found ") + object.type_name());
       }
@@ -278,7 +262,7 @@ void read_jsonl(const std::string& path, const std::string& data,
       record.soft_label = std::move(soft);
       manifest.records.push_back(std::move(record));
     });
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -119,6 +119,9 @@ TEST(FeedbackTest, BadRecordsAreDataErrorsNamingFileAndLine) {
       {"{\"predicted\": \"refund\", \"reaction\": \"accepted\"}", "missing field 'text'"},
       {"{\"text\": \"  \", \"predicted\": \"refund\", \"reaction\": \"accepted\"}", "empty text"},
       {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\"", "not valid JSON"},
+      // A number beyond a double: nlohmann's out_of_range, not a parse_error.
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"score\": 1e999}",
+       "not valid JSON"},
       {"[1, 2]", "expected a JSON object, found array"},
   };
   for (const auto& c : cases) {

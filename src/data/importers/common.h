@@ -1,0 +1,78 @@
+#pragma once
+/// Helpers shared by the data-set importers (src/data/importers/*.cpp): reading the input,
+/// wording errors, deterministic sampling, and writing and counting the three manifests.
+/// Internal to libmmintent.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/lines.h"  // line_of
+#include "mmintent/data/importers.h"
+
+namespace mmintent::detail {
+
+constexpr std::array<const char*, 3> kSplitNames = {"train", "val", "test"};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// The whole file; DataError(path, 0, ...) when it is missing, not a file or unreadable.
+std::string read_bytes(const std::filesystem::path& path);
+
+bool is_ascii_space(char c);
+
+/// `s` without ASCII whitespace at either end.
+std::string strip(const std::string& s);
+
+/// "an array of 3 elements", "a number (5)", ... for error messages.
+std::string describe(const nlohmann::json& value);
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic randomness (the same on every standard library: only mt19937_64 is used)
+
+/// FNV-1a hash of `text`: a stable stream id from a name.
+std::uint64_t fnv1a(const std::string& text);
+
+/// `k` distinct indices of 0..n-1, uniformly at random, sorted ascending (k <= n).
+std::vector<std::size_t> choose_sorted(std::size_t n, std::size_t k, std::uint64_t seed, std::uint64_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+struct OutRecord {
+  std::string text;
+  std::string image;
+  std::string label;
+};
+
+using Splits = std::array<std::vector<OutRecord>, 3>;
+
+/// Writes OUT_DIR/{train,val,test}.jsonl: all three to temporary files first, then renamed.
+void write_manifests(const std::filesystem::path& out_dir, const Splits& splits, bool with_text, bool with_image,
+                     ImportSummary& summary);
+
+/// Fills summary.splits (per kind via `kind_of`) and num_labels.
+template <typename KindOf>
+void count_splits(const Splits& splits, KindOf kind_of, ImportSummary& summary) {
+  std::set<std::string> labels;
+  for (std::size_t s = 0; s < 3; ++s) {
+    SplitCounts counts;
+    counts.split = kSplitNames[s];
+    counts.records = splits[s].size();
+    for (const auto& record : splits[s]) {
+      ++counts.by_kind[kind_of(record)];
+      labels.insert(record.label);
+    }
+    summary.splits.push_back(std::move(counts));
+  }
+  summary.num_labels = labels.size();
+}
+
+}  // namespace mmintent::detail

@@ -15,14 +15,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 namespace mmintent {
 namespace fs = std::filesystem;
 namespace {
-
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

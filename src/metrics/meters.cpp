@@ -89,33 +89,12 @@ void F1Meter::set_counts(const std::vector<double>& counts) {
   confusion_ = counts;
 }
 
-Meters train_meters(int64_t /*num_classes*/) {
-  Meters m;
-  m.push_back(std::make_unique<LossMeter>());
-  m.push_back(std::make_unique<AccuracyMeter>());
-  return m;
+std::unique_ptr<Meter> LossMeter::make(int64_t /*num_classes*/) { return std::make_unique<LossMeter>(); }
+std::unique_ptr<Meter> AccuracyMeter::make(int64_t /*num_classes*/) {
+  return std::make_unique<AccuracyMeter>();
 }
-
-Meters validation_meters(int64_t num_classes) {
-  Meters m;
-  m.push_back(std::make_unique<LossMeter>());
-  m.push_back(std::make_unique<AccuracyMeter>());
-  m.push_back(std::make_unique<F1Meter>(num_classes));
-  m.push_back(std::make_unique<TopKMeter>(3));
-  return m;
-}
-
-std::vector<std::string> reported_metric_names() {
-  std::vector<std::string> out;
-  // Names do not depend on the class count; 2 is the smallest model.
-  for (const auto& [prefix, meters] : {std::pair{"train", train_meters(2)}, {"val", validation_meters(2)}}) {
-    for (const auto& meter : meters) {
-      for (const auto& name : meter->names()) out.push_back(std::string(prefix) + "." + name);
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+std::unique_ptr<Meter> Top3Meter::make(int64_t /*num_classes*/) { return std::make_unique<Top3Meter>(); }
+std::unique_ptr<Meter> F1Meter::make(int64_t num_classes) { return std::make_unique<F1Meter>(num_classes); }
 
 std::map<std::string, double> meter_values(const Meters& meters, const std::string& prefix) {
   std::map<std::string, double> out;

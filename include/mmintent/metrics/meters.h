@@ -4,12 +4,14 @@
 /// ranks' counts is the meter over all their shards, which is how a data-parallel run gets
 /// exact metrics (training/trainer.h sums them).
 ///
-/// A new metric is one Meter and one line in `train_meters` or `validation_meters`: the
-/// trainer reports it as "<split>.<name>", metrics.jsonl records it, and early stopping may
-/// watch it (reported_metric_names lists it for the config check).
+/// A new metric is one Meter (with a static `metric_names()` and `make(num_classes)`) and its
+/// registration: one more type in `TrainMeters` or `ValidationMeters` below. The trainer
+/// reports it as "<split>.<name>", metrics.jsonl records it, and early stopping may watch it
+/// (reported_metric_names lists it for the config check, without building any meter).
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -63,32 +65,47 @@ class RatioMeter : public Meter {
 /// "loss": loss_sum / loss_count.
 class LossMeter : public RatioMeter {
  public:
-  LossMeter() : RatioMeter("loss") {}
+  LossMeter() : RatioMeter(metric_names()[0]) {}
+  static std::vector<std::string> metric_names() { return {"loss"}; }
+  static std::unique_ptr<Meter> make(int64_t num_classes);
   void add(const MeterInput& input) override;
 };
 
 /// "accuracy": arg-max hits / samples labelled with one of the K classes.
 class AccuracyMeter : public RatioMeter {
  public:
-  AccuracyMeter() : RatioMeter("accuracy") {}
+  AccuracyMeter() : RatioMeter(metric_names()[0]) {}
+  static std::vector<std::string> metric_names() { return {"accuracy"}; }
+  static std::unique_ptr<Meter> make(int64_t num_classes);
   void add(const MeterInput& input) override;
 };
 
 /// "top<k>_accuracy": the gold class among the k best / labelled samples.
 class TopKMeter : public RatioMeter {
  public:
-  explicit TopKMeter(int64_t k) : RatioMeter("top" + std::to_string(k) + "_accuracy"), k_(k) {}
+  explicit TopKMeter(int64_t k) : RatioMeter(metric_name(k)), k_(k) {}
+  static std::string metric_name(int64_t k) { return "top" + std::to_string(k) + "_accuracy"; }
   void add(const MeterInput& input) override;
 
  private:
   int64_t k_;
 };
 
+/// "top3_accuracy".
+class Top3Meter : public TopKMeter {
+ public:
+  Top3Meter() : TopKMeter(3) {}
+  static std::vector<std::string> metric_names() { return {metric_name(3)}; }
+  static std::unique_ptr<Meter> make(int64_t num_classes);
+};
+
 /// "macro_f1" and "weighted_f1" from a K x K confusion matrix (metrics/classification.h).
 class F1Meter : public Meter {
  public:
   explicit F1Meter(int64_t num_classes);
-  std::vector<std::string> names() const override { return {"macro_f1", "weighted_f1"}; }
+  static std::vector<std::string> metric_names() { return {"macro_f1", "weighted_f1"}; }
+  static std::unique_ptr<Meter> make(int64_t num_classes);
+  std::vector<std::string> names() const override { return metric_names(); }
   void add(const MeterInput& input) override;
   std::map<std::string, double> values() const override;
   void reset() override;
@@ -102,13 +119,40 @@ class F1Meter : public Meter {
 
 using Meters = std::vector<std::unique_ptr<Meter>>;
 
-/// The meters of a training pass ("train.*") and of a validation pass ("val.*") for a model
-/// of `num_classes` outputs: the registrations.
-Meters train_meters(int64_t num_classes);
-Meters validation_meters(int64_t num_classes);
+/// A registration: the meters of one pass, in order. `names` needs no meter (nor LibTorch's
+/// kernels: the config check calls it); `make` builds them for a model of K classes.
+template <class... M>
+struct MeterSet {
+  static Meters make(int64_t num_classes) {
+    Meters meters;
+    (meters.push_back(M::make(num_classes)), ...);
+    return meters;
+  }
+  static std::vector<std::string> names(const std::string& prefix) {
+    std::vector<std::string> out;
+    for (const auto& names : {M::metric_names()...}) {
+      for (const auto& name : names) out.push_back(prefix + "." + name);
+    }
+    return out;
+  }
+};
 
-/// Every "<split>.<name>" the trainer reports from its meters (what early stopping may watch).
-std::vector<std::string> reported_metric_names();
+/// The registrations: a training pass ("train.*") and a validation pass ("val.*").
+using TrainMeters = MeterSet<LossMeter, AccuracyMeter>;
+using ValidationMeters = MeterSet<LossMeter, AccuracyMeter, F1Meter, Top3Meter>;
+
+inline Meters train_meters(int64_t num_classes) { return TrainMeters::make(num_classes); }
+inline Meters validation_meters(int64_t num_classes) { return ValidationMeters::make(num_classes); }
+
+/// Every "<split>.<name>" the trainer reports from its meters (what early stopping may watch),
+/// sorted.
+inline std::vector<std::string> reported_metric_names() {
+  auto out = TrainMeters::names("train");
+  const auto val = ValidationMeters::names("val");
+  out.insert(out.end(), val.begin(), val.end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 /// Each meter's values, prefixed "<prefix>.".
 std::map<std::string, double> meter_values(const Meters& meters, const std::string& prefix);

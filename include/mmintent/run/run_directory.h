@@ -63,7 +63,9 @@ class RunDirectory {
   /// Throws Error naming the first of config.yaml, labels.json, model.pt that is missing.
   void require_finished() const;
 
-  // ---- Reading the parts (each throws an error naming the file when it is broken).
+  // ---- Reading the parts (each throws an error naming the file when it is broken). These and
+  // save_config/labels/tokenizer need the data layer: they are in libmmintent; the layout
+  // above is in mmintent_core too (a LibTorch-only build writes the trainer's files).
   Config load_config(const std::vector<std::string>& overrides = {}) const;
   LabelMap load_labels() const;
   /// The run's tokenizer, or null when `config` uses no text.

@@ -70,7 +70,7 @@ struct TrainerOptions {
 class Trainer {
  public:
   /// Moves `model` to the configured device and builds the optimizer. With `comm` (world
-  /// size > 1) the run is data-parallel; only its rank 0 writes into options.run_dir.
+  /// size > 1) the run is data-parallel; only its rank 0 writes options.files.
   Trainer(IntentClassifier model, TrainerOptions options,
           std::shared_ptr<Communicator> comm = nullptr);
   ~Trainer();

@@ -127,7 +127,7 @@ void BM_LoaderPass(benchmark::State& state) {
   for (auto _ : state) {
     loader->start_epoch(epoch++);
     while (auto b = loader->next()) {
-      benchmark::DoNotOptimize(b->images.data_ptr());
+      benchmark::DoNotOptimize(b->input("image").data.data_ptr());
       ++batches;
     }
   }
@@ -149,11 +149,11 @@ Batch demo_batch(int64_t bs) {
 Batch clinc_text_batch(int64_t bs) {
   torch::manual_seed(1);
   Batch b;
-  b.lengths = torch::randint(4, 21, {bs}, torch::kLong);
-  const int64_t T = b.lengths.max().item<int64_t>();
-  b.token_ids = torch::randint(1, 6000, {bs, T}, torch::kLong);
-  b.token_ids.masked_fill_(torch::arange(T).unsqueeze(0) >= b.lengths.unsqueeze(1), 0);
-  b.text_mask = torch::ones({bs});
+  b.inputs["text"].lengths = torch::randint(4, 21, {bs}, torch::kLong);
+  const int64_t T = b.input("text").lengths.max().item<int64_t>();
+  b.inputs["text"].data = torch::randint(1, 6000, {bs, T}, torch::kLong);
+  b.input("text").data.masked_fill_(torch::arange(T).unsqueeze(0) >= b.input("text").lengths.unsqueeze(1), 0);
+  b.inputs["text"].mask = torch::ones({bs});
   b.labels = torch::randint(0, 151, {bs}, torch::kLong);
   return b;
 }
@@ -176,10 +176,10 @@ void BM_TextEncoder(benchmark::State& state, const std::string& which, bool back
   auto run = [&] {
     if (backward) {
       enc->zero_grad();
-      enc->forward(b.token_ids, b.lengths).sum().backward();
+      enc->forward(b.input("text").data, b.input("text").lengths).sum().backward();
     } else {
       torch::NoGradGuard no_grad;
-      benchmark::DoNotOptimize(enc->forward(b.token_ids, b.lengths));
+      benchmark::DoNotOptimize(enc->forward(b.input("text").data, b.input("text").lengths));
     }
   };
   for (int i = 0; i < kWarmUp; ++i) run();
@@ -219,10 +219,10 @@ void BM_ImageEncoder(benchmark::State& state, bool backward, bool channels_last,
   auto run = [&] {
     if (backward) {
       enc->zero_grad();
-      enc->forward(b.images).sum().backward();
+      enc->forward(b.input("image").data).sum().backward();
     } else {
       torch::NoGradGuard no_grad;
-      benchmark::DoNotOptimize(enc->forward(b.images));
+      benchmark::DoNotOptimize(enc->forward(b.input("image").data));
     }
   };
   for (int i = 0; i < kWarmUp; ++i) run();

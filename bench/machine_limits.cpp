@@ -159,7 +159,7 @@ Flops forward_flops(const IntentClassifierOptions& o, int64_t batch, int64_t hei
   Flops f;
   const double B = static_cast<double>(batch);
   int64_t text_dim = 0, image_dim = 0;
-  if (o.use_image()) {
+  if (o.uses("image")) {
     const auto& e = o.image();
     double h = static_cast<double>(height), w = static_cast<double>(width);
     double cin = static_cast<double>(e.in_channels());
@@ -177,7 +177,7 @@ Flops forward_flops(const IntentClassifierOptions& o, int64_t batch, int64_t hei
     f.linear += 2 * B * cin * static_cast<double>(e.out_dim());
     image_dim = e.out_dim();
   }
-  if (o.use_text()) {
+  if (o.uses("text")) {
     const auto& t = o.text();
     const double H = static_cast<double>(t.hidden_size());
     const double gates = t.type() == "lstm" ? 4 : 3;
@@ -189,7 +189,7 @@ Flops forward_flops(const IntentClassifierOptions& o, int64_t batch, int64_t hei
     }
     text_dim = static_cast<int64_t>(H * dirs);
   }
-  const bool both = o.use_text() && o.use_image();
+  const bool both = o.uses("text") && o.uses("image");
   double in = static_cast<double>(text_dim + image_dim + (both ? 2 : 0));
   if (both && o.fusion().type() == "gated") {
     const double d = static_cast<double>(o.fusion().dim());

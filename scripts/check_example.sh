@@ -109,4 +109,24 @@ step "running the installed CLI on the example's run"
 cat "$work/cli.out"
 grep -q "_" "$work/cli.out" || fail "mmintent predict printed no intent"
 
+step "building examples/custom_modality against the prefix and running it"
+# A modality registered from outside the library (run/plugins.h): the same data with an
+# "order" vector per request; the model that reads it must beat text + image alone.
+cmake -S "$root/examples/custom_modality" -B "$work/custom-build" "${gen[@]}" "${launcher[@]}" \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >"$work/custom-configure.log" ||
+  { cat "$work/custom-configure.log"; fail "configuring examples/custom_modality"; }
+cmake --build "$work/custom-build" -j "$(nproc)"
+"$work/custom-build/mmintent_custom_modality" "$work/data" "$work/custom" \
+  >"$work/custom.out" 2>"$work/custom.err" ||
+  { cat "$work/custom.out" "$work/custom.err"; fail "mmintent_custom_modality exited non-zero"; }
+cat "$work/custom.out"
+without="$(sed -n 's/^test accuracy, text + image: *\([0-9.]*\)$/\1/p' "$work/custom.out")"
+with="$(sed -n 's/^test accuracy, text + image + order: *\([0-9.]*\)$/\1/p' "$work/custom.out")"
+[ -n "$without" ] && [ -n "$with" ] || fail "no accuracy lines from mmintent_custom_modality"
+awk -v a="$with" -v b="$without" 'BEGIN { exit !(a > b) }' ||
+  fail "the order modality did not help: $with with it, $without without"
+grep -q "^request: .* -> [a-z_]* (p=" "$work/custom.out" || fail "no prediction with the order modality"
+grep -q '"order"' "$work/custom/text_image_order/config.yaml" || fail "the run's config does not name the order modality"
+
 printf '\ncheck_example: OK in %d s\n' "$((SECONDS - start))"

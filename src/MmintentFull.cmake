@@ -27,6 +27,9 @@ add_library(mmintent SHARED
   data/image.cpp
   data/tokenizer.cpp
   data/dataset.cpp
+  data/modality.cpp
+  data/modalities/text.cpp
+  data/modalities/image.cpp
   data/loader.cpp
   data/importers/common.cpp
   data/importers/parsed_json.cpp
@@ -43,6 +46,7 @@ add_library(mmintent SHARED
   run/run_parts.cpp
   run/serving.cpp
   run/setup.cpp
+  run/plugins.cpp
   inference/predictor.cpp
   app/logging.cpp
   app/train_run.cpp

@@ -54,11 +54,12 @@ void check_out_dir(const fs::path& dir, bool overwrite) {
   }
 }
 
-/// Freezes the text and image encoders: no gradients, and batch-norm statistics that no longer
+/// Freezes every modality's encoder: no gradients, and batch-norm statistics that no longer
 /// move (momentum 0), so the encoders leave the tune exactly as they entered it.
 void freeze_encoders(IntentClassifier& model) {
   for (const auto& child : model->named_children()) {
-    if (child.key() != "text_encoder" && child.key() != "image_encoder") continue;
+    const std::string& key = child.key();  // "<modality>_encoder" (models/intent_classifier.h)
+    if (key.size() < 8 || key.compare(key.size() - 8, 8, "_encoder") != 0) continue;
     for (auto& p : child.value()->parameters()) p.set_requires_grad(false);
     for (const auto& m : child.value()->modules()) {
       if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) bn->options.momentum(0.0);
@@ -99,13 +100,15 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   fo.use_image = c.model.uses("image");
   fo.allow_missing_text = c.data.allow_missing_text;
   fo.allow_missing_image = c.data.allow_missing_image;
+  const auto mopts = manifest_read_options(c, /*require_label=*/true);
+  fo.plugins = mopts.fields.plugins;
+  fo.allow_missing_plugins = mopts.allow_missing_plugins;
   const FeedbackLog log_records = read_feedback(options.feedback, data.labels, fo);
   const auto dopts = dataset_options(c);
   auto feedback = std::make_shared<MultimodalDataset>(feedback_manifest(log_records), &data.labels,
                                                       data.tokenizer, dopts);
   if (feedback->size() == 0) throw DataError(options.feedback, 0, "no feedback sample is left");
 
-  const auto mopts = manifest_read_options(c, /*require_label=*/true);
   std::shared_ptr<MultimodalDataset> replay;
   if (c.tune.replay_ratio > 0) {
     Manifest m = read_manifest(c.data.train, mopts);

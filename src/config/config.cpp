@@ -20,8 +20,8 @@ TrainerOptions Config::trainer_options() const {
 IntentClassifierOptions Config::model_options(int64_t vocab_size, int64_t num_classes) const {
   IntentClassifierOptions o;
   o.num_classes(num_classes);
-  o.use_text(model.uses("text"));
-  o.use_image(model.uses("image"));
+  o.modalities(model.modalities);
+  o.plugins(model.plugins);
   auto text = model.text_encoder;
   text.vocab_size(vocab_size);
   o.text(text);

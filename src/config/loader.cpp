@@ -1,5 +1,6 @@
 #include "mmintent/config/loader.h"
 
+#include "mmintent/core/modality.h"
 #include "mmintent/error.h"
 #include "mmintent/metrics/meters.h"
 
@@ -210,6 +211,51 @@ class Reader {
     }
     out = std::move(values);
   }
+  /// `model.plugins`: per plug-in modality, a mapping of its setting keys to scalar values,
+  /// checked by the modality's own check (core/modality.h).
+  void read(const std::string& key, const YAML::Node& v, std::map<std::string, ModalitySettings>& out,
+            const Check&) const {
+    if (v.IsNull()) {
+      out.clear();
+      return;
+    }
+    if (!v.IsMap()) fail(key, v, "expected a mapping of modality names to settings, found " + kind_name(v));
+    const auto known = modality_names();
+    std::map<std::string, ModalitySettings> values;
+    for (const auto& kv : v) {
+      const auto name = scalar<std::string>(key, kv.first, "a modality name");
+      const std::string at = key + "." + name;
+      if (is_builtin_modality(name)) {
+        fail(at, kv.first, "'" + name + "' is built in: its settings are model." + name +
+                               "_encoder and data." + name);
+      }
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        fail(at, kv.first, "no modality '" + name + "' is registered; registered: " + join(known));
+      }
+      if (!kv.second.IsNull() && !kv.second.IsMap()) {
+        fail(at, kv.second, "expected a mapping of keys to values, found " + kind_name(kv.second));
+      }
+      ModalitySettings settings;
+      settings.modality = name;
+      if (kv.second.IsMap()) {
+        for (const auto& item : kv.second) {
+          const auto k = scalar<std::string>(at, item.first, "a key name");
+          if (!item.second.IsScalar()) {
+            fail(at + "." + k, item.second, "expected a single value, found " + kind_name(item.second));
+          }
+          settings.values[k] = item.second.Scalar();
+        }
+      }
+      try {
+        check_modality_settings(settings);
+      } catch (const SettingError& e) {
+        const YAML::Node where = kv.second.IsMap() && kv.second[e.key()].IsDefined() ? kv.second[e.key()] : kv.first;
+        fail(at + "." + e.key(), where, e.message());
+      }
+      values[name] = std::move(settings);
+    }
+    out = std::move(values);
+  }
   template <class T>
   void read(const std::string& key, const YAML::Node& v, std::vector<T>& out, const Check& c) const {
     if (!v.IsSequence()) fail(key, v, "expected a list, found " + kind_name(v));
@@ -265,6 +311,19 @@ class Writer {
     out_ << YAML::BeginMap;
     for (const auto& [k, v] : m) {
       out_ << YAML::Key << YAML::DoubleQuoted << k << YAML::Value << YAML::DoubleQuoted << v;
+    }
+    out_ << YAML::EndMap;
+  }
+  void write(const std::map<std::string, ModalitySettings>& m) {
+    if (m.empty()) out_ << YAML::Flow;
+    out_ << YAML::BeginMap;
+    for (const auto& [name, settings] : m) {
+      out_ << YAML::Key << name << YAML::Value;
+      std::map<std::string, std::string> values = settings.values;
+      if (values.empty()) out_ << YAML::Flow;
+      out_ << YAML::BeginMap;
+      for (const auto& [k, v] : values) out_ << YAML::Key << k << YAML::Value << v;
+      out_ << YAML::EndMap;
     }
     out_ << YAML::EndMap;
   }
@@ -371,11 +430,12 @@ template <class V> void visit(V& v, HeadOptions& c) {
   v.field("dropout", c.dropout(), Check::range(0, 0.95));
 }
 template <class V> void visit(V& v, ModelConfig& c) {
-  v.field("modalities", c.modalities, Check::one_of({"text", "image"}));
+  v.field("modalities", c.modalities, Check::one_of(modality_names()));
   v.section("text_encoder", c.text_encoder);
   v.section("image_encoder", c.image_encoder);
   v.section("fusion", c.fusion);
   v.section("head", c.head);
+  v.field("plugins", c.plugins);
 }
 template <class V> void visit(V& v, OptimizerOptions& c) {
   v.field("type", c.type, Check::one_of({"adamw", "sgd"}));
@@ -548,7 +608,7 @@ void validate(const Config& c, const Context& ctx) {
   };
   if (c.data.train.empty()) fail("data.train", "a training manifest is required");
   const auto& m = c.model.modalities;
-  if (m.empty()) fail("model.modalities", "at least one of text, image is required");
+  if (m.empty()) fail("model.modalities", "at least one modality (" + join(modality_names()) + ") is required");
   if (std::set<std::string>(m.begin(), m.end()).size() != m.size()) {
     fail("model.modalities", "a modality is listed twice");
   }
@@ -559,6 +619,23 @@ void validate(const Config& c, const Context& ctx) {
     fail("data.fields.image", "the model uses images, so an image field name is required");
   }
   if (c.data.fields.label.empty()) fail("data.fields.label", "a label field name is required");
+  for (const auto& name : m) {
+    // A plug-in listed without settings: its defaults must do.
+    if (is_builtin_modality(name) || c.model.plugins.count(name)) continue;
+    ModalitySettings defaults;
+    defaults.modality = name;
+    try {
+      check_modality_settings(defaults);
+    } catch (const SettingError& e) {
+      fail("model.plugins." + name + "." + e.key(), e.message());
+    }
+  }
+  for (const auto& [name, settings] : c.model.plugins) {
+    if (!c.model.uses(name)) {
+      fail("model.plugins." + name, "settings for modality '" + name +
+                                        "', which model.modalities does not list");
+    }
+  }
   const auto ch = static_cast<size_t>(c.data.image.channels);
   if (c.data.image.channels == 2) fail("data.image.channels", "must be 1 (grey) or 3 (colour)");
   if (c.data.image.mean.size() != 1 && c.data.image.mean.size() != ch) {

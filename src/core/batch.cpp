@@ -34,13 +34,27 @@ at::Tensor cat_field(const std::vector<Batch>& parts, const char* name, Get get)
 }
 }  // namespace
 
+const ModalityInput* Batch::find(const std::string& name) const {
+  const auto it = inputs.find(name);
+  return it == inputs.end() ? nullptr : &it->second;
+}
+
+const ModalityInput& Batch::input(const std::string& name) const {
+  if (const auto* in = find(name)) return *in;
+  std::string present;
+  for (const auto& [n, in] : inputs) present += (present.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("the batch has no '" + name + "' input (it has: " +
+                              (present.empty() ? "none" : present) + ")");
+}
+
 Batch Batch::to(const c10::Device& device, bool non_blocking) const {
   Batch b;
-  b.token_ids = move(token_ids, device, non_blocking);
-  b.lengths = lengths;  // lengths stay on the CPU: pack_padded_sequence wants them there.
-  b.text_mask = move(text_mask, device, non_blocking);
-  b.images = move(images, device, non_blocking);
-  b.image_mask = move(image_mask, device, non_blocking);
+  for (const auto& [name, in] : inputs) {
+    auto& out = b.inputs[name];
+    out.data = move(in.data, device, non_blocking);
+    out.lengths = in.lengths;  // lengths stay on the CPU: pack_padded_sequence wants them there.
+    out.mask = move(in.mask, device, non_blocking);
+  }
   b.labels = move(labels, device, non_blocking);
   b.indices = indices;
   b.soft_targets = move(soft_targets, device, non_blocking);
@@ -51,10 +65,10 @@ Batch Batch::to(const c10::Device& device, bool non_blocking) const {
 Batch Batch::pin_memory() const {
   auto pin = [](const at::Tensor& t) { return t.defined() ? t.pin_memory() : t; };
   Batch b = *this;
-  b.token_ids = pin(token_ids);
-  b.text_mask = pin(text_mask);
-  b.images = pin(images);
-  b.image_mask = pin(image_mask);
+  for (auto& [name, in] : b.inputs) {
+    in.data = pin(in.data);
+    in.mask = pin(in.mask);
+  }
   b.labels = pin(labels);
   b.soft_targets = pin(soft_targets);
   b.rejected = pin(rejected);
@@ -65,29 +79,48 @@ Batch concat_batches(const std::vector<Batch>& parts) {
   if (parts.empty()) throw std::invalid_argument("concat_batches: no batches");
   if (parts.size() == 1) return parts.front();
   Batch out;
-  // Token ids: right-pad every part to the longest text.
-  if (parts.front().token_ids.defined()) {
-    int64_t T = 1;
-    for (const auto& p : parts) {
-      if (p.token_ids.defined()) T = std::max<int64_t>(T, p.token_ids.size(1));
+  for (const auto& p : parts) {
+    if (p.inputs.size() != parts.front().inputs.size()) {
+      throw std::invalid_argument("concat_batches: parts carry different modalities");
     }
-    std::vector<at::Tensor> ids;
-    for (const auto& p : parts) {
-      if (!p.token_ids.defined()) {
-        throw std::invalid_argument("concat_batches: 'token_ids' is defined in some parts and not in others");
-      }
-      ids.push_back(p.token_ids.size(1) == T
-                        ? p.token_ids
-                        : at::constant_pad_nd(p.token_ids, {0, T - p.token_ids.size(1)}, 0));
-    }
-    out.token_ids = at::cat(ids, 0);
-  } else {
-    cat_field(parts, "token_ids", [](const Batch& b) { return b.token_ids; });
   }
-  out.lengths = cat_field(parts, "lengths", [](const Batch& b) { return b.lengths; });
-  out.text_mask = cat_field(parts, "text_mask", [](const Batch& b) { return b.text_mask; });
-  out.images = cat_field(parts, "images", [](const Batch& b) { return b.images; });
-  out.image_mask = cat_field(parts, "image_mask", [](const Batch& b) { return b.image_mask; });
+  for (const auto& [name, first] : parts.front().inputs) {
+    for (const auto& p : parts) {
+      if (!p.find(name)) {
+        throw std::invalid_argument("concat_batches: '" + name +
+                                    "' is defined in some parts and not in others");
+      }
+    }
+    const std::string key = name;
+    auto& in = out.inputs[name];
+    if (first.lengths.defined() && first.data.defined() && first.data.dim() >= 2) {
+      // A sequence: right-pad every part to the longest.
+      int64_t T = 1;
+      for (const auto& p : parts) {
+        const auto& d = p.input(key).data;
+        if (!d.defined() || d.dim() < 2) {
+          throw std::invalid_argument("concat_batches: parts disagree on '" + key + ".data'");
+        }
+        T = std::max<int64_t>(T, d.size(1));
+      }
+      std::vector<at::Tensor> padded;
+      for (const auto& p : parts) {
+        const auto& d = p.input(key).data;
+        std::vector<int64_t> pad(2 * (d.dim() - 1), 0);
+        pad[pad.size() - 1] = T - d.size(1);  // the last pair pads dimension 1 at its end
+        padded.push_back(d.size(1) == T ? d : at::constant_pad_nd(d, pad, 0));
+      }
+      try {
+        in.data = at::cat(padded, 0);
+      } catch (const std::exception& e) {
+        throw std::invalid_argument("concat_batches: parts disagree on '" + key + ".data': " + e.what());
+      }
+    } else {
+      in.data = cat_field(parts, (key + ".data").c_str(), [&](const Batch& b) { return b.input(key).data; });
+    }
+    in.lengths = cat_field(parts, (key + ".lengths").c_str(), [&](const Batch& b) { return b.input(key).lengths; });
+    in.mask = cat_field(parts, (key + ".mask").c_str(), [&](const Batch& b) { return b.input(key).mask; });
+  }
   out.labels = cat_field(parts, "labels", [](const Batch& b) { return b.labels; });
   out.indices = cat_field(parts, "indices", [](const Batch& b) { return b.indices; });
 

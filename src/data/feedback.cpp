@@ -80,6 +80,17 @@ class RecordReader {
                          : "missing field 'image' (the run's model uses images)");
       }
     }
+    for (const auto& [modality, field] : options_.plugins) {
+      const auto it = object.find(field);
+      std::string value;
+      if (it != object.end() && !it->is_null()) value = it->is_string() ? it->get<std::string>() : it->dump();
+      if (!is_blank(value)) {
+        r.inputs[modality] = value;
+      } else if (!options_.allow_missing_plugins.count(modality)) {
+        fail(line, it == object.end() ? "missing field '" + field + "' (the run's model uses " + modality + ")"
+                                      : "empty value in field '" + field + "' (" + modality + ")");
+      }
+    }
     return r;
   }
 
@@ -131,8 +142,8 @@ const char* reaction_name(Reaction reaction) {
 
 FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
                           const FeedbackReadOptions& options) {
-  if (!options.use_text && !options.use_image) {
-    throw Error("read_feedback: at least one of text and image must be used");
+  if (!options.use_text && !options.use_image && options.plugins.empty()) {
+    throw Error("read_feedback: at least one modality must be used");
   }
   const std::string data = read_text_file(path, "feedback log");
   RecordReader reader(path, labels, options);
@@ -159,6 +170,7 @@ Manifest feedback_manifest(const FeedbackLog& log) {
     Record r;
     r.text = f.text;
     r.image = f.image;
+    r.inputs = f.inputs;
     r.line = f.line;
     switch (f.reaction) {
       case Reaction::accepted: r.label = f.predicted; break;

@@ -101,6 +101,24 @@ class RecordBuilder {
     return r;
   }
 
+  /// Sets record r's plug-in values (ManifestFields::plugins): `values` by modality name.
+  void add_plugins(Record& r, const std::map<std::string, RawField>& values, long line,
+                   bool marker_is_invalid = false) const {
+    for (const auto& [modality, field] : options_.fields.plugins) {
+      const auto it = values.find(modality);
+      const RawField value = it == values.end() ? RawField() : it->second;
+      if (!value || is_blank(*value)) {
+        if (!options_.allow_missing_plugins.count(modality)) {
+          fail(line, value ? "empty value in field '" + field + "' (" + modality + ")"
+                           : "missing field '" + field + "' (" + modality + ")");
+        }
+        continue;
+      }
+      check_utf8(*value, field, modality.c_str(), line, marker_is_invalid);
+      r.inputs[modality] = *value;
+    }
+  }
+
   [[noreturn]] void fail(long line, const std::string& message) const {
     throw DataError(path_, line, message);
   }
@@ -260,6 +278,15 @@ void read_jsonl(const std::string& path, const std::string& data,
       }
       Record record = builder.build(text, image, label, line_no, had_invalid);
       record.soft_label = std::move(soft);
+      if (!f.plugins.empty()) {
+        std::map<std::string, RawField> values;
+        for (const auto& [modality, field] : f.plugins) {
+          const auto it = object.find(field);
+          if (it == object.end()) continue;
+          values[modality] = it->is_null() ? std::string() : it->is_string() ? it->get<std::string>() : it->dump();
+        }
+        builder.add_plugins(record, values, line_no, had_invalid);
+      }
       manifest.records.push_back(std::move(record));
     });
   });
@@ -415,6 +442,10 @@ void read_delimited(const std::string& path, const std::string& data, char delim
   const long text_col = column(f.text, options.allow_missing_text);
   const long image_col = column(f.image, options.allow_missing_image);
   const long label_col = column(f.label, !options.require_label);
+  std::map<std::string, long> plugin_cols;
+  for (const auto& [modality, field] : f.plugins) {
+    plugin_cols[modality] = column(field, options.allow_missing_plugins.count(modality) > 0);
+  }
 
   while (reader.next(row)) {
     guarded(manifest, skip, [&] {
@@ -447,6 +478,11 @@ void read_delimited(const std::string& path, const std::string& data, char delim
       }
       Record record = builder.build(get(text_col), get(image_col), label, row.line);
       record.soft_label = std::move(soft);
+      if (!plugin_cols.empty()) {
+        std::map<std::string, RawField> values;
+        for (const auto& [modality, col] : plugin_cols) values[modality] = get(col);
+        builder.add_plugins(record, values, row.line);
+      }
       manifest.records.push_back(std::move(record));
     });
   }

@@ -146,9 +146,19 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     if (c.model.uses("image") && in.image.empty() && !c.data.allow_missing_image) {
       throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
     }
+    for (const auto& name : c.model.modalities) {
+      if (is_builtin_modality(name)) continue;
+      const auto it = in.inputs.find(name);
+      const auto p = c.model.plugins.find(name);
+      const bool may_lack = p != c.model.plugins.end() && p->second.allow_missing();
+      if ((it == in.inputs.end() || it->second.empty()) && !may_lack) {
+        throw DataError("<request>", line, "this model needs a value for modality '" + name + "'");
+      }
+    }
     Record r;
     r.text = in.text;
     r.image = in.image;
+    r.inputs = in.inputs;
     r.line = line;
     m.records.push_back(std::move(r));
   }
@@ -237,6 +247,10 @@ ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path
       j["line"] = records[i].line;
       if (c.model.uses("text")) j["text"] = records[i].text;
       if (c.model.uses("image")) j["image"] = records[i].image;
+      for (const auto& [name, value] : records[i].inputs) {  // plug-ins: as the manifest had them
+        auto parsed = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+        j[name] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+      }
       if (!records[i].label.empty()) j["label"] = records[i].label;
       j["top"] = nlohmann::json::array();
       for (const auto& s : scores[i].top) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});

@@ -2,7 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 namespace mmintent {
+bool IntentClassifierOptions::uses(const std::string& modality) const {
+  return std::find(modalities().begin(), modalities().end(), modality) != modalities().end();
+}
 
 IntentClassifierImpl::IntentClassifierImpl(IntentClassifierOptions options_)
     : options(std::move(options_)) {
@@ -12,33 +17,42 @@ IntentClassifierImpl::IntentClassifierImpl(IntentClassifierOptions options_)
 void IntentClassifierImpl::reset() {
   TORCH_CHECK(options.num_classes() >= 2, "IntentClassifier: num_classes must be >= 2, got ",
               options.num_classes());
-  TORCH_CHECK(options.use_text() || options.use_image(),
-              "IntentClassifier: at least one modality (text or image) must be used");
+  TORCH_CHECK(!options.modalities().empty(),
+              "IntentClassifier: at least one modality (e.g. text or image) must be used");
   const auto& fusion = options.fusion();
   TORCH_CHECK(fusion.type() == "concat" || fusion.type() == "gated",
               "IntentClassifier: fusion type must be concat or gated, got '", fusion.type(), "'");
-  const bool both = options.use_text() && options.use_image();
 
-  int64_t text_dim = 0, image_dim = 0;
-  if (options.use_text()) {
-    text_ = register_module("text_encoder", TextEncoder(options.text()));
-    text_dim = text_->output_dim();
+  encoders_.clear();
+  gates_.clear();
+  gate_z_ = nullptr;
+  std::vector<int64_t> dims;
+  for (const auto& name : canonical_order(options.modalities())) {
+    const auto it = options.plugins().find(name);
+    ModalitySettings settings = it == options.plugins().end() ? ModalitySettings{} : it->second;
+    settings.modality = name;
+    EncoderContext context{options.text(), options.image(), settings};
+    auto encoder = register_module(name + "_encoder", make_modality_encoder(name, context));
+    dims.push_back(encoder->output_dim());
+    encoders_.emplace_back(name, encoder);
   }
-  if (options.use_image()) {
-    image_ = register_module("image_encoder", ImageEncoder(options.image()));
-    image_dim = options.image().out_dim();
-  }
+  const auto N = static_cast<int64_t>(encoders_.size());
+  int64_t total = 0;
+  for (auto d : dims) total += d;
 
   int64_t fused_dim = 0;
-  if (both && fusion.type() == "gated") {
+  if (N > 1 && fusion.type() == "gated") {
     TORCH_CHECK(fusion.dim() > 0, "IntentClassifier: fusion dim must be > 0");
-    gate_text_ = register_module("gate_text", torch::nn::Linear(text_dim, fusion.dim()));
-    gate_image_ = register_module("gate_image", torch::nn::Linear(image_dim, fusion.dim()));
-    gate_z_ = register_module("gate_z", torch::nn::Linear(text_dim + image_dim + 2, fusion.dim()));
+    for (int64_t k = 0; k < N; ++k) {
+      gates_.push_back(register_module("gate_" + encoders_[k].first,
+                                       torch::nn::Linear(dims[k], fusion.dim())));
+    }
+    // Two modalities: one sigmoid gate per unit; more: a softmax over the modalities per unit.
+    gate_z_ = register_module("gate_z", torch::nn::Linear(total + N, (N == 2 ? 1 : N) * fusion.dim()));
     fused_dim = fusion.dim();
   } else {
-    // Concatenation; with both modalities the two presence flags are appended.
-    fused_dim = text_dim + image_dim + (both ? 2 : 0);
+    // Concatenation; with several modalities their presence flags are appended.
+    fused_dim = total + (N > 1 ? N : 0);
   }
 
   head_ = torch::nn::Sequential();
@@ -55,34 +69,51 @@ void IntentClassifierImpl::reset() {
   register_module("head", head_);
 }
 
+std::vector<std::string> IntentClassifierImpl::modalities() const {
+  std::vector<std::string> out;
+  for (const auto& [name, encoder] : encoders_) out.push_back(name);
+  return out;
+}
+
 torch::Tensor IntentClassifierImpl::fuse(const Batch& batch) {
-  torch::Tensor text, image, text_mask, image_mask;
-  if (options.use_text()) {
-    TORCH_CHECK(batch.token_ids.defined(), "IntentClassifier: the batch has no text");
-    text_mask = batch.text_mask.defined()
-                    ? batch.text_mask.to(torch::kFloat).unsqueeze(1)
-                    : torch::ones({batch.token_ids.size(0), 1}, batch.token_ids.options().dtype(torch::kFloat));
-    text = text_->forward(batch.token_ids, batch.lengths) * text_mask;
+  std::vector<torch::Tensor> features, masks;
+  for (const auto& [name, encoder] : encoders_) {
+    const auto* in = batch.find(name);
+    TORCH_CHECK(in && in->data.defined(), "IntentClassifier: the batch has no ", name);
+    const auto mask = in->mask.defined()
+                          ? in->mask.to(torch::kFloat).unsqueeze(1)
+                          : torch::ones({in->data.size(0), 1}, in->data.options().dtype(torch::kFloat));
+    features.push_back(encoder->encode(*in) * mask);
+    masks.push_back(mask);
   }
-  if (options.use_image()) {
-    TORCH_CHECK(batch.images.defined(), "IntentClassifier: the batch has no images");
-    image_mask = batch.image_mask.defined()
-                     ? batch.image_mask.to(torch::kFloat).unsqueeze(1)
-                     : torch::ones({batch.images.size(0), 1}, batch.images.options());
-    image = image_->forward(batch.images) * image_mask;
+  const auto N = features.size();
+  if (N == 1) return features[0];
+  std::vector<torch::Tensor> all = features;
+  all.insert(all.end(), masks.begin(), masks.end());
+  if (!gate_z_) return torch::cat(all, 1);
+
+  auto z = gate_z_->forward(torch::cat(all, 1));
+  if (N == 2) {
+    auto h1 = torch::tanh(gates_[0]->forward(features[0]));
+    auto h2 = torch::tanh(gates_[1]->forward(features[1]));
+    z = torch::sigmoid(z);
+    // A missing modality gets no weight: z = 0 without the first, z = 1 without the second.
+    z = z * masks[0];
+    z = z + (1 - masks[1]) * (1 - z);
+    return z * h1 + (1 - z) * h2;
   }
-  if (!options.use_image()) return text;
-  if (!options.use_text()) return image;
-  if (gate_z_) {
-    auto ht = torch::tanh(gate_text_->forward(text));
-    auto hi = torch::tanh(gate_image_->forward(image));
-    auto z = torch::sigmoid(gate_z_->forward(torch::cat({text, image, text_mask, image_mask}, 1)));
-    // A missing modality gets no weight: z = 0 without text, z = 1 without an image.
-    z = z * text_mask;
-    z = z + (1 - image_mask) * (1 - z);
-    return z * ht + (1 - z) * hi;
+  const int64_t B = z.size(0), D = options.fusion().dim();
+  z = z.view({B, static_cast<int64_t>(N), D});
+  const auto present = torch::stack(masks, 1);  // [B,N,1]
+  // A missing modality gets no weight (a large negative logit; a sample lacking every
+  // modality gets equal weights over zero features).
+  z = torch::softmax(z.masked_fill(present == 0, -1e4), 1);
+  torch::Tensor h;
+  for (size_t k = 0; k < N; ++k) {
+    auto part = z.select(1, static_cast<int64_t>(k)) * torch::tanh(gates_[k]->forward(features[k]));
+    h = k == 0 ? part : h + part;
   }
-  return torch::cat({text, image, text_mask, image_mask}, 1);
+  return h;
 }
 
 torch::Tensor IntentClassifierImpl::forward(const Batch& batch) {

@@ -23,6 +23,14 @@ ManifestReadOptions manifest_read_options(const Config& c, bool require_label) {
   o.fields = c.data.fields;
   if (!c.model.uses("text")) o.fields.text.clear();
   if (!c.model.uses("image")) o.fields.image.clear();
+  for (const auto& name : c.model.modalities) {
+    if (is_builtin_modality(name)) continue;
+    ModalitySettings settings;
+    settings.modality = name;
+    if (const auto it = c.model.plugins.find(name); it != c.model.plugins.end()) settings = it->second;
+    o.fields.plugins[name] = settings.field();
+    if (settings.allow_missing()) o.allow_missing_plugins.insert(name);
+  }
   o.require_label = require_label;
   o.allow_missing_text = c.data.allow_missing_text;
   o.allow_missing_image = c.data.allow_missing_image;
@@ -32,8 +40,8 @@ ManifestReadOptions manifest_read_options(const Config& c, bool require_label) {
 
 DatasetOptions dataset_options(const Config& c) {
   DatasetOptions o;
-  o.use_text = c.model.uses("text");
-  o.use_image = c.model.uses("image");
+  o.modalities = c.model.modalities;
+  o.plugins = c.model.plugins;
   o.image = c.data.image;
   o.max_length = c.data.text.max_length;
   o.cache_images = c.data.cache_images;

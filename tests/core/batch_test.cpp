@@ -12,9 +12,9 @@ namespace {
 
 Batch text_batch(int64_t B, int64_t T, int64_t first_token) {
   Batch b;
-  b.token_ids = torch::full({B, T}, first_token, torch::kLong);
-  b.lengths = torch::full({B}, T, torch::kLong);
-  b.text_mask = torch::ones({B});
+  b.inputs["text"].data = torch::full({B, T}, first_token, torch::kLong);
+  b.inputs["text"].lengths = torch::full({B}, T, torch::kLong);
+  b.inputs["text"].mask = torch::ones({B});
   b.labels = torch::arange(B, torch::kLong);
   b.indices = torch::arange(B, torch::kLong);
   return b;
@@ -27,17 +27,17 @@ TEST(BatchTest, ConcatPadsTokensAndFillsMissingTargets) {
   b.rejected = torch::tensor({2}, torch::kLong);
   auto c = concat_batches({a, b});
   ASSERT_EQ(c.size(), 3);
-  ASSERT_EQ(c.token_ids.sizes(), (c10::IntArrayRef{3, 5}));
-  EXPECT_EQ(c.token_ids[0][2].item<int64_t>(), 7);
-  EXPECT_EQ(c.token_ids[0][3].item<int64_t>(), 0);  // padding
-  EXPECT_EQ(c.token_ids[2][4].item<int64_t>(), 9);
-  EXPECT_TRUE(c.lengths.equal(torch::tensor({3, 3, 5}, torch::kLong)));
+  ASSERT_EQ(c.input("text").data.sizes(), (c10::IntArrayRef{3, 5}));
+  EXPECT_EQ(c.input("text").data[0][2].item<int64_t>(), 7);
+  EXPECT_EQ(c.input("text").data[0][3].item<int64_t>(), 0);  // padding
+  EXPECT_EQ(c.input("text").data[2][4].item<int64_t>(), 9);
+  EXPECT_TRUE(c.input("text").lengths.equal(torch::tensor({3, 3, 5}, torch::kLong)));
   EXPECT_TRUE(c.labels.equal(torch::tensor({0, 1, 0}, torch::kLong)));
   ASSERT_TRUE(c.soft_targets.defined());
   EXPECT_EQ(c.soft_targets.sizes(), (c10::IntArrayRef{3, 3}));
   EXPECT_EQ(c.soft_targets[2].sum().item<float>(), 0.f);  // the part without: hard rows
   EXPECT_TRUE(c.rejected.equal(torch::tensor({-1, -1, 2}, torch::kLong)));
-  EXPECT_FALSE(c.images.defined());
+  EXPECT_EQ(c.find("image"), nullptr);
 
   // Without optional targets anywhere, none appear.
   auto plain = concat_batches({text_batch(1, 2, 1), text_batch(2, 2, 1)});
@@ -49,9 +49,8 @@ TEST(BatchTest, ConcatRejectsMismatchedParts) {
   EXPECT_THROW(concat_batches({}), std::invalid_argument);
   auto a = text_batch(2, 3, 1);
   auto image_only = a;
-  image_only.token_ids = at::Tensor();
-  image_only.lengths = at::Tensor();
-  image_only.text_mask = at::Tensor();
+  image_only.inputs.erase("text");
+  image_only.inputs["image"].data = torch::zeros({2, 1, 4, 4});
   EXPECT_THROW(concat_batches({a, image_only}), std::invalid_argument);
   auto b = text_batch(1, 3, 1);
   a.soft_targets = torch::zeros({2, 3});

@@ -29,11 +29,11 @@ void expect_same_tensor(const at::Tensor& a, const at::Tensor& b, const std::str
 }
 
 void expect_same_batch(const Batch& a, const Batch& b, const std::string& what) {
-  expect_same_tensor(a.token_ids, b.token_ids, what + " token_ids");
-  expect_same_tensor(a.lengths, b.lengths, what + " lengths");
-  expect_same_tensor(a.text_mask, b.text_mask, what + " text_mask");
-  expect_same_tensor(a.images, b.images, what + " images");
-  expect_same_tensor(a.image_mask, b.image_mask, what + " image_mask");
+  expect_same_tensor(a.input("text").data, b.input("text").data, what + " token_ids");
+  expect_same_tensor(a.input("text").lengths, b.input("text").lengths, what + " lengths");
+  expect_same_tensor(a.input("text").mask, b.input("text").mask, what + " text_mask");
+  expect_same_tensor(a.input("image").data, b.input("image").data, what + " images");
+  expect_same_tensor(a.input("image").mask, b.input("image").mask, what + " image_mask");
   expect_same_tensor(a.labels, b.labels, what + " labels");
   expect_same_tensor(a.indices, b.indices, what + " indices");
 }

@@ -52,25 +52,25 @@ TEST_F(DatasetTest, CollateShapesPaddingLengthsImagesLabelsAndIndices) {
   for (auto i : idx)
     longest = std::max<int64_t>(longest, static_cast<int64_t>(d->token_ids(i).size()));
   ASSERT_GT(longest, 0);
-  ASSERT_TRUE(b.token_ids.defined());
-  EXPECT_EQ(b.token_ids.scalar_type(), at::kLong);
-  EXPECT_EQ(b.token_ids.sizes(), (std::vector<int64_t>{4, longest}));
-  EXPECT_EQ(b.lengths.sizes(), (std::vector<int64_t>{4}));
-  EXPECT_EQ(b.text_mask.scalar_type(), at::kFloat);
-  EXPECT_EQ(b.images.sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
-  EXPECT_EQ(b.images.scalar_type(), at::kFloat);
-  EXPECT_EQ(b.image_mask.sizes(), (std::vector<int64_t>{4}));
+  ASSERT_TRUE(b.input("text").data.defined());
+  EXPECT_EQ(b.input("text").data.scalar_type(), at::kLong);
+  EXPECT_EQ(b.input("text").data.sizes(), (std::vector<int64_t>{4, longest}));
+  EXPECT_EQ(b.input("text").lengths.sizes(), (std::vector<int64_t>{4}));
+  EXPECT_EQ(b.input("text").mask.scalar_type(), at::kFloat);
+  EXPECT_EQ(b.input("image").data.sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
+  EXPECT_EQ(b.input("image").data.scalar_type(), at::kFloat);
+  EXPECT_EQ(b.input("image").mask.sizes(), (std::vector<int64_t>{4}));
   EXPECT_EQ(b.size(), 4);
   EXPECT_EQ(to_vector(b.indices), idx);
 
   for (int64_t r = 0; r < 4; ++r) {
     const auto& ids = d->token_ids(idx[r]);
     const auto n = static_cast<int64_t>(ids.size());
-    EXPECT_EQ(b.lengths[r].item<int64_t>(), n);
-    EXPECT_EQ(b.text_mask[r].item<float>(), 1.f);
-    EXPECT_EQ(b.image_mask[r].item<float>(), 1.f);
+    EXPECT_EQ(b.input("text").lengths[r].item<int64_t>(), n);
+    EXPECT_EQ(b.input("text").mask[r].item<float>(), 1.f);
+    EXPECT_EQ(b.input("image").mask[r].item<float>(), 1.f);
     EXPECT_EQ(b.labels[r].item<int64_t>(), d->label(idx[r]));
-    const auto row = to_vector(b.token_ids[r]);
+    const auto row = to_vector(b.input("text").data[r]);
     for (int64_t t = 0; t < longest; ++t) {
       EXPECT_EQ(row[t], t < n ? ids[t] : 0) << "row " << r << " position " << t;
     }
@@ -79,7 +79,7 @@ TEST_F(DatasetTest, CollateShapesPaddingLengthsImagesLabelsAndIndices) {
     for (int y = 0; y < 8; ++y) {
       for (int x = 0; x < 8; ++x) {
         const float want = (m.at<uint8_t>(y, x) / 255.f - 0.5f) / 0.5f;
-        EXPECT_NEAR(b.images[r][0][y][x].item<float>(), want, 1e-5) << r << " " << y << " " << x;
+        EXPECT_NEAR(b.input("image").data[r][0][y][x].item<float>(), want, 1e-5) << r << " " << y << " " << x;
       }
     }
   }
@@ -97,13 +97,13 @@ TEST_F(DatasetTest, ColourImagesAreRgbChannelsFirst) {
   o.image.std = {1.0};
   auto d = make(write_manifest(records), o);
   const Batch b = d->collate({0, 1}, nullptr, 0);
-  EXPECT_EQ(b.images.sizes(), (std::vector<int64_t>{2, 3, 8, 8}));
-  EXPECT_NEAR(b.images[1][0].mean().item<float>(), 200 / 255.f, 1e-5);
-  EXPECT_NEAR(b.images[1][1].mean().item<float>(), 100 / 255.f, 1e-5);
-  EXPECT_NEAR(b.images[1][2].mean().item<float>(), 10 / 255.f, 1e-5);
+  EXPECT_EQ(b.input("image").data.sizes(), (std::vector<int64_t>{2, 3, 8, 8}));
+  EXPECT_NEAR(b.input("image").data[1][0].mean().item<float>(), 200 / 255.f, 1e-5);
+  EXPECT_NEAR(b.input("image").data[1][1].mean().item<float>(), 100 / 255.f, 1e-5);
+  EXPECT_NEAR(b.input("image").data[1][2].mean().item<float>(), 10 / 255.f, 1e-5);
   // A grey file converted to 3 channels has three equal planes.
-  EXPECT_TRUE(at::allclose(b.images[0][0], b.images[0][1]));
-  EXPECT_TRUE(at::allclose(b.images[0][0], b.images[0][2]));
+  EXPECT_TRUE(at::allclose(b.input("image").data[0][0], b.input("image").data[0][1]));
+  EXPECT_TRUE(at::allclose(b.input("image").data[0][0], b.input("image").data[0][2]));
 }
 
 TEST_F(DatasetTest, SampleWithoutImageGetsZeroSlotAndMask) {
@@ -116,14 +116,14 @@ TEST_F(DatasetTest, SampleWithoutImageGetsZeroSlotAndMask) {
   EXPECT_FALSE(d->has_image(1));
   EXPECT_FALSE(d->has_image(2));
   const Batch b = d->collate({1, 0, 2}, strong_augment().get(), 3);
-  EXPECT_EQ(b.image_mask[0].item<float>(), 0.f);
-  EXPECT_EQ(b.image_mask[1].item<float>(), 1.f);
-  EXPECT_EQ(b.image_mask[2].item<float>(), 0.f);
-  EXPECT_EQ(b.images[0].abs().sum().item<float>(), 0.f);
-  EXPECT_EQ(b.images[2].abs().sum().item<float>(), 0.f);
-  EXPECT_GT(b.images[1].abs().sum().item<float>(), 0.f);
+  EXPECT_EQ(b.input("image").mask[0].item<float>(), 0.f);
+  EXPECT_EQ(b.input("image").mask[1].item<float>(), 1.f);
+  EXPECT_EQ(b.input("image").mask[2].item<float>(), 0.f);
+  EXPECT_EQ(b.input("image").data[0].abs().sum().item<float>(), 0.f);
+  EXPECT_EQ(b.input("image").data[2].abs().sum().item<float>(), 0.f);
+  EXPECT_GT(b.input("image").data[1].abs().sum().item<float>(), 0.f);
   // The text of an image-less sample is unaffected.
-  EXPECT_EQ(b.text_mask[0].item<float>(), 1.f);
+  EXPECT_EQ(b.input("text").mask[0].item<float>(), 1.f);
 }
 
 TEST_F(DatasetTest, EmptyTextGetsLengthZeroAndMask) {
@@ -136,20 +136,20 @@ TEST_F(DatasetTest, EmptyTextGetsLengthZeroAndMask) {
   EXPECT_FALSE(d->has_text(2));
   const Batch b = d->collate({0, 1, 2}, nullptr, 0);
   const auto n1 = static_cast<int64_t>(d->token_ids(1).size());
-  EXPECT_EQ(b.token_ids.size(1), n1);
-  EXPECT_EQ(to_vector(b.lengths), (std::vector<int64_t>{0, n1, 0}));
-  EXPECT_EQ(b.text_mask[0].item<float>(), 0.f);
-  EXPECT_EQ(b.text_mask[1].item<float>(), 1.f);
-  EXPECT_EQ(b.text_mask[2].item<float>(), 0.f);
-  EXPECT_EQ(b.token_ids[0].abs().sum().item<int64_t>(), 0);
-  EXPECT_EQ(b.token_ids[2].abs().sum().item<int64_t>(), 0);
+  EXPECT_EQ(b.input("text").data.size(1), n1);
+  EXPECT_EQ(to_vector(b.input("text").lengths), (std::vector<int64_t>{0, n1, 0}));
+  EXPECT_EQ(b.input("text").mask[0].item<float>(), 0.f);
+  EXPECT_EQ(b.input("text").mask[1].item<float>(), 1.f);
+  EXPECT_EQ(b.input("text").mask[2].item<float>(), 0.f);
+  EXPECT_EQ(b.input("text").data[0].abs().sum().item<int64_t>(), 0);
+  EXPECT_EQ(b.input("text").data[2].abs().sum().item<int64_t>(), 0);
 
   // A batch of empty texts only: all padding, lengths 0.
   const Batch e = d->collate({0, 2}, nullptr, 0);
-  EXPECT_EQ(e.token_ids.size(0), 2);
-  EXPECT_EQ(e.token_ids.abs().sum().item<int64_t>(), 0);
-  EXPECT_EQ(to_vector(e.lengths), (std::vector<int64_t>{0, 0}));
-  EXPECT_EQ(e.text_mask.sum().item<float>(), 0.f);
+  EXPECT_EQ(e.input("text").data.size(0), 2);
+  EXPECT_EQ(e.input("text").data.abs().sum().item<int64_t>(), 0);
+  EXPECT_EQ(to_vector(e.input("text").lengths), (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(e.input("text").mask.sum().item<float>(), 0.f);
 }
 
 TEST_F(DatasetTest, MaxLengthTruncatesTokens) {
@@ -162,9 +162,9 @@ TEST_F(DatasetTest, MaxLengthTruncatesTokens) {
   std::vector<int64_t> all(10);
   std::iota(all.begin(), all.end(), 0);
   const Batch b = d->collate(all, nullptr, 0);
-  EXPECT_EQ(b.token_ids.size(1), 3);
-  EXPECT_LE(b.lengths.max().item<int64_t>(), 3);
-  EXPECT_EQ(b.lengths[9].item<int64_t>(), 3);
+  EXPECT_EQ(b.input("text").data.size(1), 3);
+  EXPECT_LE(b.input("text").lengths.max().item<int64_t>(), 3);
+  EXPECT_EQ(b.input("text").lengths[9].item<int64_t>(), 3);
 }
 
 TEST_F(DatasetTest, UnknownLabelIsDataErrorNamingFileAndLine) {
@@ -243,11 +243,11 @@ TEST_F(DatasetTest, CorruptImageIsErrorOrSkippedWithCache) {
     EXPECT_TRUE(d->has_image(i));
     // Each kept sample still has its own image (sample at manifest line L: img_<L-1>.png).
     const Batch b = d->collate({i}, nullptr, 0);
-    EXPECT_EQ(b.image_mask[0].item<float>(), 1.f);
+    EXPECT_EQ(b.input("image").mask[0].item<float>(), 1.f);
     const cv::Mat m = grey_pattern(static_cast<int>(lines[i] - 1));
-    EXPECT_NEAR(b.images[0][0][0][0].item<float>(), (m.at<uint8_t>(0, 0) / 255.f - 0.5f) / 0.5f,
+    EXPECT_NEAR(b.input("image").data[0][0][0][0].item<float>(), (m.at<uint8_t>(0, 0) / 255.f - 0.5f) / 0.5f,
                 1e-5);
-    EXPECT_NEAR(b.images[0][0][7][5].item<float>(), (m.at<uint8_t>(7, 5) / 255.f - 0.5f) / 0.5f,
+    EXPECT_NEAR(b.input("image").data[0][0][7][5].item<float>(), (m.at<uint8_t>(7, 5) / 255.f - 0.5f) / 0.5f,
                 1e-5);
   }
 }
@@ -277,12 +277,12 @@ TEST_F(DatasetTest, AugmentationDependsOnSeedAndSampleNotOnBatch) {
   expect_same_batch(a, again, "same seed");
   // Sample 2 alone, or in another position, is augmented identically.
   const Batch alone = d->collate({2}, augment.get(), 5);
-  EXPECT_TRUE(at::equal(a.images[1], alone.images[0]));
+  EXPECT_TRUE(at::equal(a.input("image").data[1], alone.input("image").data[0]));
   const Batch other = d->collate({4, 3, 2}, augment.get(), 5);
-  EXPECT_TRUE(at::equal(a.images[1], other.images[2]));
+  EXPECT_TRUE(at::equal(a.input("image").data[1], other.input("image").data[2]));
   // Another seed gives other images; no augmentation gives the plain image.
   const Batch reseeded = d->collate({1, 2, 3}, augment.get(), 6);
-  EXPECT_FALSE(at::equal(a.images, reseeded.images));
+  EXPECT_FALSE(at::equal(a.input("image").data, reseeded.input("image").data));
   AugmentOptions disabled = *augment;
   disabled.enabled = false;
   expect_same_batch(d->collate({1, 2, 3}, &disabled, 5), d->collate({1, 2, 3}, nullptr, 5),
@@ -292,21 +292,21 @@ TEST_F(DatasetTest, AugmentationDependsOnSeedAndSampleNotOnBatch) {
 TEST_F(DatasetTest, UnusedModalitiesAndUnlabeledData) {
   const auto path = write_manifest(default_records(4));
   auto text_only = options();
-  text_only.use_image = false;
+  text_only.modalities = {"text"};
   auto t = make(path, text_only);
   const Batch bt = t->collate({0, 1}, nullptr, 0);
-  EXPECT_TRUE(bt.token_ids.defined());
-  EXPECT_FALSE(bt.images.defined());
-  EXPECT_FALSE(bt.image_mask.defined());
+  EXPECT_TRUE(bt.input("text").data.defined());
+  EXPECT_EQ(bt.find("image"), nullptr);
+  EXPECT_EQ(bt.inputs.size(), 1u);
   EXPECT_FALSE(t->has_image(0));
 
   auto image_only = options();
-  image_only.use_text = false;
+  image_only.modalities = {"image"};
   auto i = std::make_shared<MultimodalDataset>(read(path), &labels_, nullptr, image_only);
   const Batch bi = i->collate({0, 1}, nullptr, 0);
-  EXPECT_FALSE(bi.token_ids.defined());
-  EXPECT_FALSE(bi.lengths.defined());
-  EXPECT_TRUE(bi.images.defined());
+  EXPECT_EQ(bi.find("text"), nullptr);
+  EXPECT_THROW(bi.input("text"), std::invalid_argument);
+  EXPECT_TRUE(bi.input("image").data.defined());
 
   // Text used but no tokenizer: an Error, not a crash.
   EXPECT_THROW(MultimodalDataset(read(path), &labels_, nullptr, options()), Error);

@@ -48,8 +48,7 @@ FeedbackReadOptions text_only() {
 
 DatasetOptions no_modalities() {
   DatasetOptions o;
-  o.use_text = false;
-  o.use_image = false;
+  o.modalities.clear();
   return o;
 }
 

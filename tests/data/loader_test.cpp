@@ -279,7 +279,7 @@ TEST_F(LoaderTest, WorkerCountsGiveIdenticalBatchesWithAugmentation) {
     for (size_t r = 0; r < idx3.size(); ++r) {
       if (idx3[r] != idx2[0]) continue;
       found = true;
-      EXPECT_FALSE(at::equal(b.images[static_cast<int64_t>(r)], reference[0].images[0]));
+      EXPECT_FALSE(at::equal(b.input("image").data[static_cast<int64_t>(r)], reference[0].input("image").data[0]));
     }
   }
   EXPECT_TRUE(found);

@@ -41,8 +41,7 @@ ManifestReadOptions label_only() {
 
 DatasetOptions no_modalities(const std::string& unknown = "error") {
   DatasetOptions o;
-  o.use_text = false;
-  o.use_image = false;
+  o.modalities.clear();
   o.unknown_labels = unknown;
   return o;
 }

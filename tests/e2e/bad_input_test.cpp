@@ -320,7 +320,7 @@ TEST_F(BadInputTest, VeryLongTextIsTruncatedQuickly) {
   long_record.line = 1;
   m.records.push_back(long_record);
   DatasetOptions o;
-  o.use_image = false;
+  o.modalities = {"text"};
   o.max_length = 16;
   const auto t0 = std::chrono::steady_clock::now();
   const MultimodalDataset d(std::move(m), nullptr, tokenizer, o);

@@ -12,7 +12,10 @@ class ModelsTest : public test::SeededTest {};
 
 IntentClassifierOptions small_options(bool text, bool image, const std::string& fusion = "concat") {
   IntentClassifierOptions o;
-  o.num_classes(8).use_text(text).use_image(image);
+  std::vector<std::string> modalities;
+  if (text) modalities.push_back("text");
+  if (image) modalities.push_back("image");
+  o.num_classes(8).modalities(modalities);
   o.text(TextEncoderOptions().vocab_size(30).embedding_dim(8).hidden_size(12));
   o.image(ImageEncoderOptions().channels({4, 8}).out_dim(10));
   o.fusion(FusionOptions().type(fusion).dim(16));
@@ -73,23 +76,23 @@ TEST_F(ModelsTest, MissingModalityIsMaskedNotRead) {
     model->eval();
     test::SyntheticSource src(4, 4, 3, false);
     auto batch = src.all();
-    batch.image_mask = torch::tensor({1.f, 0.f, 1.f, 0.f});
-    batch.text_mask = torch::tensor({1.f, 1.f, 0.f, 1.f});
+    batch.inputs["image"].mask = torch::tensor({1.f, 0.f, 1.f, 0.f});
+    batch.inputs["text"].mask = torch::tensor({1.f, 1.f, 0.f, 1.f});
     auto before = model->forward(batch);
     auto scrambled = batch;
-    scrambled.images = torch::randn_like(batch.images) * 10;
-    scrambled.token_ids = (batch.token_ids * 3) % 29;
+    scrambled.inputs["image"].data = torch::randn_like(batch.input("image").data) * 10;
+    scrambled.inputs["text"].data = (batch.input("text").data * 3) % 29;
     auto after = model->forward(scrambled);
     // Sample 1 has no image, sample 2 no text: their logits ignore that modality's content.
     // (Sample 1's text and sample 2's image changed too, so compare with only the masked part changed.)
     auto only_image = batch;
-    only_image.images = scrambled.images;
+    only_image.inputs["image"].data = scrambled.input("image").data;
     auto with_new_images = model->forward(only_image);
     EXPECT_TRUE(torch::allclose(before[1], with_new_images[1], 1e-5, 1e-5)) << fusion;
     EXPECT_TRUE(torch::allclose(before[3], with_new_images[3], 1e-5, 1e-5)) << fusion;
     EXPECT_FALSE(torch::allclose(before[0], with_new_images[0], 1e-5, 1e-5)) << fusion;
     auto only_text = batch;
-    only_text.token_ids = scrambled.token_ids;
+    only_text.inputs["text"].data = scrambled.input("text").data;
     auto with_new_text = model->forward(only_text);
     EXPECT_TRUE(torch::allclose(before[2], with_new_text[2], 1e-5, 1e-5)) << fusion;
     (void)after;

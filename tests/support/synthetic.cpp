@@ -59,11 +59,11 @@ int64_t SyntheticSource::num_samples() const {
 Batch SyntheticSource::gather(const std::vector<int64_t>& idx) const {
   auto t = torch::tensor(idx, torch::kLong);
   Batch b;
-  b.token_ids = ids_.index_select(0, t);
-  b.lengths = lengths_.index_select(0, t);
-  b.text_mask = torch::ones({t.size(0)});
-  b.images = images_.index_select(0, t);
-  b.image_mask = torch::ones({t.size(0)});
+  b.inputs["text"].data = ids_.index_select(0, t);
+  b.inputs["text"].lengths = lengths_.index_select(0, t);
+  b.inputs["text"].mask = torch::ones({t.size(0)});
+  b.inputs["image"].data = images_.index_select(0, t);
+  b.inputs["image"].mask = torch::ones({t.size(0)});
   b.labels = labels_.index_select(0, t);
   b.indices = t;
   return b;

@@ -180,18 +180,18 @@ class SoftSource : public BatchSource {
     if (cursor_ >= 2) return std::nullopt;
     const int64_t B = 12;
     Batch b;
-    b.token_ids = torch::zeros({B, 3}, torch::kLong);
-    b.lengths = torch::full({B}, 3, torch::kLong);
-    b.text_mask = torch::ones({B});
+    b.inputs["text"].data = torch::zeros({B, 3}, torch::kLong);
+    b.inputs["text"].lengths = torch::full({B}, 3, torch::kLong);
+    b.inputs["text"].mask = torch::ones({B});
     b.labels = torch::empty({B}, torch::kLong);
     b.indices = torch::arange(cursor_ * B, (cursor_ + 1) * B, torch::kLong);
     b.soft_targets = torch::zeros({B, 3});
     b.rejected = torch::full({B}, -1, torch::kLong);
     for (int64_t i = 0; i < B; ++i) {
       const int64_t k = i % 3;
-      b.token_ids[i][0] = 1 + k;
-      b.token_ids[i][1] = 4 + (i % 2);
-      b.token_ids[i][2] = 6;
+      b.input("text").data[i][0] = 1 + k;
+      b.input("text").data[i][1] = 4 + (i % 2);
+      b.input("text").data[i][2] = 6;
       b.labels[i] = k;
       if (i % 2 == 1) {
         b.soft_targets[i][k] = 0.8;
@@ -213,7 +213,7 @@ class SoftSource : public BatchSource {
 
 TEST_F(TargetLossTest, TrainerLearnsFromMixedHardSoftAndRejectedTargets) {
   IntentClassifierOptions mo;
-  mo.num_classes(3).use_image(false);
+  mo.num_classes(3).modalities({"text"});
   mo.text(TextEncoderOptions().vocab_size(8).embedding_dim(8).hidden_size(8));
   mo.head(HeadOptions().hidden({8}).dropout(0.0));
   IntentClassifier model(mo);

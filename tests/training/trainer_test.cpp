@@ -29,7 +29,8 @@ class TrainerTest : public test::SeededTest {
  protected:
   static IntentClassifierOptions model_options(bool image = true) {
     IntentClassifierOptions o;
-    o.num_classes(8).use_image(image);
+    o.num_classes(8).modalities(image ? std::vector<std::string>{"text", "image"}
+                                      : std::vector<std::string>{"text"});
     o.text(TextEncoderOptions().vocab_size(30).embedding_dim(8).hidden_size(12).dropout(0.1));
     o.image(ImageEncoderOptions().channels({4, 8}).out_dim(10));
     o.head(HeadOptions().hidden({16}).dropout(0.2));
@@ -337,7 +338,7 @@ class PoisonedSource : public BatchSource {
     auto b = inner_.next();
     if (b && epoch_now_ == epoch_ && cursor_ == batch_) {
       if (before_poison) before_poison();
-      b->images = b->images.clone().fill_(value_);
+      b->inputs["image"].data = b->input("image").data.clone().fill_(value_);
     }
     ++cursor_;
     return b;

@@ -68,6 +68,8 @@ struct ModelConfig {
   ImageEncoderOptions image_encoder;
   FusionOptions fusion;
   HeadOptions head;
+  /// Plug-in modalities' settings (core/modality.h), by modality name.
+  std::map<std::string, ModalitySettings> plugins;
 
   bool uses(const std::string& modality) const;
 };

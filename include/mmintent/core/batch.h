@@ -6,14 +6,30 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace mmintent {
 
-/// One collated batch. Absent modalities are undefined tensors; present ones come with a mask
-/// saying which samples actually carry that modality (a sample may lack its image or text).
+/// One modality of a collated batch.
+struct ModalityInput {
+  /// [B,...] the samples' values: for "text" int64 token ids [B,T] (0 = padding), for "image"
+  /// normalised float pixels [B,C,H,W]; a plug-in modality defines its own. A sample lacking
+  /// the modality holds zeros.
+  at::Tensor data;
+  /// [B] int64 on the CPU, for sequences: the real length of each row of `data` (0 when the
+  /// sample lacks the modality); undefined for modalities that are not sequences.
+  at::Tensor lengths;
+  /// [B] float, 1 where the sample carries the modality, 0 where it lacks it.
+  at::Tensor mask;
+};
+
+/// One collated batch: its modalities by name ("text", "image" and any registered plug-in,
+/// see core/modality.h); a modality the model does not use is absent. A sample may lack one of
+/// its batch's modalities (its mask is then 0).
 ///
 /// Targets: every sample has `labels[i]`, a class index, or -1 when the sample has no positive
 /// target (a feedback sample whose only information is a rejected intent). Two optional
@@ -23,27 +39,27 @@ namespace mmintent {
 ///   accuracy), and a row of zeros for samples whose target is the hard label `labels[i]`.
 /// - `rejected` [B]: the class a person rejected for the sample, or -1 for none.
 struct Batch {
-  at::Tensor token_ids;     ///< [B,T] int64, 0 = padding.
-  at::Tensor lengths;       ///< [B] int64, number of real tokens (0 when the text is missing).
-  at::Tensor text_mask;     ///< [B] float, 1 where the sample has text.
-  at::Tensor images;        ///< [B,C,H,W] float, normalised.
-  at::Tensor image_mask;    ///< [B] float, 1 where the sample has an image.
+  std::map<std::string, ModalityInput> inputs;  ///< by modality name
   at::Tensor labels;        ///< [B] int64 class indices (-1: no positive target).
   at::Tensor indices;       ///< [B] int64 index of each sample in its data set.
   at::Tensor soft_targets;  ///< [B,K] float, see above; undefined when every target is hard.
   at::Tensor rejected;      ///< [B] int64 rejected class or -1; undefined when none is.
 
   int64_t size() const { return labels.defined() ? labels.size(0) : indices.size(0); }
+  /// The modality `name`, or null when the batch lacks it.
+  const ModalityInput* find(const std::string& name) const;
+  /// The modality `name`; throws std::invalid_argument naming it when the batch lacks it.
+  const ModalityInput& input(const std::string& name) const;
   /// Copies every defined tensor to `device` (non-blocking when the source is pinned).
   Batch to(const c10::Device& device, bool non_blocking = false) const;
   /// A copy in page-locked (pinned) host memory; needs a CUDA build of LibTorch.
   Batch pin_memory() const;
 };
 
-/// Concatenates batches along the sample dimension (CPU tensors). Token ids are right-padded
-/// with 0 to the longest text; a part lacking `soft_targets` gets zero rows (hard targets), a
+/// Concatenates batches along the sample dimension (CPU tensors). A modality with lengths (a
+/// sequence) is right-padded with 0 along its second dimension to the longest part; a part lacking `soft_targets` gets zero rows (hard targets), a
 /// part lacking `rejected` gets -1. Every part must carry the same modalities and, where
-/// defined, the same image size and class count; `indices` keep each part's own numbering.
+/// defined, the same per-sample shapes and class count; `indices` keep each part's own numbering.
 /// Throws std::invalid_argument on mismatched parts or an empty list.
 Batch concat_batches(const std::vector<Batch>& parts);
 

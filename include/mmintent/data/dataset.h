@@ -1,12 +1,14 @@
 #pragma once
-/// A multimodal data set: the records of a manifest with their texts tokenised once, their
-/// labels mapped to indices and (optionally) their images decoded once and cached.
+/// A multimodal data set: the records of a manifest with their labels mapped to indices and
+/// each modality's values prepared once by its reader (data/modality.h): texts tokenised,
+/// images decoded and cached (optionally), a plug-in's values parsed.
 
 #include "mmintent/core/batch.h"
 #include "mmintent/core/seed.h"  // mix_seed: per-sample augmentation seeds
 #include "mmintent/data/image.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/data/manifest.h"
+#include "mmintent/data/modality.h"
 #include "mmintent/data/tokenizer.h"
 
 #include <memory>
@@ -16,8 +18,10 @@
 namespace mmintent {
 
 struct DatasetOptions {
-  bool use_text = true;
-  bool use_image = true;
+  /// The modalities read, by name (core/modality.h); the others are ignored.
+  std::vector<std::string> modalities{"text", "image"};
+  /// Plug-in modalities' settings (`model.plugins.<name>`), by modality name.
+  std::map<std::string, ModalitySettings> plugins;
   ImageOptions image;
   int64_t max_length = 64;      ///< tokens kept per text
   bool cache_images = true;     ///< decode all images up front
@@ -30,6 +34,8 @@ struct DatasetOptions {
   /// Samples with this label get class index labels->size() (one past the label map), for
   /// out-of-scope samples that are not a trained class. Empty: none.
   std::string extra_label;
+
+  bool uses(const std::string& modality) const;
 };
 
 class MultimodalDataset {
@@ -43,7 +49,8 @@ class MultimodalDataset {
   int64_t size() const { return static_cast<int64_t>(records_.size()); }
   const Record& record(int64_t i) const { return records_.at(i); }
   const std::vector<Record>& records() const { return records_; }
-  const std::vector<int64_t>& token_ids(int64_t i) const { return ids_.at(i); }
+  /// Sample i's token ids (the data set must use text).
+  const std::vector<int64_t>& token_ids(int64_t i) const;
   /// Class index of sample i: its label, the most probable intent of a soft label, or -1 for
   /// unlabeled data and for a sample that carries only a rejected intent.
   int64_t label(int64_t i) const { return labels_.empty() ? -1 : labels_.at(i); }
@@ -52,18 +59,18 @@ class MultimodalDataset {
   const std::vector<std::pair<int64_t, float>>& soft_label(int64_t i) const { return soft_.at(i); }
   /// The class a person rejected for sample i (Record::rejected), or -1.
   int64_t rejected(int64_t i) const { return rejected_.empty() ? -1 : rejected_.at(i); }
-  bool has_text(int64_t i) const { return !ids_.at(i).empty(); }
-  bool has_image(int64_t i) const { return !records_.at(i).image.empty(); }
+  /// Whether sample i carries `modality` (false when the data set does not use it).
+  bool has(const std::string& modality, int64_t i) const;
+  bool has_text(int64_t i) const { return has("text", i); }
+  bool has_image(int64_t i) const { return has("image", i); }
+  /// The modalities read, in canonical order (core/modality.h).
+  std::vector<std::string> modalities() const;
   const DatasetOptions& options() const { return options_; }
   const std::string& path() const { return path_; }
   /// "file:line: reason" for every sample left out.
   const std::vector<std::string>& skipped() const { return skipped_; }
   /// Counts of samples per label index.
   std::vector<int64_t> label_counts(int64_t num_classes) const;
-
-  /// Writes sample i's normalised image (C*H*W floats) into `out`, augmented when `augment`
-  /// is enabled, from the cache or from disk.
-  void write_image(int64_t i, const AugmentOptions* augment, uint64_t seed, float* out) const;
 
   /// Collates the samples `indices` into a batch (CPU tensors). Augmentation draws from
   /// `seed` and each sample's index, so it does not depend on threads or batch order. The
@@ -75,12 +82,12 @@ class MultimodalDataset {
  private:
   std::string path_;
   std::vector<Record> records_;
-  std::vector<std::vector<int64_t>> ids_;
   std::vector<int64_t> labels_;
   std::vector<std::vector<std::pair<int64_t, float>>> soft_;  ///< per sample when labelled
   std::vector<int64_t> rejected_;  ///< per sample when labelled; -1 none
   int64_t num_classes_ = 0;        ///< the label map's size (soft target width)
-  std::vector<DecodedImage> images_;  ///< cache, empty when not caching
+  /// One reader per modality used, in canonical order.
+  std::vector<std::pair<std::string, std::unique_ptr<ModalityReader>>> readers_;
   std::vector<std::string> skipped_;
   DatasetOptions options_;
 };

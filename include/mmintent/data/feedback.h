@@ -16,6 +16,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,8 @@ struct FeedbackRecord {
   Reaction reaction = Reaction::accepted;
   std::string corrected_to;  ///< the intent the person corrected it to (corrected only)
   long line = 0;             ///< 1-based line in the log
+  /// Plug-in modalities' values by modality name, as in Record::inputs.
+  std::map<std::string, std::string> inputs;
 };
 
 struct FeedbackReadOptions {
@@ -42,6 +46,9 @@ struct FeedbackReadOptions {
   bool use_image = true;             ///< read "image" (the run's model uses images)
   bool allow_missing_text = false;   ///< as data.allow_missing_text
   bool allow_missing_image = false;  ///< as data.allow_missing_image
+  /// Plug-in modalities the run uses: modality name -> field (as ManifestFields::plugins).
+  std::map<std::string, std::string> plugins;
+  std::set<std::string> allow_missing_plugins;  ///< as ManifestReadOptions
 };
 
 struct FeedbackLog {

@@ -3,6 +3,8 @@
 /// Nothing here depends on LibTorch; the dataset turns records into tensors.
 
 #include <cstddef>
+#include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +23,9 @@ struct ManifestFields {
   std::string text = "text";
   std::string image = "image";
   std::string label = "label";
+  /// Plug-in modalities (core/modality.h): modality name -> its field. Their values land in
+  /// Record::inputs.
+  std::map<std::string, std::string> plugins;
 };
 
 /// One sample as written in the manifest.
@@ -40,6 +45,10 @@ struct Record {
   /// An intent a person rejected for this input (feedback, see data/feedback.h); "" for none.
   /// A record with a rejected intent may have no label.
   std::string rejected;
+  /// Plug-in modalities' values by modality name, as written: a JSON string's text, any other
+  /// JSON value (a list of numbers, an object) as compact JSON, a CSV/TSV cell's text. Absent
+  /// when the record lacks the modality.
+  std::map<std::string, std::string> inputs;
 };
 
 /// What to read and how strict to be.
@@ -49,6 +58,8 @@ struct ManifestReadOptions {
   bool require_label = true;         ///< A record without a label is an error.
   bool allow_missing_text = false;   ///< Absent/null/empty text allowed (else an error).
   bool allow_missing_image = false;  ///< Absent/null/empty image path allowed (else an error).
+  /// Plug-in modalities (ManifestFields::plugins) a record may lack (else an error).
+  std::set<std::string> allow_missing_plugins;
   /// "error": the first bad record throws DataError. "skip": each bad record is recorded in
   /// Manifest::skipped instead (nothing is logged here). File-level problems always throw.
   std::string on_bad_record = "error";

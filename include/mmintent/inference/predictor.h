@@ -10,6 +10,7 @@
 #include "mmintent/policy/rewrite.h"
 
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,8 @@ struct Prediction {
 struct PredictInput {
   std::string text;   ///< may be empty when the model allows missing text or is image-only
   std::string image;  ///< path; may be empty likewise
+  /// Plug-in modalities' values by modality name, as a manifest holds them (Record::inputs).
+  std::map<std::string, std::string> inputs;
 };
 
 struct PredictorOptions {

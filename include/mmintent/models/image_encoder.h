@@ -2,6 +2,8 @@
 /// CNN image encoder: conv blocks (conv, batch norm, ReLU, pooling, dropout), global average
 /// pooling and a projection.
 
+#include "mmintent/models/modality_encoder.h"
+
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -39,12 +41,15 @@ struct ImageEncoderOptions {
   TORCH_ARG(std::string, norm_kernel) = "auto";
 };
 
-class ImageEncoderImpl : public torch::nn::Module {
+class ImageEncoderImpl : public ModalityEncoderImpl {
  public:
   explicit ImageEncoderImpl(ImageEncoderOptions options = {});
   void reset();
   /// images [B,C,H,W] float -> features [B,out_dim].
   torch::Tensor forward(const torch::Tensor& images);
+  /// The "image" modality: forward(input.data).
+  torch::Tensor encode(const ModalityInput& input) override { return forward(input.data); }
+  int64_t output_dim() const override { return options.out_dim(); }
 
   ImageEncoderOptions options;
 

@@ -1,19 +1,28 @@
 #pragma once
-/// The multimodal intent classifier: text and/or image encoders, a fusion (concatenation or a
-/// gated multimodal unit) and a softmax head. Missing modalities are masked, never fed as data.
+/// The multimodal intent classifier: one encoder per modality (text, image, plug-ins; see
+/// models/modality_encoder.h), a fusion (concatenation or a gated multimodal unit) and a softmax
+/// head. Missing modalities are masked, never fed as data.
 
 #include "mmintent/core/batch.h"
 #include "mmintent/models/image_encoder.h"
 #include "mmintent/models/text_encoder.h"
 
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+
+#include <map>
+#include <string>
+#include <vector>
 
 namespace mmintent {
 
 /// Example: `FusionOptions().type("gated").dim(128)`.
 struct FusionOptions {
-  /// "concat": [text * mask, image * mask, masks]; "gated": a gated multimodal unit
-  /// h = z * tanh(W_t t) + (1 - z) * tanh(W_i i), z = sigmoid(W_z [t, i, masks]).
+  /// "concat": [e_1 * m_1, ..., e_N * m_N, m_1, ..., m_N] over the N modalities' features e
+  /// and masks m (only e_1 for one modality). "gated": a gated multimodal unit; for two
+  /// modalities h = z * tanh(W_1 e_1) + (1 - z) * tanh(W_2 e_2), z = sigmoid(W_z [e, m]);
+  /// for more, h = sum_k z_k * tanh(W_k e_k) with z = softmax over k of W_z [e, m] (per
+  /// output unit). A missing modality gets no weight.
   TORCH_ARG(std::string, type) = "concat";
   /// Width of the gated unit's output (unused by "concat").
   TORCH_ARG(int64_t, dim) = 128;
@@ -25,15 +34,22 @@ struct HeadOptions {
   TORCH_ARG(double, dropout) = 0.2;
 };
 
-/// Example: `IntentClassifierOptions().num_classes(12).use_image(false).text(text_options)`.
+/// Example: `IntentClassifierOptions().num_classes(12).modalities({"text"}).text(text_options)`.
 struct IntentClassifierOptions {
   TORCH_ARG(int64_t, num_classes) = 0;
-  TORCH_ARG(bool, use_text) = true;
-  TORCH_ARG(bool, use_image) = true;
+  /// The modalities fused, by name; fused in canonical order (core/modality.h) whatever the
+  /// order here.
+  TORCH_ARG(std::vector<std::string>, modalities) = std::vector<std::string>{"text", "image"};
   TORCH_ARG(TextEncoderOptions, text) = {};
   TORCH_ARG(ImageEncoderOptions, image) = {};
   TORCH_ARG(FusionOptions, fusion) = {};
   TORCH_ARG(HeadOptions, head) = {};
+  /// Plug-in modalities' settings by modality name (`model.plugins` in the config).
+  using PluginSettings = std::map<std::string, ModalitySettings>;
+  TORCH_ARG(PluginSettings, plugins) = {};
+
+ public:
+  bool uses(const std::string& modality) const;
 };
 
 class IntentClassifierImpl : public torch::nn::Module {
@@ -45,14 +61,18 @@ class IntentClassifierImpl : public torch::nn::Module {
   /// Softmax probabilities [B,num_classes], computed in eval mode without gradients.
   torch::Tensor predict_proba(const Batch& batch);
 
+  /// The fused features [B, fused_dim] the head reads.
+  torch::Tensor fuse(const Batch& batch);
+  /// The modalities fused, in order.
+  std::vector<std::string> modalities() const;
+
   IntentClassifierOptions options;
 
  private:
-  torch::Tensor fuse(const Batch& batch);
-
-  TextEncoder text_{nullptr};
-  ImageEncoder image_{nullptr};
-  torch::nn::Linear gate_text_{nullptr}, gate_image_{nullptr}, gate_z_{nullptr};
+  /// Registered as "<modality>_encoder", in canonical order.
+  std::vector<std::pair<std::string, std::shared_ptr<ModalityEncoderImpl>>> encoders_;
+  std::vector<torch::nn::Linear> gates_;  ///< "gate_<modality>", one per modality (gated)
+  torch::nn::Linear gate_z_{nullptr};
   torch::nn::Sequential head_{nullptr};
 };
 TORCH_MODULE(IntentClassifier);

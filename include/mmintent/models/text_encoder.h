@@ -3,6 +3,8 @@
 /// Sequences are packed, so the encoding of a sequence never depends on how much it was padded.
 /// On the CPU the RNN runs on mmintent's fused kernel (`rnn_kernel`, models/detail/fused_rnn.h).
 
+#include "mmintent/models/modality_encoder.h"
+
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/dropout.h>
@@ -37,14 +39,16 @@ struct TextEncoderOptions {
   TORCH_ARG(std::string, rnn_kernel) = "auto";
 };
 
-class TextEncoderImpl : public torch::nn::Module {
+class TextEncoderImpl : public ModalityEncoderImpl {
  public:
   explicit TextEncoderImpl(TextEncoderOptions options);
   void reset();
   /// token_ids [B,T] int64 (0 = padding), lengths [B] int64 on the CPU -> [B,output_dim()].
   /// A length of 0 (missing text) gives a defined but meaningless row: callers mask it.
   torch::Tensor forward(const torch::Tensor& token_ids, const torch::Tensor& lengths);
-  int64_t output_dim() const;
+  /// The "text" modality: forward(input.data, input.lengths).
+  torch::Tensor encode(const ModalityInput& input) override { return forward(input.data, input.lengths); }
+  int64_t output_dim() const override;
 
   TextEncoderOptions options;
 

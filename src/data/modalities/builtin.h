@@ -1,0 +1,57 @@
+#pragma once
+/// The built-in modality readers, "text" and "image" (data/modality.h). Internal.
+
+#include "mmintent/data/image.h"
+#include "mmintent/data/modality.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mmintent::detail {
+
+/// Tokenises each text once (cut to DatasetOptions::max_length); collates token ids [B,T]
+/// (0 = padding, T the batch's longest, at least 1), lengths and the mask.
+class TextReader : public ModalityReader {
+ public:
+  explicit TextReader(const ReaderContext& context);
+  std::vector<std::string> prepare(const std::vector<std::string>& values,
+                                   const std::vector<long>& lines) override;
+  void retain(const std::vector<char>& keep) override { retain_where(ids_, keep); }
+  bool present(int64_t i) const override { return !ids_.at(i).empty(); }
+  ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
+                        uint64_t seed) const override;
+  const std::vector<int64_t>& token_ids(int64_t i) const { return ids_.at(i); }
+
+ private:
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  int64_t max_length_;
+  std::vector<std::vector<int64_t>> ids_;
+};
+
+/// Decodes every image once up front into a cache (DatasetOptions::cache_images), or only
+/// checks it (check_images), or neither (decoded per batch); collates normalised pixels
+/// [B,C,H,W] (augmented when training) and the mask.
+class ImageReader : public ModalityReader {
+ public:
+  explicit ImageReader(const ReaderContext& context);
+  std::vector<std::string> prepare(const std::vector<std::string>& values,
+                                   const std::vector<long>& lines) override;
+  void retain(const std::vector<char>& keep) override;
+  bool present(int64_t i) const override { return !paths_.at(i).empty(); }
+  ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
+                        uint64_t seed) const override;
+  /// Writes sample i's normalised image (C*H*W floats) into `out`.
+  void write_image(int64_t i, const AugmentOptions* augment, uint64_t seed, float* out) const;
+
+ private:
+  std::string manifest_;
+  ImageOptions image_;
+  bool cache_, check_;
+  int64_t threads_;
+  std::vector<std::string> paths_;
+  std::vector<long> lines_;
+  std::vector<DecodedImage> images_;  ///< the cache, empty when not caching
+};
+
+}  // namespace mmintent::detail

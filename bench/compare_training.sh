@@ -21,6 +21,11 @@
 #                  1 epoch = 50 steps of 128
 # Set EPOCHS=N to change the number of epochs of every case.
 #
+# BEFORE_BIN=PATH: a second mmintent build (e.g. main before a change, built in a git worktree)
+# runs as a third side, "before", in the same rotation, with the same settings (OURS_EXTRA
+# included); the summary then gives ours / before too. This is how a change's effect on speed
+# is measured: both builds side by side on the same machine in one run, never from two runs.
+#
 # What is timed: samples/s = training samples / seconds of the training loop (mmintent: the
 # epochs' `seconds` in metrics.jsonl; the reference times the same loop). Both sides train
 # without validation, checkpoints or evaluation (overrides below), so the loop is all that
@@ -43,7 +48,7 @@ while getopts "n:o:h" opt; do
   case "$opt" in
     n) runs="$OPTARG" ;;
     o) out="$OPTARG" ;;
-    *) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 2 ;;
+    *) sed -n '2,39p' "${BASH_SOURCE[0]}"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -57,6 +62,8 @@ for a in "$@"; do
 done
 ((${#cases[@]})) || cases=(demo clinc150)
 [ -x "$bin" ] || { echo "compare_training: no mmintent binary at $bin (set MMINTENT_BIN)" >&2; exit 2; }
+before="${BEFORE_BIN:-}"
+[ -z "$before" ] || [ -x "$before" ] || { echo "compare_training: BEFORE_BIN=$before is not an executable" >&2; exit 2; }
 "$python" -c 'import torch, cv2, sentencepiece' 2>/dev/null ||
   { echo "compare_training: $python lacks torch/cv2/sentencepiece: run scripts/setup_bench.sh" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "compare_training: needs /usr/bin/time (scripts/setup_bench.sh)" >&2; exit 2; }
@@ -72,23 +79,24 @@ common=(data.val= data.test= "eval.splits=[]" eval.plots=false calibration.enabl
 
 load() { cut -d' ' -f1 /proc/loadavg; }
 
-# run_ours CASE_DIR INDEX: one timed `mmintent train`; appends a JSON line to results.jsonl.
+# run_ours CASE_DIR INDEX [SIDE BINARY]: one timed `mmintent train` (SIDE "ours" with $bin by
+# default, or "before" with $BEFORE_BIN); appends a JSON line to results.jsonl.
 run_ours() {
-  local dir="$1" i="$2" l0 l1
+  local dir="$1" i="$2" side="${3:-ours}" exe="${4:-$bin}" l0 l1
   l0=$(load)
-  /usr/bin/time -f '%e %M %U %S' -o "$dir/ours_$i.time" \
-    "$bin" train "$config" "${overrides[@]}" ${OURS_EXTRA:-} "output.dir=$dir/ours_run" >"$dir/ours_$i.log" 2>&1 ||
-    { echo "compare_training: mmintent train failed, see $dir/ours_$i.log" >&2; tail -5 "$dir/ours_$i.log" >&2; exit 1; }
+  /usr/bin/time -f '%e %M %U %S' -o "$dir/${side}_$i.time" \
+    "$exe" train "$config" "${overrides[@]}" ${OURS_EXTRA:-} "output.dir=$dir/${side}_run" >"$dir/${side}_$i.log" 2>&1 ||
+    { echo "compare_training: $exe train failed, see $dir/${side}_$i.log" >&2; tail -5 "$dir/${side}_$i.log" >&2; exit 1; }
   l1=$(load)
-  "$python" - "$dir/ours_run/metrics.jsonl" "$dir/ours_$i.log" "$dir/ours_$i.time" "$i" "$l0" "$l1" \
+  "$python" - "$dir/${side}_run/metrics.jsonl" "$dir/${side}_$i.log" "$dir/${side}_$i.time" "$i" "$l0" "$l1" "$side" \
     >>"$dir/results.jsonl" <<'PY'
 import json, re, sys
-metrics, log, timefile, i, l0, l1 = sys.argv[1:7]
+metrics, log, timefile, i, l0, l1, side = sys.argv[1:8]
 seconds = sum(json.loads(line)["seconds"] for line in open(metrics) if line.strip())
 epochs = sum(1 for line in open(metrics) if line.strip())
 n = int(re.search(r"\[data\] train (\d+),", open(log).read()).group(1))
 wall, rss_kib, user, system = open(timefile).read().split()[-4:]
-print(json.dumps({"impl": "ours", "run": int(i), "samples": n * epochs, "train_seconds": seconds,
+print(json.dumps({"impl": side, "run": int(i), "samples": n * epochs, "train_seconds": seconds,
                   "samples_per_s": n * epochs / seconds, "peak_rss_mib": int(rss_kib) / 1024,
                   "wall_s": float(wall), "cpu_s": float(user) + float(system),
                   "load_before": float(l0), "load_after": float(l1)}))
@@ -165,15 +173,20 @@ PY
   fi
   "$bin" config "$config" "${overrides[@]}" "output.dir=$dir/ours_run" >"$dir/effective.yaml"
 
+  # The sides take turns; each run starts with a different one, so no side always goes first.
+  sides=(ours reference)
+  [ -z "$before" ] || sides=(ours before reference)
   for ((i = 1; i <= runs; ++i)); do
-    if ((i % 2)); then
-      run_ours "$dir" "$i"; run_reference "$dir" "$i"
-    else
-      run_reference "$dir" "$i"; run_ours "$dir" "$i"
-    fi
-    "$python" - "$dir/results.jsonl" <<'PY'
+    for ((k = 0; k < ${#sides[@]}; ++k)); do
+      case "${sides[(i - 1 + k) % ${#sides[@]}]}" in
+        ours) run_ours "$dir" "$i" ;;
+        before) run_ours "$dir" "$i" before "$before" ;;
+        reference) run_reference "$dir" "$i" ;;
+      esac
+    done
+    "$python" - "$dir/results.jsonl" "${#sides[@]}" <<'PY'
 import json, sys
-for line in open(sys.argv[1]).read().splitlines()[-2:]:
+for line in open(sys.argv[1]).read().splitlines()[-int(sys.argv[2]):]:
     r = json.loads(line)
     print("   run %d %-9s %8.1f samples/s  peak %6.1f MiB  wall %6.1f s  cpu %6.1f s  load %.2f->%.2f" % (
         r["run"], r["impl"], r["samples_per_s"], r["peak_rss_mib"], r["wall_s"], r["cpu_s"], r["load_before"],
@@ -182,7 +195,7 @@ PY
   done
 done
 
-conditions="$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $runs runs per side, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}, ours only: ${OURS_EXTRA:-(none)}, reference only: ${REF_ARGS:-(none)}"
+conditions="$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $runs runs per side,${before:+ before: $before,} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)}, ours only: ${OURS_EXTRA:-(none)}, reference only: ${REF_ARGS:-(none)}"
 "$python" - "$out" "$conditions" "${cases[@]}" <<'PY'
 import json, os, statistics, sys
 out, conditions, cases = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -192,8 +205,10 @@ ratios = []
 for case in cases:
     rs = [json.loads(l) for l in open(os.path.join(out, case, "results.jsonl")) if l.strip()]
     med = {}
-    for side in ("ours", "reference"):
+    for side in ("ours", "before", "reference"):
         s = [r for r in rs if r["impl"] == side]
+        if not s:
+            continue
         loads = [r["load_before"] for r in s] + [r["load_after"] for r in s]
         med[side] = {k: statistics.median(r[k] for r in s) for k in ("samples_per_s", "peak_rss_mib", "wall_s", "cpu_s")}
         rows.append(f"| {case} | {side} | {med[side]['samples_per_s']:.1f} | {med[side]['peak_rss_mib']:.0f} | "
@@ -201,6 +216,9 @@ for case in cases:
     sp = med["ours"]["samples_per_s"] / med["reference"]["samples_per_s"]
     mem = med["ours"]["peak_rss_mib"] / med["reference"]["peak_rss_mib"]
     ratios.append(f"{case}: ours / reference: samples/s x{sp:.2f}, peak memory x{mem:.2f}")
+    if "before" in med:
+        ratios.append(f"{case}: ours / before: samples/s x{med['ours']['samples_per_s'] / med['before']['samples_per_s']:.2f}, "
+                      f"peak memory x{med['ours']['peak_rss_mib'] / med['before']['peak_rss_mib']:.2f}")
 text = "\n".join([conditions, ""] + rows + [""] + ratios) + "\n"
 print(text, end="")
 with open(os.path.join(out, "summary.md"), "w") as f:

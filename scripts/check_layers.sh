@@ -18,8 +18,9 @@ declare -A layer=(
   [config]=5
   [run]=6
   [inference]=7
-  [app]=8
-  [cli]=9
+  [serve]=8
+  [app]=9
+  [cli]=10
 )
 
 folder_of() {  # include/mmintent/<folder>/..., src/<folder>/... or a bare error.h

@@ -5,8 +5,8 @@
 #   scripts/sanitize.sh [--unit | --no-e2e] [BUILD_DIR] [extra ctest args...]  (BUILD_DIR: build-asan/)
 #     --unit    build and run only the unit tests and the smoke check (ctest -L unit), not the
 #               end-to-end CLI runs (the bulk of the test time under the sanitizers)
-#     --no-e2e  everything but the end-to-end CLI runs: unit, smoke and multi-process tests
-#               (what CI runs; the end-to-end part adds about 5 minutes)
+#     --no-e2e  everything but the end-to-end CLI runs: unit, smoke, multi-process and server
+#               tests (what CI runs; the end-to-end part adds about 5 minutes)
 # Reports from inside LibTorch and other system libraries are silenced by the narrowly scoped
 # suppression files in scripts/sanitizers/ (each entry says why it is not ours); mmintent's
 # own code is never suppressed. The sentencepiece shim is built without sanitizers (it is
@@ -20,8 +20,9 @@ if [ "${1:-}" = "--unit" ]; then
   labels=(-L unit)
   shift
 elif [ "${1:-}" = "--no-e2e" ]; then
-  targets=(--target mmintent_tests mmintent_smoke mmintent_distributed_tests mmintent_cli)
-  labels=(-L "unit|distributed")  # not -LE e2e: that would also run the e2e placeholder test
+  targets=(--target mmintent_tests mmintent_smoke mmintent_distributed_tests mmintent_cli
+           mmintent_serve_tests)
+  labels=(-L "unit|distributed|serve")  # not -LE e2e: that would also run the e2e placeholder test
   shift
 fi
 build="${1:-$root/build-asan}"

@@ -70,6 +70,22 @@ target_compile_definitions(mmintent PRIVATE
 add_dependencies(mmintent mmintent_spm)
 mmintent_use_torch_pch(mmintent)
 
+# The HTTP server (serve/, `mmintent serve`): cpp-httplib and OpenSSL, kept out of libmmintent
+# so that applications linking the library do not need them. Not installed yet.
+add_library(mmintent_serve STATIC
+  serve/auth.cpp
+  serve/metrics.cpp
+  serve/batcher.cpp
+  serve/request.cpp
+  serve/server.cpp)
+target_include_directories(mmintent_serve PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(mmintent_serve
+  PUBLIC mmintent
+  PRIVATE PkgConfig::HTTPLIB OpenSSL::Crypto nlohmann_json::nlohmann_json Threads::Threads
+          mmintent_warnings)
+set_target_properties(mmintent_serve PROPERTIES POSITION_INDEPENDENT_CODE ON)
+mmintent_use_torch_pch(mmintent_serve)
+
 add_executable(mmintent_cli
   cli/main.cpp
   cli/commands/train.cpp
@@ -78,9 +94,10 @@ add_executable(mmintent_cli
   cli/commands/predict.cpp
   cli/commands/calibrate.cpp
   cli/commands/tune.cpp
-  cli/commands/import.cpp)
+  cli/commands/import.cpp
+  cli/commands/serve.cpp)
 target_include_directories(mmintent_cli PRIVATE cli)
-target_link_libraries(mmintent_cli PRIVATE mmintent CLI11::CLI11 mmintent_warnings)
+target_link_libraries(mmintent_cli PRIVATE mmintent mmintent_serve CLI11::CLI11 mmintent_warnings)
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 
 # Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
@@ -116,7 +133,8 @@ install(TARGETS mmintent_core mmintent EXPORT mmintentTargets
 install(TARGETS mmintent_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 # The CLI, and the demo data generator so an installed copy can run the README demo.
 install(TARGETS mmintent_cli mmintent_make_demo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mmintent DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mmintent DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  PATTERN serve EXCLUDE)  # mmintent_serve is not installed
 install(EXPORT mmintentTargets NAMESPACE mmintent::
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmintent)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/mmintentConfig.cmake.in

@@ -49,5 +49,6 @@ Command add_predict(CLI::App& app);
 Command add_calibrate(CLI::App& app);
 Command add_tune(CLI::App& app);
 Command add_import(CLI::App& app);
+Command add_serve(CLI::App& app);
 
 }  // namespace mmintent::cli

@@ -44,7 +44,7 @@ int run(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for every command");
   const std::vector<Command> commands{add_train(app),     add_config(app), add_eval(app),
                                       add_predict(app),   add_calibrate(app), add_tune(app),
-                                      add_import(app)};
+                                      add_import(app),    add_serve(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -522,6 +522,22 @@ template <class V> void visit(V& v, DistributedOptions& c) {
   v.field("timeout_seconds", c.timeout_seconds, Check::range(1, 86400));
   v.field("bucket_mb", c.bucket_mb, Check::range(0.001, 4096));
 }
+template <class V> void visit(V& v, ServeConfig& c) {
+  v.field("host", c.host);
+  v.field("port", c.port, Check::range(0, 65535));
+  v.field("threads", c.threads, Check::range(1, 1024));
+  v.field("max_batch", c.max_batch, Check::range(1, 4096));
+  v.field("max_wait_ms", c.max_wait_ms, Check::range(0, 10000));
+  v.field("max_queue", c.max_queue, Check::range(1, 1 << 24));
+  v.field("max_body_bytes", c.max_body_bytes, Check::range(1024, int64_t{1} << 32));
+  v.field("max_inputs", c.max_inputs, Check::range(1, 1 << 16));
+  v.field("top_k", c.top_k, Check::range(1, 1 << 20));
+  v.field("read_timeout_s", c.read_timeout_s, Check::range(0.001, 3600));
+  v.field("write_timeout_s", c.write_timeout_s, Check::range(0.001, 3600));
+  v.field("api_keys_file", c.api_keys_file);
+  v.field("allow_unauthenticated", c.allow_unauthenticated);
+  v.field("log_requests", c.log_requests);
+}
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
   v.field("overwrite", c.overwrite);
@@ -539,6 +555,7 @@ template <class V> void visit(V& v, Config& c) {
   v.section("tune", c.tune);
   v.section("distributed", c.distributed);
   v.section("output", c.output);
+  v.section("serve", c.serve);
 }
 
 template <class S>
@@ -668,6 +685,7 @@ void validate(const Config& c, const Context& ctx) {
     fail("runtime.device", "'" + c.runtime.device + "' is not one of auto, cpu, cuda, cuda:N");
   }
   if (c.output.dir.empty()) fail("output.dir", "an output directory is required");
+  if (c.serve.host.empty()) fail("serve.host", "an address to bind is required (e.g. 127.0.0.1)");
   if (c.oos.method == "threshold" && !c.oos.label.empty()) {
     if (c.oos.threshold < 0 && c.oos.threshold != -1) fail("oos.threshold", "must be in (0, 1) or -1 (choose on val)");
     if (c.oos.threshold == -1 && c.data.val.empty()) {

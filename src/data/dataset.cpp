@@ -79,7 +79,10 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       soft_.push_back(std::move(soft));
       rejected_.push_back(rejected);
     }
-    if (!options_.uses("image")) r.image.clear();
+    if (!options_.uses("image")) {
+      r.image.clear();
+      r.image_pixels.reset();
+    }
     if (!options_.uses("text")) r.text.clear();
     for (auto it = r.inputs.begin(); it != r.inputs.end();) {
       it = options_.uses(it->first) ? std::next(it) : r.inputs.erase(it);
@@ -95,6 +98,12 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
   for (int64_t i = 0; i < n; ++i) lines[i] = records_[i].line;
   std::vector<std::string> errors(n);
   for (auto& [name, reader] : readers_) {
+    if (name == "image") {  // images decoded in memory go to the built-in reader directly
+      std::vector<std::shared_ptr<const DecodedImage>> decoded(n);
+      bool any = false;
+      for (int64_t i = 0; i < n; ++i) any |= static_cast<bool>(decoded[i] = records_[i].image_pixels);
+      if (any) static_cast<detail::ImageReader&>(*reader).set_decoded(std::move(decoded));
+    }
     std::vector<std::string> values(n);
     for (int64_t i = 0; i < n; ++i) values[i] = record_value(records_[i], name);
     auto found = reader->prepare(values, lines);

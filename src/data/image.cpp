@@ -286,9 +286,11 @@ void validate(const AugmentOptions& options) {
   }
 }
 
-DecodedImage load_image(const std::string& path, const ImageOptions& options) {
-  validate(options);
-  const std::vector<uint8_t> bytes = read_image_file(path, options.max_pixels);
+namespace {
+/// Decodes an image file's bytes (`path` names it in messages), converts it to the options'
+/// channels and resizes it.
+DecodedImage decode(const std::vector<uint8_t>& bytes, const ImageOptions& options,
+                    const std::string& path) {
   if (is_jpeg(bytes)) {
     // libjpeg pads a truncated JPEG with grey and only warns; insist on the end-of-image marker.
     bool has_eoi = false;
@@ -337,6 +339,22 @@ DecodedImage load_image(const std::string& path, const ImageOptions& options) {
   const std::size_t n = static_cast<std::size_t>(out.height * out.width * out.channels);
   out.pixels.assign(decoded.data, decoded.data + n);
   return out;
+}
+}  // namespace
+
+DecodedImage load_image(const std::string& path, const ImageOptions& options) {
+  validate(options);
+  return decode(read_image_file(path, options.max_pixels), options, path);
+}
+
+DecodedImage decode_image(const std::vector<uint8_t>& bytes, const ImageOptions& options,
+                          const std::string& name) {
+  validate(options);
+  if (bytes.empty()) throw DataError(name, 0, "image is empty (0 bytes)");
+  if (const auto header = header_size(bytes)) {
+    check_size(name, header->width, header->height, options.max_pixels);
+  }
+  return decode(bytes, options, name);
 }
 
 void image_to_chw(const DecodedImage& image, const ImageOptions& options,

@@ -143,7 +143,7 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     if (c.model.uses("text") && in.text.empty() && !c.data.allow_missing_text) {
       throw DataError("<request>", line, "this model needs a text (the run was trained without allow_missing_text)");
     }
-    if (c.model.uses("image") && in.image.empty() && !c.data.allow_missing_image) {
+    if (c.model.uses("image") && in.image.empty() && !in.image_pixels && !c.data.allow_missing_image) {
       throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
     }
     for (const auto& name : c.model.modalities) {
@@ -157,7 +157,8 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     }
     Record r;
     r.text = in.text;
-    r.image = in.image;
+    r.image = in.image_pixels ? std::string() : in.image;
+    r.image_pixels = in.image_pixels;
     r.inputs = in.inputs;
     r.line = line;
     m.records.push_back(std::move(r));
@@ -237,7 +238,9 @@ ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path
         nlohmann::ordered_json j;
         j["line"] = records[i].line;
         if (!records[i].label.empty()) j["label"] = records[i].label;
-        const auto r = this->rewrite({records[i].text, records[i].image}, scores[i]);
+        PredictInput input;
+        input.text = records[i].text;
+        const auto r = this->rewrite(input, scores[i]);
         const auto fields = nlohmann::ordered_json::parse(to_json_line(r, *impl_->rewriter));
         for (const auto& [key, value] : fields.items()) j[key] = value;
         out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';

@@ -217,5 +217,35 @@ TEST(ImageTest, BadImagesNameThePath) {
   expect_bad_image([&] { load_image(dir.str(), o); }, dir.str(), "directory");
 }
 
+TEST(ImageTest, DecodesFromMemoryAsFromAFile) {
+  TempDir dir;
+  ImageOptions colour = grey(12, 10);
+  colour.channels = 3;
+  cv::Mat bgr;
+  cv::merge(std::vector<cv::Mat>{gradient(40, 30), gradient(40, 30) * 0.5, 255 - gradient(40, 30)}, bgr);
+  for (const char* name : {"a.png", "a.jpg"}) {
+    const std::string path = write_image(dir, name, bgr);
+    const std::string file = test::read_file(path);
+    const std::vector<uint8_t> bytes(file.begin(), file.end());
+    for (const auto& o : {grey(12, 10), colour}) {
+      const auto from_file = load_image(path, o);
+      const auto from_memory = decode_image(bytes, o, "upload");
+      EXPECT_EQ(from_memory.pixels, from_file.pixels) << name;
+      EXPECT_EQ(from_memory.channels, o.channels);
+    }
+  }
+  const ImageOptions o = grey(8, 8);
+  expect_bad_image([&] { decode_image({}, o, "upload"); }, "upload", "empty");
+  expect_bad_image([&] { decode_image({1, 2, 3, 4, 5}, o, "upload"); }, "upload", "cannot decode");
+  const std::string png = test::read_file(write_image(dir, "big.png", gradient(64, 64)));
+  ImageOptions small = o;
+  small.max_pixels = 100;
+  expect_bad_image([&] { decode_image(std::vector<uint8_t>(png.begin(), png.end()), small, "upload"); }, "upload",
+                   "max_pixels");
+  const std::string half = png.substr(0, png.size() / 2);
+  expect_bad_image([&] { decode_image(std::vector<uint8_t>(half.begin(), half.end()), o, "upload"); }, "upload",
+                   "cannot decode");
+}
+
 }  // namespace
 }  // namespace mmintent

@@ -113,6 +113,33 @@ struct TuneConfig {
   bool freeze_encoders = false;
 };
 
+/// `mmintent serve`: the HTTP service (serve/server.h). Read from the run's config, then from
+/// overrides given to `serve`.
+struct ServeConfig {
+  /// Address to bind. Without api_keys_file only a loopback address (127.0.0.1, ::1,
+  /// localhost) is allowed, unless allow_unauthenticated is true.
+  std::string host = "127.0.0.1";
+  int64_t port = 8080;  ///< 0 = any free port (printed at start)
+  int64_t threads = 8;  ///< HTTP worker threads (connections served at once)
+  /// Micro-batching: concurrent predict requests are grouped into one forward pass of up to
+  /// max_batch inputs, waiting at most max_wait_ms for the batch to fill; 1 = no batching.
+  int64_t max_batch = 16;
+  double max_wait_ms = 2;
+  /// Inputs waiting for the model at most; a request that would exceed it gets 503.
+  int64_t max_queue = 256;
+  int64_t max_body_bytes = 8 << 20;  ///< larger request bodies get 413
+  int64_t max_inputs = 64;           ///< inputs in one batch request (an array) at most
+  int64_t top_k = 3;                 ///< intents returned when a request gives no top_k
+  double read_timeout_s = 10;        ///< a client slower than this to send is dropped
+  double write_timeout_s = 10;
+  /// One API key per line as the lowercase hex SHA-256 of the key ('#' starts a comment);
+  /// clients send "Authorization: Bearer KEY". Empty: no keys (loopback only, see host).
+  std::string api_keys_file;
+  bool allow_unauthenticated = false;
+  /// Log each request's text and result (off: only method, path, status and time).
+  bool log_requests = false;
+};
+
 struct OutputConfig {
   std::string dir = "runs/default";
   bool overwrite = false;  ///< allow writing into a non-empty run directory
@@ -134,6 +161,7 @@ struct Config {
   /// Multi-process runs (torchrun): backend, timeout, gradient bucket size.
   DistributedOptions distributed;
   OutputConfig output;
+  ServeConfig serve;
 
   /// The trainer's options with device, precision and seed filled in (the files it writes come
   /// from the run directory: RunDirectory::trainer_files).

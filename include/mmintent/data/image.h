@@ -55,6 +55,12 @@ void validate(const AugmentOptions& options);
 /// Thread-safe; does not change OpenCV's thread settings.
 DecodedImage load_image(const std::string& path, const ImageOptions& options);
 
+/// load_image for an image already in memory (e.g. an upload): `bytes` is the file's content,
+/// `name` names it in messages (DataError(name, 0, reason)). The size its header gives is
+/// checked against options.max_pixels before decoding.
+DecodedImage decode_image(const std::vector<uint8_t>& bytes, const ImageOptions& options,
+                          const std::string& name);
+
 /// Writes the normalised CHW floats ((x/255 - mean) / std) of `image` into `out`, which must
 /// hold channels*height*width floats. `image` must match the options' size and channels
 /// (else Error). When `augment` is non-null and enabled, a random crop/flip/brightness/

@@ -4,12 +4,15 @@
 
 #include <cstddef>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace mmintent {
+
+struct DecodedImage;  // data/image.h
 
 /// How a manifest is laid out. `automatic` picks by extension: .jsonl/.json, .csv, .tsv.
 enum class ManifestFormat { automatic, jsonl, csv, tsv };
@@ -49,6 +52,10 @@ struct Record {
   /// JSON value (a list of numbers, an object) as compact JSON, a CSV/TSV cell's text. Absent
   /// when the record lacks the modality.
   std::map<std::string, std::string> inputs;
+  /// An image already decoded in memory (e.g. a served request's upload, data/image.h's
+  /// decode_image), at the model's size and channels; when set, it is the record's image and
+  /// `image` only names it in messages. Never read from a manifest.
+  std::shared_ptr<const DecodedImage> image_pixels;
 };
 
 /// What to read and how strict to be.

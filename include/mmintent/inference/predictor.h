@@ -6,12 +6,14 @@
 
 #include "mmintent/config/config.h"
 #include "mmintent/data/dataset.h"
+#include "mmintent/data/image.h"
 #include "mmintent/policy/decision.h"
 #include "mmintent/policy/rewrite.h"
 
 #include <memory>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mmintent {
@@ -36,8 +38,16 @@ struct Prediction {
 };
 
 struct PredictInput {
+  PredictInput() = default;
+  /// A text and an image path, as `{text, image}` (the plug-in values and pixels stay empty).
+  PredictInput(std::string text_, std::string image_ = {})
+      : text(std::move(text_)), image(std::move(image_)) {}
+
   std::string text;   ///< may be empty when the model allows missing text or is image-only
   std::string image;  ///< path; may be empty likewise
+  /// Or the image already in memory: decode_image (data/image.h) of an upload with the run's
+  /// config().data.image options. When set, `image` is ignored.
+  std::shared_ptr<const DecodedImage> image_pixels;
   /// Plug-in modalities' values by modality name, as a manifest holds them (Record::inputs).
   std::map<std::string, std::string> inputs;
 };

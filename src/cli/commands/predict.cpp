@@ -66,7 +66,9 @@ Command add_predict(CLI::App& app) {
             if (s->text.empty() && s->image.empty()) {
               return fail(kUsage, "give --text and/or --image, or --manifest");
             }
-            const PredictInput input{s->text, s->image};
+            PredictInput input;
+            input.text = s->text;
+            input.image = s->image;
             const auto prediction = predictor.predict(input, s->top_k);
             if (s->rewrite) {
               std::cout << to_json_line(predictor.rewrite(input, prediction), predictor.rewriter()) << "\n";

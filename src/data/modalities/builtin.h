@@ -38,9 +38,16 @@ class ImageReader : public ModalityReader {
   std::vector<std::string> prepare(const std::vector<std::string>& values,
                                    const std::vector<long>& lines) override;
   void retain(const std::vector<char>& keep) override;
-  bool present(int64_t i) const override { return !paths_.at(i).empty(); }
+  bool present(int64_t i) const override {
+    return !paths_.at(i).empty() || (!given_.empty() && given_.at(i));
+  }
   ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
                         uint64_t seed) const override;
+  /// Images already decoded in memory (Record::image_pixels), one per record (null: read the
+  /// path); set before prepare.
+  void set_decoded(std::vector<std::shared_ptr<const DecodedImage>> images) {
+    given_ = std::move(images);
+  }
   /// Writes sample i's normalised image (C*H*W floats) into `out`.
   void write_image(int64_t i, const AugmentOptions* augment, uint64_t seed, float* out) const;
 
@@ -52,6 +59,7 @@ class ImageReader : public ModalityReader {
   std::vector<std::string> paths_;
   std::vector<long> lines_;
   std::vector<DecodedImage> images_;  ///< the cache, empty when not caching
+  std::vector<std::shared_ptr<const DecodedImage>> given_;  ///< empty when none was given
 };
 
 }  // namespace mmintent::detail

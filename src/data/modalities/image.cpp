@@ -28,6 +28,18 @@ std::vector<std::string> ImageReader::prepare(const std::vector<std::string>& va
   lines_ = lines;
   const auto n = static_cast<int64_t>(values.size());
   std::vector<std::string> errors(n);
+  if (!given_.empty() && static_cast<int64_t>(given_.size()) != n) {
+    throw Error("ImageReader: " + std::to_string(given_.size()) + " decoded images for " +
+                std::to_string(n) + " records");
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(given_.size()); ++i) {
+    const auto& g = given_[i];
+    if (g && (g->height != image_.height || g->width != image_.width || g->channels != image_.channels)) {
+      errors[i] = "the decoded image is " + std::to_string(g->width) + "x" + std::to_string(g->height) +
+                  "x" + std::to_string(g->channels) + ", the model takes " + std::to_string(image_.width) +
+                  "x" + std::to_string(image_.height) + "x" + std::to_string(image_.channels);
+    }
+  }
   if (!cache_ && !check_) return errors;
   // Decode the cache (or, with check_images, every image once without keeping it) in
   // parallel.
@@ -35,7 +47,7 @@ std::vector<std::string> ImageReader::prepare(const std::vector<std::string>& va
   std::atomic<int64_t> next{0};
   auto work = [&] {
     for (int64_t i = next++; i < n; i = next++) {
-      if (paths_[i].empty()) continue;
+      if (paths_[i].empty() || (!given_.empty() && given_[i])) continue;
       try {
         DecodedImage image = load_image(paths_[i], image_);
         if (cache_) images_[i] = std::move(image);
@@ -56,10 +68,15 @@ void ImageReader::retain(const std::vector<char>& keep) {
   retain_where(paths_, keep);
   retain_where(lines_, keep);
   if (cache_) retain_where(images_, keep);
+  if (!given_.empty()) retain_where(given_, keep);
 }
 
 void ImageReader::write_image(int64_t i, const AugmentOptions* augment, uint64_t seed,
                               float* out) const {
+  if (!given_.empty() && given_.at(i)) {
+    image_to_chw(*given_[i], image_, augment, seed, out);
+    return;
+  }
   if (!images_.empty()) {
     image_to_chw(images_.at(i), image_, augment, seed, out);
     return;

@@ -1,0 +1,44 @@
+#pragma once
+/// `mmintent serve`: a trained run directory behind an HTTP API (cpp-httplib), for a product
+/// to call. Endpoints (docs/SERVING.md):
+///   POST /v1/predict  one request {"text", "image" (base64), "top_k", "rewrite"} or an array
+///                     of them; concurrent requests share forward passes (micro-batching)
+///   GET  /healthz     the process is up;  GET /readyz  the model is loaded
+///   GET  /metrics     Prometheus text format
+/// Every endpoint but the health checks needs "Authorization: Bearer KEY" when
+/// serve.api_keys_file is set. Errors are JSON {"error": {"status", "field", "message"}}.
+
+#include "mmintent/config/config.h"
+#include "mmintent/inference/predictor.h"
+
+#include <memory>
+#include <string>
+
+namespace mmintent {
+
+class Server {
+ public:
+  /// Loads the run directory (Predictor::load) and the API keys; `config` is the `serve:`
+  /// section to use (the run's, with overrides). Checks the bind rules: without keys, only a
+  /// loopback host unless allow_unauthenticated. Throws Error/ConfigError naming what is wrong.
+  Server(const std::string& run_dir, const ServeConfig& config, const PredictorOptions& predictor = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Binds config.host:config.port (port 0: a free one) and returns the port. Throws Error
+  /// when the address cannot be bound.
+  int bind();
+  /// Serves until stop(): blocks. Requests in flight when stop() is called are finished.
+  void run();
+  /// Stops accepting and makes run() return; safe from any thread.
+  void stop();
+  /// The served model's version: the SHA-256 (hex) of its weights file.
+  const std::string& model_version() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mmintent

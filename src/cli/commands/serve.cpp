@@ -1,0 +1,68 @@
+// mmintent serve RUN_DIR [--host H] [--port N] [KEY=VALUE ...]
+#include "command.h"
+
+#include "mmintent/core/log.h"
+#include "mmintent/run/run_directory.h"
+#include "mmintent/serve/server.h"
+
+#include <algorithm>
+#include <csignal>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <thread>
+
+namespace mmintent::cli {
+
+Command add_serve(CLI::App& app) {
+  struct State {
+    std::string run_dir, host, device = "cpu";
+    std::optional<int64_t> port;
+    std::vector<std::string> overrides;
+  };
+  auto s = std::make_shared<State>();
+  auto* cmd = app.add_subcommand("serve", "Serve a trained run over HTTP (POST /v1/predict, /healthz, /readyz, /metrics)");
+  cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train' or 'tune'")->required();
+  cmd->add_option("--host", s->host, "Address to bind (serve.host; default 127.0.0.1)");
+  cmd->add_option("--port", s->port, "Port (serve.port; default 8080, 0 = any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N");
+  cmd->add_option("overrides", s->overrides,
+                  "Dotted KEY=VALUE overrides of the run's config, e.g. serve.max_batch=32 serve.api_keys_file=keys.txt");
+  return {cmd, [s]() -> int {
+            auto overrides = s->overrides;
+            if (!s->host.empty()) overrides.push_back("serve.host=" + s->host);
+            if (s->port) overrides.push_back("serve.port=" + std::to_string(*s->port));
+            const Config config = RunDirectory(s->run_dir).load_config(overrides);
+            // SIGINT/SIGTERM reach one thread that stops the server; every other thread,
+            // including the server's, inherits the blocked mask from here.
+            sigset_t signals;
+            sigemptyset(&signals);
+            sigaddset(&signals, SIGINT);
+            sigaddset(&signals, SIGTERM);
+            pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+            PredictorOptions po;
+            po.device = s->device;
+            po.threads = config.runtime.threads > 0 ? config.runtime.threads
+                                                    : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+            Server server(s->run_dir, config.serve, po);
+            const int port = server.bind();
+            std::thread waiter([&server, signals] {
+              int sig = 0;
+              sigwait(&signals, &sig);
+              log::info("serve", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                                     ": finishing the requests in flight");
+              server.stop();
+            });
+            std::cout << "serving " << s->run_dir << " (model " << server.model_version().substr(0, 12) << ") on http://"
+                      << (config.serve.host.find(':') != std::string::npos ? "[" + config.serve.host + "]" : config.serve.host)
+                      << ":" << port << std::endl;
+            server.run();
+            // The waiter returns only on a signal: send it one if run() ended otherwise.
+            pthread_kill(waiter.native_handle(), SIGTERM);
+            waiter.join();
+            std::cout << "stopped" << std::endl;
+            return kOk;
+          }};
+}
+
+}  // namespace mmintent::cli

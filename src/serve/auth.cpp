@@ -1,0 +1,112 @@
+#include "serve/auth.h"
+
+#include "mmintent/error.h"
+
+#include <openssl/evp.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace mmintent::serve {
+namespace {
+
+std::string hex(const unsigned char* data, unsigned int n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (unsigned int i = 0; i < n; ++i) {
+    out[2 * i] = digits[data[i] >> 4];
+    out[2 * i + 1] = digits[data[i] & 15];
+  }
+  return out;
+}
+
+struct Sha256 {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  Sha256() {
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw Error("SHA-256: cannot initialise OpenSSL's digest");
+  }
+  ~Sha256() { EVP_MD_CTX_free(ctx); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const char* data, std::size_t n) {
+    if (EVP_DigestUpdate(ctx, data, n) != 1) throw Error("SHA-256: digest update failed");
+  }
+  std::string finish() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_DigestFinal_ex(ctx, digest, &n) != 1) throw Error("SHA-256: digest failed");
+    return hex(digest, n);
+  }
+};
+
+bool is_hex_digest(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string sha256_hex(const std::string& data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.finish();
+}
+
+std::string sha256_file_hex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path);
+  Sha256 h;
+  std::vector<char> buffer(1 << 16);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    h.update(buffer.data(), static_cast<std::size_t>(in.gcount()));
+  }
+  if (in.bad()) throw Error("cannot read " + path + ": read error");
+  return h.finish();
+}
+
+ApiKeys ApiKeys::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("serve.api_keys_file: cannot read " + path);
+  ApiKeys keys;
+  std::string line;
+  long number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (const auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    const auto last = line.find_last_not_of(" \t\r");
+    std::string entry = line.substr(first, last - first + 1);
+    for (char& c : entry) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!is_hex_digest(entry)) {
+      throw Error(path + ":" + std::to_string(number) +
+                  ": not a SHA-256 hex digest (64 hex digits); store the hash of a key, e.g. "
+                  "printf %s KEY | sha256sum, never the key itself");
+    }
+    keys.hashes_.push_back(std::move(entry));
+  }
+  if (keys.hashes_.empty()) throw Error(path + ": holds no key (one SHA-256 hex digest per line)");
+  return keys;
+}
+
+bool ApiKeys::accepts(const std::string& authorization) const {
+  static const std::string scheme = "Bearer ";
+  if (authorization.size() <= scheme.size() || authorization.compare(0, scheme.size(), scheme) != 0) {
+    return false;
+  }
+  const std::string digest = sha256_hex(authorization.substr(scheme.size()));
+  // Compare against every key without an early exit, so the time says nothing about the key.
+  unsigned char match = 0;
+  for (const auto& h : hashes_) {
+    unsigned char diff = 0;
+    for (std::size_t i = 0; i < 64; ++i) diff |= static_cast<unsigned char>(h[i] ^ digest[i]);
+    match |= static_cast<unsigned char>(diff == 0);
+  }
+  return match != 0;
+}
+
+}  // namespace mmintent::serve

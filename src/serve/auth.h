@@ -1,0 +1,31 @@
+#pragma once
+/// API keys for the server: a file of hashed keys, one lowercase hex SHA-256 per line. Internal.
+
+#include <string>
+#include <vector>
+
+namespace mmintent::serve {
+
+/// The lowercase hex SHA-256 of `data`.
+std::string sha256_hex(const std::string& data);
+/// The lowercase hex SHA-256 of a file's content; throws Error naming the file when it cannot
+/// be read.
+std::string sha256_file_hex(const std::string& path);
+
+class ApiKeys {
+ public:
+  ApiKeys() = default;
+  /// Reads `path`: one 64-digit hex SHA-256 per line, blank lines and '#' comments allowed.
+  /// Throws Error naming the file and line of a malformed entry, or when it holds no key.
+  static ApiKeys load(const std::string& path);
+  bool empty() const { return hashes_.empty(); }
+  std::size_t size() const { return hashes_.size(); }
+  /// True when `authorization` is "Bearer KEY" and KEY's hash is listed. The comparison takes
+  /// the same time whatever the key; the key itself is never stored or logged.
+  bool accepts(const std::string& authorization) const;
+
+ private:
+  std::vector<std::string> hashes_;
+};
+
+}  // namespace mmintent::serve

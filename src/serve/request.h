@@ -1,0 +1,62 @@
+#pragma once
+/// Reading and checking the JSON bodies of the server's requests. Every problem is a
+/// RequestError naming the field ("text", "[2].image", ...). Internal.
+
+#include "mmintent/config/config.h"
+#include "mmintent/inference/predictor.h"
+
+#include <nlohmann/json.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mmintent::serve {
+
+/// A request the server refuses: HTTP `status`, the `field` at fault ("" for the whole body).
+class RequestError : public std::runtime_error {
+ public:
+  RequestError(int status, std::string field, const std::string& message)
+      : std::runtime_error(message), status_(status), field_(std::move(field)) {}
+  int status() const { return status_; }
+  const std::string& field() const { return field_; }
+
+ private:
+  int status_;
+  std::string field_;
+};
+
+/// One input of POST /v1/predict.
+struct PredictRequest {
+  PredictInput input;
+  int64_t top_k = 3;
+  bool rewrite = false;
+};
+
+/// What a predict body may hold, from the served run's config.
+struct PredictRules {
+  const Config* config = nullptr;  ///< modalities, allow_missing_*, data.image
+  int64_t default_top_k = 3;
+  int64_t max_inputs = 64;
+};
+
+/// Parses a JSON body: an object (`batch` false) or an array of objects (`batch` true). Fields:
+/// "text" (string), "image" (base64 of a PNG/JPEG/... file, optionally as a data: URL),
+/// "top_k" (integer >= 1), "rewrite" (boolean), and one per plug-in modality by its name.
+/// Images are decoded here, with the run's image options. Throws RequestError: 400 for
+/// malformed JSON, ill-formed UTF-8, a wrong type, an unknown field, a missing text or image
+/// the model needs, bad base64 or an image that cannot be decoded or is above max_pixels.
+std::vector<PredictRequest> parse_predict(const std::string& body, const PredictRules& rules, bool& batch);
+
+/// Parses a JSON body, mapping nlohmann's errors to RequestError 400 (ill-formed UTF-8 names
+/// the field whose string holds it).
+nlohmann::json parse_body(const std::string& body);
+
+/// Strict base64 (RFC 4648, padding optional, whitespace ignored); throws RequestError naming
+/// `field` and the offending position.
+std::string decode_base64(const std::string& text, const std::string& field);
+
+/// {"error": {"status": ..., "field": ..., "message": ...}} ("field" left out when empty).
+std::string error_body(int status, const std::string& field, const std::string& message);
+
+}  // namespace mmintent::serve

@@ -1,0 +1,297 @@
+#include "mmintent/serve/server.h"
+
+#include "mmintent/core/log.h"
+#include "mmintent/error.h"
+#include "mmintent/run/run_directory.h"
+#include "serve/auth.h"
+#include "serve/batcher.h"
+#include "serve/metrics.h"
+#include "serve/request.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <random>
+
+namespace mmintent {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+/// The endpoint label of a path: known routes as they are, anything else "other" (bounded
+/// cardinality whatever clients send).
+std::string endpoint_of(const std::string& path) {
+  for (const char* known : {"/v1/predict", "/healthz", "/readyz", "/metrics"}) {
+    if (path == known) return path;
+  }
+  return "other";
+}
+
+std::string dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
+
+ojson scores(const std::vector<IntentScore>& list, const Rewriter& rewriter) {
+  ojson out = ojson::array();
+  for (const auto& s : list) {
+    out.push_back({{"intent", s.intent}, {"display_name", rewriter.display_name(s.intent)}, {"probability", s.probability}});
+  }
+  return out;
+}
+
+/// When the current request on this worker thread started (set before routing).
+thread_local std::optional<Clock::time_point> request_start;
+
+}  // namespace
+
+struct Server::Impl {
+  std::string run_dir;
+  ServeConfig config;
+  std::shared_ptr<const Predictor> predictor;
+  std::string version;
+  serve::ApiKeys keys;
+  serve::Metrics metrics;
+  std::unique_ptr<serve::MicroBatcher> batcher;
+  httplib::Server http;
+  uint64_t id_salt = 0;
+  std::atomic<uint64_t> id_counter{0};
+  int port = -1;
+
+  std::string next_id() {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%016llx%08llx", static_cast<unsigned long long>(id_salt),
+                  static_cast<unsigned long long>(++id_counter & 0xffffffffULL));
+    return buf;
+  }
+
+  void declare_metrics() {
+    metrics.declare("mmintent_requests_total", "counter", "HTTP requests by endpoint and status.");
+    metrics.declare_histogram("mmintent_request_seconds", "Time from routing to response, by endpoint.",
+                              {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10});
+    metrics.declare_histogram("mmintent_batch_size", "Inputs per forward pass.",
+                              {1, 2, 4, 8, 16, 32, 64, 128, 256});
+    metrics.declare("mmintent_predictions_total", "counter", "Predicted inputs by decision.");
+    metrics.declare("mmintent_out_of_scope_total", "counter", "Predicted inputs found out of scope.");
+    metrics.declare("mmintent_queue_inputs", "gauge", "Inputs waiting for or in a forward pass.");
+    metrics.declare("mmintent_model_info", "gauge", "The served model (version: SHA-256 of its weights).");
+    for (const char* d : {"accept", "clarify", "fallback"}) metrics.add("mmintent_predictions_total", {{"decision", d}}, 0);
+    metrics.add("mmintent_out_of_scope_total", {}, 0);
+  }
+
+  void reply_error(httplib::Response& res, int status, const std::string& field, const std::string& message) {
+    res.status = status;
+    res.set_content(serve::error_body(status, field, message), "application/json");
+  }
+
+  void handle_predict(const httplib::Request& req, httplib::Response& res) {
+    serve::MicroBatcher::Arrival arrival(*batcher);  // the batcher may wait for this request
+    bool batch = false;
+    serve::PredictRules rules{&predictor->config(), config.top_k, config.max_inputs};
+    auto requests = serve::parse_predict(req.body, rules, batch);
+    std::vector<PredictInput> inputs;
+    int64_t top_k = 1;
+    for (const auto& r : requests) {
+      inputs.push_back(r.input);
+      top_k = std::max(top_k, r.top_k);
+    }
+    auto pending = batcher->submit(predictor, std::move(inputs), top_k);
+    arrival.end();
+    auto predictions = pending.get();
+    ojson out = ojson::array();
+    const auto& rewriter = predictor->rewriter();
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      auto& p = predictions[i];
+      if (static_cast<int64_t>(p.top.size()) > requests[i].top_k) p.top.resize(static_cast<std::size_t>(requests[i].top_k));
+      ojson j;
+      j["id"] = next_id();
+      j["model_version"] = version;
+      j["decision"] = to_string(p.decision);
+      std::optional<RewrittenRequest> rw;
+      if (requests[i].rewrite) rw = predictor->rewrite(requests[i].input, p);
+      if (rw) j["text"] = rw->text;
+      j["intent"] = p.decision == Decision::accept ? ojson(p.top.at(0).intent) : ojson(nullptr);
+      j["confidence"] = p.top.at(0).probability;
+      if (p.decision == Decision::clarify) j["candidates"] = scores(p.candidates, rewriter);
+      if (rw) j["request"] = rw->request;
+      j["out_of_scope"] = p.out_of_scope;
+      j["top"] = scores(p.top, rewriter);
+      metrics.add("mmintent_predictions_total", {{"decision", to_string(p.decision)}});
+      if (p.out_of_scope) metrics.add("mmintent_out_of_scope_total", {});
+      if (config.log_requests) {
+        log::info("serve", "predict " + j["id"].get<std::string>() + " text=" + ojson(requests[i].input.text).dump() +
+                               " -> " + to_string(p.decision) + " " + p.top.at(0).intent);
+      }
+      out.push_back(std::move(j));
+    }
+    res.set_content(dump(batch ? out : out[0]), "application/json");
+  }
+
+  /// Runs a handler, mapping its exceptions to JSON errors.
+  template <class F>
+  void guarded(httplib::Response& res, F&& f) {
+    try {
+      f();
+    } catch (const serve::RequestError& e) {
+      reply_error(res, e.status(), e.field(), e.what());
+    } catch (const serve::QueueFull& e) {
+      res.set_header("Retry-After", "1");
+      reply_error(res, 503, "", std::string("overloaded: ") + e.what());
+    } catch (const std::exception& e) {
+      log::warn("serve", std::string("internal error: ") + e.what());
+      reply_error(res, 500, "", "internal error (see the server's log)");
+    }
+  }
+
+  void routes() {
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      request_start = Clock::now();
+      if (req.path == "/healthz" || req.path == "/readyz" || keys.empty()) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      if (keys.accepts(req.get_header_value("Authorization"))) return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("WWW-Authenticate", "Bearer");
+      reply_error(res, 401, "Authorization", "a valid API key is required: send 'Authorization: Bearer KEY'");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("{\"status\":\"ok\"}", "application/json");
+    });
+    http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      ojson j;
+      j["status"] = predictor ? "ready" : "loading";
+      j["model_version"] = version;
+      res.status = predictor ? 200 : 503;
+      res.set_content(dump(j), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      metrics.set("mmintent_queue_inputs", {}, static_cast<double>(batcher->queued()));
+      res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    http.Post("/v1/predict", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded(res, [&] {
+        const auto type = req.get_header_value("Content-Type");
+        if (!type.empty() && type.rfind("application/json", 0) != 0) {
+          throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
+        }
+        handle_predict(req, res);
+      });
+    });
+    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // already JSON
+      switch (res.status) {
+        case 404: reply_error(res, 404, "", "no such endpoint: " + req.method + " " + req.path); break;
+        case 405: reply_error(res, 405, "", "method not allowed: " + req.method + " " + req.path); break;
+        case 413:
+          reply_error(res, 413, "", "the request body is larger than serve.max_body_bytes = " + std::to_string(config.max_body_bytes));
+          break;
+        default: reply_error(res, res.status, "", "the request failed (HTTP " + std::to_string(res.status) + ")"); break;
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      log::warn("serve", "internal error: " + what);
+      reply_error(res, 500, "", "internal error (see the server's log)");
+    });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      const auto endpoint = endpoint_of(req.path);
+      metrics.add("mmintent_requests_total", {{"endpoint", endpoint}, {"status", std::to_string(res.status)}});
+      if (request_start) {
+        const double seconds = std::chrono::duration<double>(Clock::now() - *request_start).count();
+        metrics.observe("mmintent_request_seconds", {{"endpoint", endpoint}}, seconds);
+        request_start.reset();
+      }
+      if (res.status >= 500) log::warn("serve", req.method + " " + req.path + " " + std::to_string(res.status));
+    });
+  }
+};
+
+Server::Server(const std::string& run_dir, const ServeConfig& config, const PredictorOptions& predictor)
+    : impl_(std::make_unique<Impl>()) {
+  auto& m = *impl_;
+  m.run_dir = run_dir;
+  m.config = config;
+  if (!config.api_keys_file.empty()) {
+    m.keys = serve::ApiKeys::load(config.api_keys_file);
+  } else if (!is_loopback(config.host) && !config.allow_unauthenticated) {
+    throw Error("serve.host: binding " + config.host +
+                " without API keys would let anyone on the network call the model; set "
+                "serve.api_keys_file, bind a loopback address (127.0.0.1), or set "
+                "serve.allow_unauthenticated: true");
+  }
+  m.predictor = std::make_shared<const Predictor>(Predictor::load(run_dir, predictor));
+  m.version = serve::sha256_file_hex(RunDirectory(run_dir).weights_file().string());
+  std::random_device rd;
+  m.id_salt = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  m.declare_metrics();
+  m.metrics.set("mmintent_model_info", {{"version", m.version}, {"run_dir", run_dir}}, 1);
+  // Forward passes run one at a time on the batcher's thread (with max_batch 1: one request
+  // per pass): passes on several threads at once would each start LibTorch's thread team and
+  // oversubscribe the cores (measured on 2 cores: 8 connections gave 3 requests/s).
+  serve::BatcherOptions bo;
+  bo.max_batch = config.max_batch;
+  bo.max_wait = std::chrono::microseconds(static_cast<int64_t>(config.max_wait_ms * 1000));
+  bo.max_queue = config.max_queue;
+  auto* metrics = &m.metrics;
+  m.batcher = std::make_unique<serve::MicroBatcher>(
+      bo, [metrics](int64_t n) { metrics->observe("mmintent_batch_size", {}, static_cast<double>(n)); });
+  const auto threads = static_cast<std::size_t>(config.threads);
+  m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  m.http.set_payload_max_length(static_cast<std::size_t>(config.max_body_bytes));
+  // Without TCP_NODELAY a small response waits for the client's delayed ACK (Nagle): measured
+  // 50 ms per request at one connection instead of a few.
+  m.http.set_tcp_nodelay(true);
+  const auto timeout = [](double s) { return std::chrono::microseconds(static_cast<int64_t>(s * 1e6)); };
+  m.http.set_read_timeout(timeout(config.read_timeout_s));
+  m.http.set_write_timeout(timeout(config.write_timeout_s));
+  m.routes();
+}
+
+Server::~Server() {
+  stop();
+}
+
+int Server::bind() {
+  auto& m = *impl_;
+  if (m.config.port == 0) {
+    m.port = m.http.bind_to_any_port(m.config.host);
+    if (m.port < 0) throw Error("serve: cannot bind " + m.config.host + " (any port)");
+  } else {
+    if (!m.http.bind_to_port(m.config.host, static_cast<int>(m.config.port))) {
+      throw Error("serve: cannot bind " + m.config.host + ":" + std::to_string(m.config.port) +
+                  " (in use, or not an address of this machine)");
+    }
+    m.port = static_cast<int>(m.config.port);
+  }
+  if (m.keys.empty()) {
+    log::warn("serve", "no serve.api_keys_file: every client is accepted" +
+                           std::string(is_loopback(m.config.host) ? " (loopback only)" : ""));
+  }
+  return m.port;
+}
+
+void Server::run() {
+  if (impl_->port < 0) bind();
+  impl_->http.listen_after_bind();
+}
+
+void Server::stop() {
+  if (impl_ && impl_->http.is_running()) impl_->http.stop();
+}
+
+const std::string& Server::model_version() const { return impl_->version; }
+
+}  // namespace mmintent

@@ -76,6 +76,7 @@ add_library(mmintent_serve STATIC
   serve/auth.cpp
   serve/metrics.cpp
   serve/batcher.cpp
+  serve/feedback_log.cpp
   serve/request.cpp
   serve/server.cpp)
 target_include_directories(mmintent_serve PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})

@@ -104,6 +104,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   fo.plugins = mopts.fields.plugins;
   fo.allow_missing_plugins = mopts.allow_missing_plugins;
   const FeedbackLog log_records = read_feedback(options.feedback, data.labels, fo);
+  for (const auto& s : log_records.skipped) log::warn("tune", "skipped " + s);
   const auto dopts = dataset_options(c);
   auto feedback = std::make_shared<MultimodalDataset>(feedback_manifest(log_records), &data.labels,
                                                       data.tokenizer, dopts);

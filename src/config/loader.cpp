@@ -534,9 +534,11 @@ template <class V> void visit(V& v, ServeConfig& c) {
   v.field("top_k", c.top_k, Check::range(1, 1 << 20));
   v.field("read_timeout_s", c.read_timeout_s, Check::range(0.001, 3600));
   v.field("write_timeout_s", c.write_timeout_s, Check::range(0.001, 3600));
-  v.field("api_keys_file", c.api_keys_file);
+  v.field("api_keys_file", c.api_keys_file, Check::input_file());
   v.field("allow_unauthenticated", c.allow_unauthenticated);
   v.field("log_requests", c.log_requests);
+  v.field("feedback_log", c.feedback_log, Check::output_dir());
+  v.field("feedback_window", c.feedback_window, Check::range(1, 10000000));
 }
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());

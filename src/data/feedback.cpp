@@ -145,10 +145,21 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   if (!options.use_text && !options.use_image && options.plugins.empty()) {
     throw Error("read_feedback: at least one modality must be used");
   }
-  const std::string data = read_text_file(path, "feedback log");
+  std::string data = read_text_file(path, "feedback log");
   RecordReader reader(path, labels, options);
   FeedbackLog log;
   log.path = path;
+  if (!data.empty() && data.back() != '\n') {
+    const auto end = data.rfind('\n');
+    const std::size_t start = end == std::string::npos ? 0 : end + 1;
+    const std::string tail = data.substr(start);
+    if (!detail::is_blank(tail) && !nlohmann::json::accept(tail)) {
+      log.skipped.push_back(path + ":" + std::to_string(detail::line_of(data, start)) +
+                            ": an unfinished last line (" + std::to_string(tail.size()) +
+                            " bytes, no newline, not valid JSON: its writer stopped mid-record), left out");
+      data.resize(start);
+    }
+  }
   detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
     FeedbackRecord r = reader.read(detail::parse_json_line(path, line_no, line), line_no);
     switch (r.reaction) {

@@ -58,7 +58,7 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
         }
         text.erase(0, comma + 1);
       }
-      const std::string bytes = decode_base64(text, name(key));
+      std::string bytes = decode_base64(text, name(key));
       try {
         r.input.image_pixels = std::make_shared<const DecodedImage>(decode_image(
             std::vector<uint8_t>(bytes.begin(), bytes.end()), c.data.image, name(key)));
@@ -68,6 +68,7 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
         if (message.rfind(lead, 0) == 0) message.erase(0, lead.size());
         throw RequestError(400, name(key), message);
       }
+      r.image_bytes = std::move(bytes);
     } else if (key == "top_k") {
       if (!v.is_number_integer() || v.get<int64_t>() < 1) {
         throw RequestError(400, name(key), "must be an integer >= 1, found " + (v.is_number() ? v.dump() : type_name(v)));
@@ -77,7 +78,10 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
       if (!v.is_boolean()) throw RequestError(400, name(key), "must be true or false, found " + type_name(v));
       r.rewrite = v.get<bool>();
     } else if (c.model.uses(key) && !is_builtin_modality(key)) {
-      if (!v.is_null()) r.input.inputs[key] = plugin_value(v);
+      if (!v.is_null()) {
+        r.input.inputs[key] = plugin_value(v);
+        r.plugin_values[key] = v;
+      }
     } else {
       std::string known = "text, image, top_k, rewrite";
       for (const auto& m : c.model.modalities) {
@@ -134,6 +138,63 @@ std::vector<PredictRequest> parse_predict(const std::string& body, const Predict
   }
   for (std::size_t i = 0; i < j.size(); ++i) out.push_back(parse_one(j[i], rules, "[" + std::to_string(i) + "]"));
   return out;
+}
+
+FeedbackRequest parse_feedback(const std::string& body, const PredictRules& rules,
+                               const std::vector<std::string>& intents) {
+  const json j = parse_body(body);
+  if (!j.is_object()) throw RequestError(400, "", "expected a JSON object, found " + type_name(j));
+  auto known_intent = [&](const std::string& field, const json& v) {
+    if (!v.is_string()) throw RequestError(400, field, "must be an intent name (a string), found " + type_name(v));
+    const auto name = v.get<std::string>();
+    if (std::find(intents.begin(), intents.end(), name) == intents.end()) {
+      throw RequestError(400, field, "'" + name + "' is not an intent of this model");
+    }
+    return name;
+  };
+  FeedbackRequest f;
+  json inputs = json::object();
+  for (const auto& [key, v] : j.items()) {
+    if (key == "id") {
+      if (!v.is_string() || v.get<std::string>().empty()) throw RequestError(400, key, "must be a prediction's id (a string)");
+      f.id = v.get<std::string>();
+    } else if (key == "reaction") {
+      if (!v.is_string()) throw RequestError(400, key, "must be accepted, corrected or rejected, found " + type_name(v));
+      f.reaction = v.get<std::string>();
+      if (f.reaction != "accepted" && f.reaction != "corrected" && f.reaction != "rejected") {
+        throw RequestError(400, key, "'" + f.reaction + "' is not one of accepted, corrected, rejected");
+      }
+    } else if (key == "corrected_to") {
+      f.corrected_to = known_intent(key, v);
+    } else if (key == "predicted") {
+      f.predicted = known_intent(key, v);
+    } else if (key == "text" || key == "image" || (rules.config->model.uses(key) && !is_builtin_modality(key))) {
+      inputs[key] = v;
+    } else {
+      throw RequestError(400, key, "unknown field (known: id, reaction, corrected_to; without an id: predicted and the inputs)");
+    }
+  }
+  if (f.reaction.empty()) throw RequestError(400, "reaction", "is required: accepted, corrected or rejected");
+  if (f.reaction == "corrected" && f.corrected_to.empty()) {
+    throw RequestError(400, "corrected_to", "a correction needs the intent it was corrected to");
+  }
+  if (f.reaction != "corrected" && !f.corrected_to.empty()) {
+    throw RequestError(400, "corrected_to", "is only for reaction 'corrected'");
+  }
+  if (!f.id.empty()) {
+    if (!inputs.empty()) {
+      throw RequestError(400, inputs.begin().key(), "with an id the prediction's own inputs are logged; leave it out");
+    }
+    if (!f.predicted.empty()) throw RequestError(400, "predicted", "with an id the prediction's own intent is logged; leave it out");
+    return f;
+  }
+  if (f.predicted.empty()) throw RequestError(400, "predicted", "is required without an id (or give the prediction's id)");
+  if (f.corrected_to == f.predicted) throw RequestError(400, "corrected_to", "equals the predicted intent");
+  PredictRequest in = parse_one(inputs, rules, "");
+  f.text = in.input.text;
+  f.image_bytes = std::move(in.image_bytes);
+  f.plugin_values = std::move(in.plugin_values);
+  return f;
 }
 
 std::string decode_base64(const std::string& text, const std::string& field) {

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,7 +32,24 @@ struct PredictRequest {
   PredictInput input;
   int64_t top_k = 3;
   bool rewrite = false;
+  std::string image_bytes;  ///< the uploaded image file (decoded from base64), "" for none
+  /// Plug-in modalities' values as sent (for the feedback log).
+  std::map<std::string, nlohmann::json> plugin_values;
 };
+
+/// A POST /v1/feedback body: a reaction to a served prediction (by `id`), or a whole record
+/// (no id: text, image, predicted as the prediction was).
+struct FeedbackRequest {
+  std::string id;
+  std::string reaction;      ///< accepted | corrected | rejected
+  std::string corrected_to;  ///< corrected only
+  std::string text;          ///< whole-record form
+  std::string image_bytes;   ///< whole-record form, the image file
+  std::string predicted;     ///< whole-record form
+  std::map<std::string, nlohmann::json> plugin_values;  ///< whole-record form
+};
+
+
 
 /// What a predict body may hold, from the served run's config.
 struct PredictRules {
@@ -47,6 +65,13 @@ struct PredictRules {
 /// malformed JSON, ill-formed UTF-8, a wrong type, an unknown field, a missing text or image
 /// the model needs, bad base64 or an image that cannot be decoded or is above max_pixels.
 std::vector<PredictRequest> parse_predict(const std::string& body, const PredictRules& rules, bool& batch);
+
+/// Parses and checks a feedback body: "reaction" one of accepted/corrected/rejected;
+/// "corrected_to" a known intent, required for corrected only and different from the
+/// prediction (checked here for the whole-record form); with no "id", "predicted" a known
+/// intent and the text/image/plug-in values the model needs. Throws RequestError (400).
+FeedbackRequest parse_feedback(const std::string& body, const PredictRules& rules,
+                               const std::vector<std::string>& intents);
 
 /// Parses a JSON body, mapping nlohmann's errors to RequestError 400 (ill-formed UTF-8 names
 /// the field whose string holds it).

@@ -3,8 +3,10 @@
 #include "mmintent/core/log.h"
 #include "mmintent/error.h"
 #include "mmintent/run/run_directory.h"
+#include "mmintent/run/setup.h"
 #include "serve/auth.h"
 #include "serve/batcher.h"
+#include "serve/feedback_log.h"
 #include "serve/metrics.h"
 #include "serve/request.h"
 
@@ -14,6 +16,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -30,7 +36,7 @@ bool is_loopback(const std::string& host) {
 /// The endpoint label of a path: known routes as they are, anything else "other" (bounded
 /// cardinality whatever clients send).
 std::string endpoint_of(const std::string& path) {
-  for (const char* known : {"/v1/predict", "/healthz", "/readyz", "/metrics"}) {
+  for (const char* known : {"/v1/predict", "/v1/feedback", "/healthz", "/readyz", "/metrics"}) {
     if (path == known) return path;
   }
   return "other";
@@ -46,6 +52,32 @@ ojson scores(const std::vector<IntentScore>& list, const Rewriter& rewriter) {
   return out;
 }
 
+/// The file extension of an image file's bytes (cosmetic: decoders look at the content).
+std::string image_extension(const std::string& b) {
+  if (b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) return ".png";
+  if (b.size() > 2 && static_cast<unsigned char>(b[0]) == 0xFF && static_cast<unsigned char>(b[1]) == 0xD8) return ".jpg";
+  if (b.compare(0, 2, "BM") == 0) return ".bmp";
+  if (b.size() > 12 && b.compare(0, 4, "RIFF") == 0 && b.compare(8, 4, "WEBP") == 0) return ".webp";
+  return ".img";
+}
+
+std::string utc_now() {
+  char buf[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// What the server showed for a prediction, kept for its feedback.
+struct Shown {
+  std::string text, image_bytes, predicted, decision, version;
+  double probability = 0;
+  std::map<std::string, nlohmann::json> plugin_values;
+  bool answered = false;  ///< feedback was recorded
+};
+
 /// When the current request on this worker thread started (set before routing).
 thread_local std::optional<Clock::time_point> request_start;
 
@@ -59,10 +91,19 @@ struct Server::Impl {
   serve::ApiKeys keys;
   serve::Metrics metrics;
   std::unique_ptr<serve::MicroBatcher> batcher;
-  httplib::Server http;
+  // Feedback (serve.feedback_log; null when off).
+  std::unique_ptr<serve::FeedbackLogWriter> feedback;
+  std::string images_dir;     ///< where uploaded images of feedback records go
+  std::string images_folder;  ///< the same, relative to the log's folder
+  std::map<std::string, std::string> plugin_fields;  ///< modality -> the log's field
+  std::mutex shown_mutex;
+  std::map<std::string, Shown> shown;  ///< by prediction id
+  std::deque<std::string> shown_order;  ///< oldest first
   uint64_t id_salt = 0;
   std::atomic<uint64_t> id_counter{0};
   int port = -1;
+  /// Last: destroyed first, before anything its handlers use.
+  httplib::Server http;
 
   std::string next_id() {
     char buf[40];
@@ -81,6 +122,8 @@ struct Server::Impl {
     metrics.declare("mmintent_out_of_scope_total", "counter", "Predicted inputs found out of scope.");
     metrics.declare("mmintent_queue_inputs", "gauge", "Inputs waiting for or in a forward pass.");
     metrics.declare("mmintent_model_info", "gauge", "The served model (version: SHA-256 of its weights).");
+    metrics.declare("mmintent_feedback_total", "counter", "Feedback records written, by reaction.");
+    for (const char* r : {"accepted", "corrected", "rejected"}) metrics.add("mmintent_feedback_total", {{"reaction", r}}, 0);
     for (const char* d : {"accept", "clarify", "fallback"}) metrics.add("mmintent_predictions_total", {{"decision", d}}, 0);
     metrics.add("mmintent_out_of_scope_total", {}, 0);
   }
@@ -124,6 +167,17 @@ struct Server::Impl {
       j["top"] = scores(p.top, rewriter);
       metrics.add("mmintent_predictions_total", {{"decision", to_string(p.decision)}});
       if (p.out_of_scope) metrics.add("mmintent_out_of_scope_total", {});
+      if (feedback) {
+        Shown s;
+        s.text = requests[i].input.text;
+        s.image_bytes = requests[i].image_bytes;
+        s.predicted = p.top.at(0).intent;
+        s.probability = p.top.at(0).probability;
+        s.decision = to_string(p.decision);
+        s.version = version;
+        s.plugin_values = requests[i].plugin_values;
+        remember(j["id"].get<std::string>(), std::move(s));
+      }
       if (config.log_requests) {
         log::info("serve", "predict " + j["id"].get<std::string>() + " text=" + ojson(requests[i].input.text).dump() +
                                " -> " + to_string(p.decision) + " " + p.top.at(0).intent);
@@ -131,6 +185,74 @@ struct Server::Impl {
       out.push_back(std::move(j));
     }
     res.set_content(dump(batch ? out : out[0]), "application/json");
+  }
+
+  void remember(const std::string& id, Shown s) {
+    std::lock_guard<std::mutex> lock(shown_mutex);
+    shown.emplace(id, std::move(s));
+    shown_order.push_back(id);
+    while (static_cast<int64_t>(shown_order.size()) > config.feedback_window) {
+      shown.erase(shown_order.front());
+      shown_order.pop_front();
+    }
+  }
+
+  void handle_feedback(const httplib::Request& req, httplib::Response& res) {
+    if (!feedback) throw serve::RequestError(404, "", "feedback is off: set serve.feedback_log to a file");
+    serve::PredictRules rules{&predictor->config(), config.top_k, config.max_inputs};
+    auto f = serve::parse_feedback(req.body, rules, predictor->intents());
+    Shown s;
+    std::string id = f.id;
+    if (!id.empty()) {
+      std::lock_guard<std::mutex> lock(shown_mutex);
+      const auto it = shown.find(id);
+      if (it == shown.end()) {
+        throw serve::RequestError(404, "id", "no prediction '" + id + "' is remembered (unknown, or older than the last " +
+                                                 std::to_string(config.feedback_window) + ", serve.feedback_window)");
+      }
+      if (it->second.answered) throw serve::RequestError(409, "id", "feedback for prediction '" + id + "' was recorded already");
+      if (f.corrected_to == it->second.predicted) throw serve::RequestError(400, "corrected_to", "equals the predicted intent");
+      it->second.answered = true;  // claimed now, released below if the write fails
+      s = it->second;
+    } else {
+      id = next_id();
+      s.text = f.text;
+      s.image_bytes = std::move(f.image_bytes);
+      s.predicted = f.predicted;
+      s.plugin_values = std::move(f.plugin_values);
+    }
+    try {
+      ojson line;
+      line["id"] = id;
+      line["time"] = utc_now();
+      if (!s.version.empty()) line["model_version"] = s.version;
+      if (!s.text.empty()) line["text"] = s.text;
+      if (!s.image_bytes.empty()) {
+        const std::string name = id + image_extension(s.image_bytes);
+        serve::write_file_durably(images_dir + "/" + name, s.image_bytes);
+        line["image"] = images_folder + "/" + name;
+      }
+      for (const auto& [modality, value] : s.plugin_values) line[plugin_fields.at(modality)] = value;
+      line["predicted"] = s.predicted;
+      if (!f.id.empty()) {
+        line["probability"] = s.probability;
+        line["decision"] = s.decision;
+      }
+      line["reaction"] = f.reaction;
+      if (!f.corrected_to.empty()) line["corrected_to"] = f.corrected_to;
+      feedback->append(dump(line));  // returns once the line is on disk
+    } catch (...) {
+      if (!f.id.empty()) {
+        std::lock_guard<std::mutex> lock(shown_mutex);
+        if (const auto it = shown.find(id); it != shown.end()) it->second.answered = false;
+      }
+      throw;
+    }
+    metrics.add("mmintent_feedback_total", {{"reaction", f.reaction}});
+    ojson out;
+    out["id"] = id;
+    out["recorded"] = true;
+    res.set_content(dump(out), "application/json");
   }
 
   /// Runs a handler, mapping its exceptions to JSON errors.
@@ -181,6 +303,15 @@ struct Server::Impl {
           throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
         }
         handle_predict(req, res);
+      });
+    });
+    http.Post("/v1/feedback", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded(res, [&] {
+        const auto type = req.get_header_value("Content-Type");
+        if (!type.empty() && type.rfind("application/json", 0) != 0) {
+          throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
+        }
+        handle_feedback(req, res);
       });
     });
     http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
@@ -238,6 +369,20 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
   m.id_salt = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   m.declare_metrics();
   m.metrics.set("mmintent_model_info", {{"version", m.version}, {"run_dir", run_dir}}, 1);
+  if (!config.feedback_log.empty()) {
+    namespace fs = std::filesystem;
+    const fs::path log(config.feedback_log);
+    std::error_code ec;
+    if (!log.parent_path().empty() && !fs::is_directory(log.parent_path(), ec)) {
+      throw Error("serve.feedback_log: the folder " + log.parent_path().string() + " does not exist");
+    }
+    m.images_folder = log.stem().string() + "_images";
+    m.images_dir = (log.parent_path() / m.images_folder).string();
+    fs::create_directories(m.images_dir, ec);
+    if (ec) throw Error("serve.feedback_log: cannot create " + m.images_dir + ": " + ec.message());
+    m.feedback = std::make_unique<serve::FeedbackLogWriter>(config.feedback_log);
+    m.plugin_fields = manifest_read_options(m.predictor->config(), false).fields.plugins;
+  }
   // Forward passes run one at a time on the batcher's thread (with max_batch 1: one request
   // per pass): passes on several threads at once would each start LibTorch's thread team and
   // oversubscribe the cores (measured on 2 cores: 8 connections gave 3 requests/s).

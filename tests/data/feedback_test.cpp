@@ -92,6 +92,24 @@ TEST(FeedbackTest, ReadsTheThreeReactions) {
   EXPECT_EQ(m.records[2].text, "where is it");
 }
 
+TEST(FeedbackTest, AnUnfinishedLastLineIsLeftOutAndListed) {
+  TempDir dir;
+  const std::string good =
+      "{\"text\": \"send it back\", \"predicted\": \"refund\", \"reaction\": \"accepted\"}\n";
+  const auto path = dir.write("torn.jsonl", good + good + "{\"text\": \"where is it\", \"predic");
+  const FeedbackLog log = read_feedback(path, labels(), text_only());
+  EXPECT_EQ(log.records.size(), 2u);
+  ASSERT_EQ(log.skipped.size(), 1u);
+  EXPECT_NE(log.skipped[0].find(path + ":3: an unfinished last line"), std::string::npos) << log.skipped[0];
+  // A complete last record without its newline is kept; a bad line in the middle is an error.
+  const auto unterminated = dir.write("unterminated.jsonl", good + good.substr(0, good.size() - 1));
+  const FeedbackLog kept = read_feedback(unterminated, labels(), text_only());
+  EXPECT_EQ(kept.records.size(), 2u);
+  EXPECT_TRUE(kept.skipped.empty());
+  const auto middle = dir.write("middle.jsonl", good + "{\"text\": \"wher\n" + good);
+  EXPECT_THROW(read_feedback(middle, labels(), text_only()), DataError);
+}
+
 TEST(FeedbackTest, BadRecordsAreDataErrorsNamingFileAndLine) {
   TempDir dir;
   const std::string good = "{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\"}\n";

@@ -18,6 +18,8 @@
 
 #include "mmintent/app/run.h"
 #include "mmintent/config/loader.h"
+#include "mmintent/data/feedback.h"
+#include "mmintent/data/label_map.h"
 #include "mmintent/error.h"
 #include "mmintent/inference/predictor.h"
 #include "mmintent/serve/server.h"
@@ -325,6 +327,97 @@ TEST_F(ServerTest, ConcurrentClientsShareForwardPassesAndGetTheirOwnAnswers) {
   EXPECT_NE(metrics.find("mmintent_model_info{version=\"" + server_->model_version()), std::string::npos);
   // Some forward pass held more than one input (8 clients, 5 ms to fill a batch).
   EXPECT_EQ(metrics.find("mmintent_batch_size_bucket{le=\"1\"} 50"), std::string::npos) << metrics;
+}
+
+TEST_F(ServerTest, FeedbackIsLoggedDurablyInTheFormatTuneReads) {
+  const auto folder = dir_->path() / "feedback_a";
+  fs::create_directories(folder);
+  ServeConfig config;
+  config.feedback_log = (folder / "feedback.jsonl").string();
+  start(config);
+  const auto intents = Predictor::load(run_dir_).intents();
+  std::vector<json> shown;
+  for (int i = 0; i < 3; ++i) shown.push_back(json::parse(post(request(i % 2).dump())->body));
+  auto feedback = [&](json body) { return client().Post("/v1/feedback", body.dump(), "application/json"); };
+  const std::string other = shown[1]["top"][0]["intent"] == intents[0] ? intents[1] : intents[0];
+  auto a = feedback({{"id", shown[0]["id"]}, {"reaction", "accepted"}});
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->status, 200) << a->body;
+  EXPECT_EQ(json::parse(a->body)["recorded"], true);
+  EXPECT_EQ(feedback({{"id", shown[1]["id"]}, {"reaction", "corrected"}, {"corrected_to", other}})->status, 200);
+  EXPECT_EQ(feedback({{"id", shown[2]["id"]}, {"reaction", "rejected"}})->status, 200);
+  // The whole-record form, for feedback on a prediction made elsewhere.
+  auto whole = feedback({{"text", samples_[0].text}, {"image", base64(samples_[0].image)},
+                         {"predicted", intents[2]}, {"reaction", "corrected"}, {"corrected_to", intents[3]}});
+  EXPECT_EQ(whole->status, 200) << whole->body;
+
+  // Refusals name their field.
+  auto refused_feedback = [&](json body) {
+    auto r = feedback(body);
+    return std::make_pair(r->status, json::parse(r->body)["error"].value("field", ""));
+  };
+  EXPECT_EQ(refused_feedback({{"id", shown[0]["id"]}, {"reaction", "rejected"}}), std::make_pair(409, std::string("id")));
+  EXPECT_EQ(refused_feedback({{"id", "feedface"}, {"reaction", "rejected"}}), std::make_pair(404, std::string("id")));
+  EXPECT_EQ(refused_feedback({{"id", "x"}, {"reaction", "liked"}}), std::make_pair(400, std::string("reaction")));
+  EXPECT_EQ(refused_feedback({{"id", "x"}, {"reaction", "corrected"}}), std::make_pair(400, std::string("corrected_to")));
+  EXPECT_EQ(refused_feedback({{"id", "x"}, {"reaction", "corrected"}, {"corrected_to", "nope"}}),
+            std::make_pair(400, std::string("corrected_to")));
+  EXPECT_EQ(refused_feedback({{"reaction", "accepted"}, {"text", "a"}}), std::make_pair(400, std::string("predicted")));
+  EXPECT_EQ(refused_feedback({{"id", "x"}, {"reaction", "accepted"}, {"text", "a"}}), std::make_pair(400, std::string("text")));
+  stop();
+
+  // What tune reads: every record, its image beside the log, in order.
+  const auto log = read_feedback(config.feedback_log, LabelMap::from_labels(intents));
+  ASSERT_EQ(log.records.size(), 4u);
+  EXPECT_TRUE(log.skipped.empty());
+  EXPECT_EQ(log.records[0].reaction, Reaction::accepted);
+  EXPECT_EQ(log.records[0].predicted, shown[0]["top"][0]["intent"]);
+  EXPECT_EQ(log.records[0].text, samples_[0].text);
+  EXPECT_EQ(log.records[1].reaction, Reaction::corrected);
+  EXPECT_EQ(log.records[1].corrected_to, other);
+  EXPECT_EQ(log.records[2].reaction, Reaction::rejected);
+  EXPECT_EQ(log.records[3].predicted, intents[2]);
+  for (const auto& r : log.records) {
+    ASSERT_TRUE(fs::exists(r.image)) << r.image;
+    EXPECT_EQ(fs::path(r.image).parent_path(), folder / "feedback_images");
+  }
+  EXPECT_EQ(test::read_file(log.records[1].image), samples_[1].image);
+  // The line carries what later learning needs: the probability shown and the model.
+  std::ifstream in(config.feedback_log);
+  std::string first;
+  std::getline(in, first);
+  const auto line = json::parse(first);
+  EXPECT_NEAR(line["probability"].get<double>(), shown[0]["confidence"].get<double>(), 1e-12);
+  EXPECT_EQ(line["model_version"], shown[0]["model_version"]);
+  EXPECT_EQ(line["id"], shown[0]["id"]);
+}
+
+TEST_F(ServerTest, FeedbackLogCutsAnUnfinishedLineLeftByAKilledServer) {
+  const auto folder = dir_->path() / "feedback_b";
+  fs::create_directories(folder);
+  ServeConfig config;
+  config.feedback_log = (folder / "log.jsonl").string();
+  const auto intents = Predictor::load(run_dir_).intents();
+  const std::string good = json{{"text", "t"}, {"image", "x.png"}, {"predicted", intents[0]}, {"reaction", "accepted"}}.dump() + "\n";
+  { std::ofstream(config.feedback_log) << good << "{\"text\": \"half a rec"; }
+  start(config);
+  const auto shown = json::parse(post(request(0).dump())->body);
+  EXPECT_EQ(client().Post("/v1/feedback", json{{"id", shown["id"]}, {"reaction", "accepted"}}.dump(), "application/json")->status, 200);
+  stop();
+  std::ifstream in(config.feedback_log);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0] + "\n", good);
+  EXPECT_EQ(json::parse(lines[1])["id"], shown["id"]);
+}
+
+TEST_F(ServerTest, FeedbackIsOffWithoutALog) {
+  start();
+  auto r = client().Post("/v1/feedback", json{{"id", "x"}, {"reaction", "accepted"}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("serve.feedback_log"), std::string::npos) << r->body;
 }
 
 TEST(ServeParts, Sha256AndBase64) {

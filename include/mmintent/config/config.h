@@ -138,6 +138,11 @@ struct ServeConfig {
   bool allow_unauthenticated = false;
   /// Log each request's text and result (off: only method, path, status and time).
   bool log_requests = false;
+  /// POST /v1/feedback appends here, in the format `mmintent tune --feedback` reads; uploaded
+  /// images go to <log name>_images/ beside it. Empty: feedback is off (404).
+  std::string feedback_log;
+  /// Predictions remembered for feedback by id (the oldest forgotten first).
+  int64_t feedback_window = 10000;
 };
 
 struct OutputConfig {

@@ -55,13 +55,18 @@ struct FeedbackLog {
   std::string path;
   std::vector<FeedbackRecord> records;
   int64_t accepted = 0, corrected = 0, rejected = 0;  ///< counts per reaction
+  /// "file:line: reason" for what was left out: only an unfinished last line (no newline at
+  /// the end of the file and not valid JSON: a writer stopped in the middle of a record).
+  std::vector<std::string> skipped;
 };
 
 /// Reads the feedback log at `path` and checks every record against `labels`. Throws
 /// DataError(path, line, reason) for a missing file, a line that is not a JSON object, a
 /// missing/unknown reaction, a missing or unknown `predicted` or `corrected_to` intent, a
 /// `corrected_to` on a reaction other than "corrected" or equal to `predicted`, a missing
-/// text or image the run needs, and a log without records.
+/// text or image the run needs, and a log without records. An unfinished last line (no final
+/// newline, not valid JSON) is left out and listed in FeedbackLog::skipped, so a log whose
+/// writer was killed mid-record still reads; an invalid line anywhere else is an error.
 FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
                           const FeedbackReadOptions& options = {});
 

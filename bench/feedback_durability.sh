@@ -10,6 +10,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+source "$root/bench/serve_common.sh"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 python="${PYTHON:-/usr/bin/python3}"
 rounds=10
@@ -34,15 +35,9 @@ log="$out/log/feedback.jsonl"
 : >"$out/acked.txt"
 
 for ((round = 1; round <= rounds; ++round)); do
-  "$bin" serve "$run_dir" --port 0 "serve.feedback_log=$log" >"$out/server_$round.log" 2>&1 &
-  pid=$!
-  port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's/.*on http:\/\/[^ ]*:\([0-9][0-9]*\)$/\1/p' "$out/server_$round.log" | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || { echo "server exited:" >&2; cat "$out/server_$round.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  start_server "$out/server_$round.log" "$run_dir" "serve.feedback_log=$log"
+  pid=$server_pid
+  port=$server_port
   # 4 client threads: predict, then feedback on it; an acknowledged id is appended to acked.txt.
   "$python" - "$port" "$root/data/demo/val.jsonl" "$out/acked.txt" <<'PY' &
 import base64, http.client, json, os, random, sys, threading

@@ -15,6 +15,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+source "$root/bench/serve_common.sh"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 seconds=10
 out="$root/runs/bench_serve"
@@ -74,17 +75,9 @@ for mode in batching none; do
   max_batch=16
   [ "$mode" = none ] && max_batch=1
   log="$out/server_$mode.log"
-  "$bin" serve "$run_dir" --port 0 "serve.max_batch=$max_batch" serve.threads=32 ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
-  pid=$!
-  port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's/.*on http:\/\/[^ ]*:\([0-9][0-9]*\)$/\1/p' "$log" | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || { echo "serve_load: the server exited, see $log" >&2; cat "$log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "serve_load: the server did not start, see $log" >&2; kill "$pid"; exit 1; }
-  url="http://127.0.0.1:$port/v1/predict"
+  start_server "$log" "$run_dir" "serve.max_batch=$max_batch" serve.threads=32 ${extra[@]+"${extra[@]}"}
+  pid=$server_pid
+  url="http://127.0.0.1:$server_port/v1/predict"
   wrk -t1 -c1 -d2s -s "$out/post.lua" "$url" >/dev/null  # warm-up
   for c in 1 8 32; do
     threads=$((c < 2 ? 1 : 2))

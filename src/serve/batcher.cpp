@@ -65,12 +65,8 @@ void MicroBatcher::work() {
     // Wait for the batch to fill while more requests are on their way, at most max_wait after
     // the oldest request arrived here.
     const auto deadline = std::chrono::steady_clock::now() + options_.max_wait;
-    auto fill = [&] {
-      int64_t n = 0;
-      for (const auto& j : queue_) n += static_cast<int64_t>(j.inputs.size());
-      return n;
-    };
-    while (!stopping_ && arriving_ > 0 && fill() < options_.max_batch &&
+    // (No pass is in flight here: queued_inputs_ counts exactly the queue's inputs.)
+    while (!stopping_ && arriving_ > 0 && queued_inputs_ < options_.max_batch &&
            wake_.wait_until(lock, deadline) != std::cv_status::timeout) {
     }
     // Take whole requests up to max_batch inputs (at least one request), same predictor only.
@@ -111,9 +107,6 @@ void MicroBatcher::run(std::vector<Job>& jobs) {
     std::vector<Prediction> mine(std::make_move_iterator(at),
                                  std::make_move_iterator(at + static_cast<std::ptrdiff_t>(j.inputs.size())));
     at += static_cast<std::ptrdiff_t>(j.inputs.size());
-    for (auto& p : mine) {
-      if (static_cast<int64_t>(p.top.size()) > j.top_k) p.top.resize(static_cast<std::size_t>(j.top_k));
-    }
     j.promise.set_value(std::move(mine));
   }
 }

@@ -57,10 +57,11 @@ class MicroBatcher {
   MicroBatcher(const MicroBatcher&) = delete;
   MicroBatcher& operator=(const MicroBatcher&) = delete;
 
-  /// Queues `inputs` (all or none) for `predictor`, which must outlive the result; the
-  /// predictions come back with at most `top_k` intents each. A request's inputs stay together
-  /// in one forward pass (a request of more than max_batch inputs is a pass of its own). Throws QueueFull when the queue
-  /// cannot take them all. The future throws what predict_batch threw.
+  /// Queues `inputs` (all or none) for `predictor`; the predictions come back with at least
+  /// `top_k` intents each (the largest top_k of their pass: the caller cuts its own). A
+  /// request's inputs stay together in one forward pass (a request of more than max_batch
+  /// inputs is a pass of its own). Throws QueueFull when the queue cannot take them all. The
+  /// future throws what predict_batch threw.
   std::future<std::vector<Prediction>> submit(std::shared_ptr<const Predictor> predictor,
                                               std::vector<PredictInput> inputs, int64_t top_k);
   int64_t queued() const;

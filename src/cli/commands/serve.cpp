@@ -4,8 +4,8 @@
 #include "mmintent/core/log.h"
 #include "mmintent/run/run_directory.h"
 #include "mmintent/serve/server.h"
+#include "mmintent/training/device.h"
 
-#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <memory>
@@ -42,8 +42,7 @@ Command add_serve(CLI::App& app) {
             pthread_sigmask(SIG_BLOCK, &signals, nullptr);
             PredictorOptions po;
             po.device = s->device;
-            po.threads = config.runtime.threads > 0 ? config.runtime.threads
-                                                    : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+            configure_threads(static_cast<int>(config.runtime.threads));  // 0 = one per core
             Server server(s->run_dir, config.serve, po);
             const int port = server.bind();
             std::thread waiter([&server, signals] {

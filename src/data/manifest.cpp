@@ -235,11 +235,12 @@ std::string most_probable(const SoftLabel& soft) {
 }
 
 void read_jsonl(const std::string& path, const std::string& data,
-                const ManifestReadOptions& options, Manifest& manifest) {
+                const ManifestReadOptions& options, Manifest& manifest, long line_offset = 0) {
   const bool skip = options.on_bad_record == "skip";
   RecordBuilder builder(path, options);
   const ManifestFields& f = options.fields;
   detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
+    line_no += line_offset;
     guarded(manifest, skip, [&] {
       // Replace invalid UTF-8 bytes by a marker so the JSON parser accepts the line and the
       // offending field (and the offset inside its decoded value) can be named.
@@ -557,7 +558,8 @@ std::string read_text_file(const std::string& path, const std::string& what) {
   return data;
 }
 
-Manifest read_manifest(const std::string& path, const ManifestReadOptions& options) {
+namespace {
+void check_read_options(const ManifestReadOptions& options) {
   if (options.on_bad_record != "error" && options.on_bad_record != "skip") {
     throw Error("on_bad_record must be \"error\" or \"skip\", found \"" + options.on_bad_record +
                 "\"");
@@ -565,6 +567,20 @@ Manifest read_manifest(const std::string& path, const ManifestReadOptions& optio
   if (options.require_label && options.fields.label.empty()) {
     throw Error("labels are required but the label field name is empty");
   }
+}
+}  // namespace
+
+Manifest parse_jsonl_manifest(const std::string& data, const std::string& name, long line_offset,
+                              const ManifestReadOptions& options) {
+  check_read_options(options);
+  Manifest manifest;
+  manifest.path = name;
+  read_jsonl(name, data, options, manifest, line_offset);
+  return manifest;
+}
+
+Manifest read_manifest(const std::string& path, const ManifestReadOptions& options) {
+  check_read_options(options);
   ManifestFormat format = options.format;
   if (format == ManifestFormat::automatic) format = format_from_extension(path);
   const std::string data = read_text_file(path, "manifest");

@@ -190,8 +190,29 @@ long skipped_line(const std::string& entry, const std::string& path) {
 ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path,
                                                 const std::string& output_jsonl, int64_t top_k,
                                                 bool rewrite) const {
+  Manifest m = read_manifest(manifest_path, manifest_read_options(impl_->config, /*require_label=*/false));
+  const std::string tmp = output_jsonl + ".tmp";
+  ManifestPredictions result;
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
+    try {
+      result = predict_records(std::move(m), out, top_k, rewrite);
+      out.flush();
+      if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
+    } catch (...) {
+      out.close();
+      std::error_code ec;
+      fs::remove(tmp, ec);  // nothing half-written left behind
+      throw;
+    }
+  }
+  fs::rename(tmp, output_jsonl);
+  return result;
+}
+
+ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, int64_t top_k, bool rewrite) const {
   const auto& c = impl_->config;
-  Manifest m = read_manifest(manifest_path, manifest_read_options(c, /*require_label=*/false));
   const std::string path = m.path;
   ManifestPredictions result;
   // Every image is decoded once before any prediction, so that with data.on_bad_sample: skip
@@ -219,10 +240,7 @@ ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path
   std::stable_sort(skipped.begin(), skipped.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
 
-  const std::string tmp = output_jsonl + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
     auto write_skipped = [&](const std::pair<long, std::string>& s) {
       nlohmann::ordered_json j;
       j["line"] = s.first;
@@ -268,9 +286,7 @@ ManifestPredictions Predictor::predict_manifest(const std::string& manifest_path
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     }
     while (next_skipped < skipped.size()) write_skipped(skipped[next_skipped++]);
-    if (!out) throw Error("cannot write predictions to '" + output_jsonl + "'");
   }
-  fs::rename(tmp, output_jsonl);
   return result;
 }
 

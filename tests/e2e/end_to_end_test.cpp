@@ -276,6 +276,55 @@ TEST_F(EndToEndTest, PredictPrintsIntentsAndWritesManifestPredictions) {
   }
   EXPECT_GE(correct, 30) << "predict --manifest should match the trained accuracy";
 
+  // The same records through a pipe (--manifest -): the same predictions, on standard output.
+  // Relative image paths resolve against the working directory: run from the manifest's folder.
+  const auto folder = fs::path(test_manifest_).parent_path();
+  const std::string exe = test::shell_quote(MMINTENT_CLI) + " predict " + test::shell_quote(run_dir_) + " --manifest -";
+  const auto piped = test::run_cli("/bin/sh", {"-c", exe + " < " + test::shell_quote(test_manifest_)}, folder);
+  ASSERT_EQ(piped.code, 0) << piped.dump();
+  std::vector<json> streamed;
+  {
+    std::istringstream in(piped.out);
+    for (std::string l; std::getline(in, l);) streamed.push_back(json::parse(l));
+  }
+  ASSERT_EQ(streamed.size(), lines.size()) << piped.dump();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto j = json::parse(lines[i]);
+    EXPECT_EQ(streamed[i]["line"], j["line"]);
+    EXPECT_EQ(streamed[i]["decision"], j["decision"]);
+    ASSERT_EQ(streamed[i]["top"].size(), j["top"].size());
+    for (size_t k = 0; k < j["top"].size(); ++k) {
+      EXPECT_EQ(streamed[i]["top"][k]["intent"], j["top"][k]["intent"]);
+      EXPECT_NEAR(streamed[i]["top"][k]["probability"].get<double>(), j["top"][k]["probability"].get<double>(), 1e-5);
+    }
+  }
+  // Each line is answered as it arrives: the writer sends the second record only after the
+  // answer to the first is out (a reader that waited for the end of input would hang here).
+  {
+    std::ifstream in(test_manifest_);
+    std::string first, second;
+    std::getline(in, first);
+    std::getline(in, second);
+    const auto answers = (root_ / "interactive.jsonl").string();
+    const auto r = test::run_cli("/bin/sh", {"-c", "{ printf '%s\\n' " + test::shell_quote(first) +
+                                                       "; i=0; while [ ! -s " + test::shell_quote(answers) +
+                                                       " ]; do i=$((i+1)); [ $i -gt 600 ] && echo TIMEOUT >&2 && break; sleep 0.1; done; printf '%s\\n' " +
+                                                       test::shell_quote(second) + "; } | " + exe + " > " + test::shell_quote(answers)},
+                                 folder);
+    ASSERT_EQ(r.code, 0) << r.dump();
+    EXPECT_EQ(r.err.find("TIMEOUT"), std::string::npos) << "the first record was not answered before the input ended";
+    EXPECT_EQ(lines_of(answers).size(), 2u);
+  }
+  // A bad record names <stdin> and its line; the records before it were answered.
+  const auto bad = test::run_cli("/bin/sh", {"-c", "{ head -n 2 " + test::shell_quote(test_manifest_) + "; echo '{\"text\": 5}'; } | " + exe}, folder);
+  EXPECT_NE(bad.code, 0) << bad.dump();
+  EXPECT_NE(bad.err.find("<stdin>:3"), std::string::npos) << bad.dump();
+  EXPECT_EQ(std::count(bad.out.begin(), bad.out.end(), '\n'), 2) << bad.dump();
+  // --out - writes a manifest's predictions to standard output.
+  const auto to_stdout = cli({"predict", run_dir_, "--manifest", test_manifest_, "--out", "-"});
+  ASSERT_EQ(to_stdout.code, 0) << to_stdout.dump();
+  EXPECT_EQ(std::count(to_stdout.out.begin(), to_stdout.out.end(), '\n'), 40) << to_stdout.dump();
+
   // --manifest without --out is a usage error; no input at all too.
   expect_failure(cli({"predict", run_dir_, "--manifest", test_manifest_}), 2, {"--out"});
   expect_failure(cli({"predict", run_dir_}), 2, {"--text"});

@@ -89,6 +89,12 @@ std::string read_text_file(const std::string& path, const std::string& what);
 /// Zero records is not an error here.
 Manifest read_manifest(const std::string& path, const ManifestReadOptions& options);
 
+/// Reads JSONL records from `data` as if they were lines line_offset+1... of a file `name`
+/// (for a stream read in pieces, e.g. standard input): messages say name:line, relative image
+/// paths resolve against name's folder (none: the working directory). Throws as read_manifest.
+Manifest parse_jsonl_manifest(const std::string& data, const std::string& name, long line_offset,
+                              const ManifestReadOptions& options);
+
 /// Byte offset of the first byte that does not start a valid UTF-8 sequence (overlong forms,
 /// surrogates and code points above U+10FFFF are invalid), or std::string::npos when `text`
 /// is valid UTF-8.

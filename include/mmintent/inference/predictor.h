@@ -10,6 +10,7 @@
 #include "mmintent/policy/decision.h"
 #include "mmintent/policy/rewrite.h"
 
+#include <iosfwd>
 #include <memory>
 #include <map>
 #include <string>
@@ -88,6 +89,11 @@ class Predictor {
   ManifestPredictions predict_manifest(const std::string& manifest_path,
                                        const std::string& output_jsonl, int64_t top_k = 3,
                                        bool rewrite = false) const;
+
+  /// What predict_manifest writes, for records already read (e.g. parse_jsonl_manifest of a
+  /// piece of standard input), written to `out` as they are predicted.
+  ManifestPredictions predict_records(Manifest manifest, std::ostream& out, int64_t top_k = 3,
+                                      bool rewrite = false) const;
 
   const std::vector<std::string>& intents() const;
   const Config& config() const;

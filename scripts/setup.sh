@@ -14,8 +14,9 @@ packages=(
   # libraries
   libtorch-dev libopencv-dev libsentencepiece-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev
-  # the HTTP server (mmintent serve): cpp-httplib with TLS through OpenSSL
-  libcpp-httplib-dev libssl-dev
+  # the HTTP server (mmintent serve): cpp-httplib with TLS through OpenSSL; and a headless
+  # browser for its web page's test (tests/browser, label "browser")
+  libcpp-httplib-dev libssl-dev chromium
   # Google Benchmark: bench/ (CI runs it in smoke mode)
   libbenchmark-dev
   # an optimised BLAS for LibTorch's matrix products

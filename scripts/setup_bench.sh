@@ -12,5 +12,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   python3-sentencepiece: the reference tokenises with the run's own tokenizer.model
 #   python3-numpy, python3-yaml (the reference reads the effective config)
 #   time: /usr/bin/time, peak resident memory and CPU time of each run
-bash "$root/scripts/setup.sh" python3-opencv python3-sentencepiece python3-numpy python3-yaml time
+#   wrk: the HTTP load generator of bench/serve_load.sh
+bash "$root/scripts/setup.sh" python3-opencv python3-sentencepiece python3-numpy python3-yaml time wrk
 /usr/bin/python3 -c 'import torch, cv2, sentencepiece; print("setup_bench: python3-torch", torch.__version__, "| opencv", cv2.__version__, "| sentencepiece", sentencepiece.__version__)'

@@ -72,7 +72,20 @@ mmintent_use_torch_pch(mmintent)
 
 # The HTTP server (serve/, `mmintent serve`): cpp-httplib and OpenSSL, kept out of libmmintent
 # so that applications linking the library do not need them. Not installed yet.
+# The web page at `/`, served from the binary: src/serve/web/* as string constants.
+set(MMINTENT_WEB_FILES ${CMAKE_CURRENT_SOURCE_DIR}/serve/web/index.html ${CMAKE_CURRENT_SOURCE_DIR}/serve/web/app.js)
+set(MMINTENT_WEB_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/serve_web_files.cpp)
+list(JOIN MMINTENT_WEB_FILES "|" MMINTENT_WEB_FILES_ARG)
+add_custom_command(OUTPUT ${MMINTENT_WEB_CPP}
+  COMMAND ${CMAKE_COMMAND} -DOUTPUT=${MMINTENT_WEB_CPP} -DNAMESPACE=mmintent::serve::web
+          "-DNAMES=kIndexHtml|kAppJs" "-DFILES=${MMINTENT_WEB_FILES_ARG}"
+          -P ${PROJECT_SOURCE_DIR}/cmake/EmbedFiles.cmake
+  DEPENDS ${MMINTENT_WEB_FILES} ${PROJECT_SOURCE_DIR}/cmake/EmbedFiles.cmake
+  COMMENT "Embedding the web page of mmintent serve"
+  VERBATIM)
+
 add_library(mmintent_serve STATIC
+  ${MMINTENT_WEB_CPP}
   serve/auth.cpp
   serve/metrics.cpp
   serve/batcher.cpp
@@ -82,7 +95,7 @@ add_library(mmintent_serve STATIC
 target_include_directories(mmintent_serve PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mmintent_serve
   PUBLIC mmintent
-  PRIVATE PkgConfig::HTTPLIB OpenSSL::Crypto nlohmann_json::nlohmann_json Threads::Threads
+  PRIVATE PkgConfig::HTTPLIB OpenSSL::SSL OpenSSL::Crypto nlohmann_json::nlohmann_json Threads::Threads
           mmintent_warnings)
 set_target_properties(mmintent_serve PROPERTIES POSITION_INDEPENDENT_CODE ON)
 mmintent_use_torch_pch(mmintent_serve)

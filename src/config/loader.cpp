@@ -522,6 +522,10 @@ template <class V> void visit(V& v, DistributedOptions& c) {
   v.field("timeout_seconds", c.timeout_seconds, Check::range(1, 86400));
   v.field("bucket_mb", c.bucket_mb, Check::range(0.001, 4096));
 }
+template <class V> void visit(V& v, TlsConfig& c) {
+  v.field("cert", c.cert, Check::input_file());
+  v.field("key", c.key, Check::input_file());
+}
 template <class V> void visit(V& v, ServeConfig& c) {
   v.field("host", c.host);
   v.field("port", c.port, Check::range(0, 65535));
@@ -536,6 +540,8 @@ template <class V> void visit(V& v, ServeConfig& c) {
   v.field("write_timeout_s", c.write_timeout_s, Check::range(0.001, 3600));
   v.field("api_keys_file", c.api_keys_file, Check::input_file());
   v.field("allow_unauthenticated", c.allow_unauthenticated);
+  v.field("admin_keys_file", c.admin_keys_file, Check::input_file());
+  v.section("tls", c.tls);
   v.field("log_requests", c.log_requests);
   v.field("feedback_log", c.feedback_log, Check::output_dir());
   v.field("feedback_window", c.feedback_window, Check::range(1, 10000000));
@@ -688,6 +694,10 @@ void validate(const Config& c, const Context& ctx) {
   }
   if (c.output.dir.empty()) fail("output.dir", "an output directory is required");
   if (c.serve.host.empty()) fail("serve.host", "an address to bind is required (e.g. 127.0.0.1)");
+  if (c.serve.tls.cert.empty() != c.serve.tls.key.empty()) {
+    fail(c.serve.tls.cert.empty() ? "serve.tls.cert" : "serve.tls.key",
+         "HTTPS needs both serve.tls.cert and serve.tls.key (or neither, for plain HTTP)");
+  }
   if (c.oos.method == "threshold" && !c.oos.label.empty()) {
     if (c.oos.threshold < 0 && c.oos.threshold != -1) fail("oos.threshold", "must be in (0, 1) or -1 (choose on val)");
     if (c.oos.threshold == -1 && c.data.val.empty()) {

@@ -4,6 +4,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -68,9 +69,9 @@ std::string sha256_file_hex(const std::string& path) {
   return h.finish();
 }
 
-ApiKeys ApiKeys::load(const std::string& path) {
+ApiKeys ApiKeys::load(const std::string& path, const std::string& key) {
   std::ifstream in(path);
-  if (!in) throw Error("serve.api_keys_file: cannot read " + path);
+  if (!in) throw Error(key + ": cannot read " + path);
   ApiKeys keys;
   std::string line;
   long number = 0;
@@ -83,13 +84,13 @@ ApiKeys ApiKeys::load(const std::string& path) {
     std::string entry = line.substr(first, last - first + 1);
     for (char& c : entry) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (!is_hex_digest(entry)) {
-      throw Error(path + ":" + std::to_string(number) +
+      throw Error(key + ": " + path + ":" + std::to_string(number) +
                   ": not a SHA-256 hex digest (64 hex digits); store the hash of a key, e.g. "
                   "printf %s KEY | sha256sum, never the key itself");
     }
-    keys.hashes_.push_back(std::move(entry));
+    keys.hashes_.push_back(entry);  // (a move here trips GCC 12's -Warray-bounds, a false positive)
   }
-  if (keys.hashes_.empty()) throw Error(path + ": holds no key (one SHA-256 hex digest per line)");
+  if (keys.hashes_.empty()) throw Error(key + ": " + path + " holds no key (one SHA-256 hex digest per line)");
   return keys;
 }
 
@@ -107,6 +108,13 @@ bool ApiKeys::accepts(const std::string& authorization) const {
     match |= static_cast<unsigned char>(diff == 0);
   }
   return match != 0;
+}
+
+bool ApiKeys::overlaps(const ApiKeys& other) const {
+  for (const auto& h : hashes_) {
+    if (std::find(other.hashes_.begin(), other.hashes_.end(), h) != other.hashes_.end()) return true;
+  }
+  return false;
 }
 
 }  // namespace mmintent::serve

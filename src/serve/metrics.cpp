@@ -74,6 +74,13 @@ void Metrics::set(const std::string& name, const Labels& labels, double value) {
   family(name).values[labels] = value;
 }
 
+void Metrics::set_only(const std::string& name, const Labels& labels, double value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& values = family(name).values;
+  values.clear();
+  values[labels] = value;
+}
+
 void Metrics::observe(const std::string& name, const Labels& labels, double value) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& f = family(name);

@@ -23,6 +23,8 @@ class Metrics {
   void add(const std::string& name, const Labels& labels, double value = 1);
   void set(const std::string& name, const Labels& labels, double value);
   void observe(const std::string& name, const Labels& labels, double value);
+  /// Replaces every series of a gauge by this one (e.g. an info gauge after a reload).
+  void set_only(const std::string& name, const Labels& labels, double value);
 
   /// Every declared metric in declaration order, series sorted by labels.
   std::string render() const;

@@ -9,6 +9,7 @@
 #include "serve/feedback_log.h"
 #include "serve/metrics.h"
 #include "serve/request.h"
+#include "serve/web.h"
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -36,7 +37,8 @@ bool is_loopback(const std::string& host) {
 /// The endpoint label of a path: known routes as they are, anything else "other" (bounded
 /// cardinality whatever clients send).
 std::string endpoint_of(const std::string& path) {
-  for (const char* known : {"/v1/predict", "/v1/feedback", "/healthz", "/readyz", "/metrics"}) {
+  for (const char* known : {"/v1/predict", "/v1/feedback", "/v1/model", "/v1/admin/reload", "/healthz", "/readyz",
+                            "/metrics", "/", "/app.js"}) {
     if (path == known) return path;
   }
   return "other";
@@ -78,32 +80,84 @@ struct Shown {
   bool answered = false;  ///< feedback was recorded
 };
 
+/// A loaded run directory: what a request needs of the model, replaced whole on reload (a
+/// request keeps the one it started with until it ends).
+struct Model {
+  std::string run_dir;
+  std::shared_ptr<const Predictor> predictor;
+  std::string version;  ///< SHA-256 of the weights file
+  std::map<std::string, std::string> plugin_fields;  ///< modality -> its feedback-log field
+};
+
+std::shared_ptr<const Model> load_model(const std::string& run_dir, const PredictorOptions& options) {
+  auto m = std::make_shared<Model>();
+  m->run_dir = run_dir;
+  m->predictor = std::make_shared<const Predictor>(Predictor::load(run_dir, options));
+  m->version = serve::sha256_file_hex(RunDirectory(run_dir).weights_file().string());
+  m->plugin_fields = manifest_read_options(m->predictor->config(), false).fields.plugins;
+  return m;
+}
+
 /// When the current request on this worker thread started (set before routing).
 thread_local std::optional<Clock::time_point> request_start;
 
 }  // namespace
 
 struct Server::Impl {
-  std::string run_dir;
   ServeConfig config;
-  std::shared_ptr<const Predictor> predictor;
-  std::string version;
+  PredictorOptions predictor_options;
+  mutable std::mutex model_mutex;
+  std::shared_ptr<const Model> model_;  ///< read through model(), replaced by reload()
+  std::mutex reload_mutex;              ///< one reload at a time
   serve::ApiKeys keys;
+  serve::ApiKeys admin_keys;
   serve::Metrics metrics;
   std::unique_ptr<serve::MicroBatcher> batcher;
   // Feedback (serve.feedback_log; null when off).
   std::unique_ptr<serve::FeedbackLogWriter> feedback;
   std::string images_dir;     ///< where uploaded images of feedback records go
   std::string images_folder;  ///< the same, relative to the log's folder
-  std::map<std::string, std::string> plugin_fields;  ///< modality -> the log's field
   std::mutex shown_mutex;
   std::map<std::string, Shown> shown;  ///< by prediction id
   std::deque<std::string> shown_order;  ///< oldest first
   uint64_t id_salt = 0;
   std::atomic<uint64_t> id_counter{0};
   int port = -1;
-  /// Last: destroyed first, before anything its handlers use.
-  httplib::Server http;
+  /// Last: destroyed first, before anything its handlers use. An httplib::SSLServer with
+  /// serve.tls.
+  std::unique_ptr<httplib::Server> http;
+
+  std::shared_ptr<const Model> model() const {
+    std::lock_guard<std::mutex> lock(model_mutex);
+    return model_;
+  }
+
+  void publish(std::shared_ptr<const Model> m) {
+    metrics.set_only("mmintent_model_info", {{"version", m->version}, {"run_dir", m->run_dir}}, 1);
+    std::lock_guard<std::mutex> lock(model_mutex);
+    model_ = std::move(m);
+  }
+
+  /// Loads `run_dir` (empty: the served one again) beside the served model and swaps it in;
+  /// returns {before, after}. On failure the served model stays and the error names the run.
+  std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Model>> reload(std::string run_dir) {
+    std::lock_guard<std::mutex> one_at_a_time(reload_mutex);
+    auto before = model();
+    if (run_dir.empty()) run_dir = before->run_dir;
+    std::shared_ptr<const Model> after;
+    try {
+      after = load_model(run_dir, predictor_options);
+    } catch (const std::exception& e) {
+      metrics.add("mmintent_reloads_total", {{"result", "failed"}});
+      throw Error("cannot load run directory " + run_dir + ": " + e.what() + " (still serving model " +
+                  before->version.substr(0, 12) + " from " + before->run_dir + ")");
+    }
+    publish(after);
+    metrics.add("mmintent_reloads_total", {{"result", "ok"}});
+    log::info("serve", "reloaded: model " + after->version.substr(0, 12) + " from " + run_dir + " (was " +
+                           before->version.substr(0, 12) + ")");
+    return {before, after};
+  }
 
   std::string next_id() {
     char buf[40];
@@ -123,6 +177,8 @@ struct Server::Impl {
     metrics.declare("mmintent_queue_inputs", "gauge", "Inputs waiting for or in a forward pass.");
     metrics.declare("mmintent_model_info", "gauge", "The served model (version: SHA-256 of its weights).");
     metrics.declare("mmintent_feedback_total", "counter", "Feedback records written, by reaction.");
+    metrics.declare("mmintent_reloads_total", "counter", "Model reloads, by result (ok, failed).");
+    for (const char* r : {"ok", "failed"}) metrics.add("mmintent_reloads_total", {{"result", r}}, 0);
     for (const char* r : {"accepted", "corrected", "rejected"}) metrics.add("mmintent_feedback_total", {{"reaction", r}}, 0);
     for (const char* d : {"accept", "clarify", "fallback"}) metrics.add("mmintent_predictions_total", {{"decision", d}}, 0);
     metrics.add("mmintent_out_of_scope_total", {}, 0);
@@ -135,6 +191,8 @@ struct Server::Impl {
 
   void handle_predict(const httplib::Request& req, httplib::Response& res) {
     serve::MicroBatcher::Arrival arrival(*batcher);  // the batcher may wait for this request
+    const auto m = model();  // this request's model, whatever a reload does meanwhile
+    const auto& predictor = m->predictor;
     bool batch = false;
     serve::PredictRules rules{&predictor->config(), config.top_k, config.max_inputs};
     auto requests = serve::parse_predict(req.body, rules, batch);
@@ -154,7 +212,7 @@ struct Server::Impl {
       if (static_cast<int64_t>(p.top.size()) > requests[i].top_k) p.top.resize(static_cast<std::size_t>(requests[i].top_k));
       ojson j;
       j["id"] = next_id();
-      j["model_version"] = version;
+      j["model_version"] = m->version;
       j["decision"] = to_string(p.decision);
       std::optional<RewrittenRequest> rw;
       if (requests[i].rewrite) rw = predictor->rewrite(requests[i].input, p);
@@ -174,7 +232,7 @@ struct Server::Impl {
         s.predicted = p.top.at(0).intent;
         s.probability = p.top.at(0).probability;
         s.decision = to_string(p.decision);
-        s.version = version;
+        s.version = m->version;
         s.plugin_values = requests[i].plugin_values;
         remember(j["id"].get<std::string>(), std::move(s));
       }
@@ -199,8 +257,9 @@ struct Server::Impl {
 
   void handle_feedback(const httplib::Request& req, httplib::Response& res) {
     if (!feedback) throw serve::RequestError(404, "", "feedback is off: set serve.feedback_log to a file");
-    serve::PredictRules rules{&predictor->config(), config.top_k, config.max_inputs};
-    auto f = serve::parse_feedback(req.body, rules, predictor->intents());
+    const auto m = model();
+    serve::PredictRules rules{&m->predictor->config(), config.top_k, config.max_inputs};
+    auto f = serve::parse_feedback(req.body, rules, m->predictor->intents());
     Shown s;
     std::string id = f.id;
     if (!id.empty()) {
@@ -232,7 +291,12 @@ struct Server::Impl {
         serve::write_file_durably(images_dir + "/" + name, s.image_bytes);
         line["image"] = images_folder + "/" + name;
       }
-      for (const auto& [modality, value] : s.plugin_values) line[plugin_fields.at(modality)] = value;
+      for (const auto& [modality, value] : s.plugin_values) {
+        // A prediction from a model before a reload may carry a modality the current one lacks.
+        if (const auto field = m->plugin_fields.find(modality); field != m->plugin_fields.end()) {
+          line[field->second] = value;
+        }
+      }
       line["predicted"] = s.predicted;
       if (!f.id.empty()) {
         line["probability"] = s.probability;
@@ -255,6 +319,34 @@ struct Server::Impl {
     res.set_content(dump(out), "application/json");
   }
 
+  void handle_reload(const httplib::Request& req, httplib::Response& res) {
+    std::string run_dir;
+    if (!req.body.empty()) {
+      const auto body = serve::parse_body(req.body);
+      if (!body.is_object()) throw serve::RequestError(400, "", "must be a JSON object {\"run_dir\": PATH} (or empty)");
+      for (const auto& [key, value] : body.items()) {
+        if (key != "run_dir") throw serve::RequestError(400, key, "unknown field (known: run_dir)");
+        if (!value.is_string() || value.get<std::string>().empty()) {
+          throw serve::RequestError(400, "run_dir", "must be a non-empty string (a path on the server)");
+        }
+        run_dir = value.get<std::string>();
+      }
+    }
+    const auto start = Clock::now();
+    std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Model>> swapped;
+    try {
+      swapped = reload(run_dir);
+    } catch (const Error& e) {
+      throw serve::RequestError(422, "run_dir", e.what());
+    }
+    ojson out;
+    out["model_version"] = swapped.second->version;
+    out["run_dir"] = swapped.second->run_dir;
+    out["previous_model_version"] = swapped.first->version;
+    out["seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
+    res.set_content(dump(out), "application/json");
+  }
+
   /// Runs a handler, mapping its exceptions to JSON errors.
   template <class F>
   void guarded(httplib::Response& res, F&& f) {
@@ -272,31 +364,73 @@ struct Server::Impl {
   }
 
   void routes() {
-    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    http->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       request_start = Clock::now();
-      if (req.path == "/healthz" || req.path == "/readyz" || keys.empty()) {
-        return httplib::Server::HandlerResponse::Unhandled;
+      using R = httplib::Server::HandlerResponse;
+      // Health checks and the page's static files need no key (the page asks for one).
+      if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/" || req.path == "/app.js") return R::Unhandled;
+      const auto authorization = req.get_header_value("Authorization");
+      if (req.path.rfind("/v1/admin/", 0) == 0) {
+        // API keys never grant admin; without admin keys, admin is open only on a server that
+        // asks for no keys at all.
+        if (admin_keys.empty() && keys.empty()) return R::Unhandled;
+        if (admin_keys.empty()) {
+          reply_error(res, 403, "", "the admin endpoints are off: set serve.admin_keys_file (or send the server SIGHUP to reload)");
+          return R::Handled;
+        }
+        if (admin_keys.accepts(authorization)) return R::Unhandled;
+        res.set_header("WWW-Authenticate", "Bearer");
+        reply_error(res, 401, "Authorization", "a valid admin key is required: send 'Authorization: Bearer ADMIN_KEY'");
+        return R::Handled;
       }
-      if (keys.accepts(req.get_header_value("Authorization"))) return httplib::Server::HandlerResponse::Unhandled;
+      if (keys.empty() || keys.accepts(authorization)) return R::Unhandled;
       res.set_header("WWW-Authenticate", "Bearer");
       reply_error(res, 401, "Authorization", "a valid API key is required: send 'Authorization: Bearer KEY'");
-      return httplib::Server::HandlerResponse::Handled;
+      return R::Handled;
     });
-    http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    http->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("{\"status\":\"ok\"}", "application/json");
     });
-    http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    http->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      const auto m = model();
       ojson j;
-      j["status"] = predictor ? "ready" : "loading";
-      j["model_version"] = version;
-      res.status = predictor ? 200 : 503;
+      j["status"] = m ? "ready" : "loading";
+      j["model_version"] = m ? ojson(m->version) : ojson(nullptr);
+      res.status = m ? 200 : 503;
       res.set_content(dump(j), "application/json");
     });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    // The web page: static, no data in it; what it shows comes from the API with the key.
+    const auto page = [](std::string_view content, const char* type) {
+      return [content, type](const httplib::Request&, httplib::Response& res) {
+        res.set_header("Content-Security-Policy",
+                       "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src blob:; "
+                       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+        res.set_header("X-Content-Type-Options", "nosniff");
+        res.set_header("Referrer-Policy", "no-referrer");
+        res.set_header("Cache-Control", "no-cache");
+        res.set_content(content.data(), content.size(), type);
+      };
+    };
+    http->Get("/", page(serve::web::kIndexHtml, "text/html; charset=utf-8"));
+    http->Get("/app.js", page(serve::web::kAppJs, "text/javascript; charset=utf-8"));
+    http->Get("/v1/model", [this](const httplib::Request&, httplib::Response& res) {
+      const auto m = model();
+      ojson j;
+      j["model_version"] = m->version;
+      j["intents"] = ojson::array();
+      for (const auto& intent : m->predictor->intents()) {
+        j["intents"].push_back({{"intent", intent}, {"display_name", m->predictor->rewriter().display_name(intent)}});
+      }
+      j["inputs"] = ojson::array();
+      for (const auto& modality : m->predictor->config().model.modalities) j["inputs"].push_back(modality);
+      j["feedback"] = feedback != nullptr;
+      res.set_content(dump(j), "application/json");
+    });
+    http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       metrics.set("mmintent_queue_inputs", {}, static_cast<double>(batcher->queued()));
       res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
     });
-    http.Post("/v1/predict", [this](const httplib::Request& req, httplib::Response& res) {
+    http->Post("/v1/predict", [this](const httplib::Request& req, httplib::Response& res) {
       guarded(res, [&] {
         const auto type = req.get_header_value("Content-Type");
         if (!type.empty() && type.rfind("application/json", 0) != 0) {
@@ -305,7 +439,7 @@ struct Server::Impl {
         handle_predict(req, res);
       });
     });
-    http.Post("/v1/feedback", [this](const httplib::Request& req, httplib::Response& res) {
+    http->Post("/v1/feedback", [this](const httplib::Request& req, httplib::Response& res) {
       guarded(res, [&] {
         const auto type = req.get_header_value("Content-Type");
         if (!type.empty() && type.rfind("application/json", 0) != 0) {
@@ -314,7 +448,10 @@ struct Server::Impl {
         handle_feedback(req, res);
       });
     });
-    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+    http->Post("/v1/admin/reload", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded(res, [&] { handle_reload(req, res); });
+    });
+    http->set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // already JSON
       switch (res.status) {
         case 404: reply_error(res, 404, "", "no such endpoint: " + req.method + " " + req.path); break;
@@ -326,7 +463,7 @@ struct Server::Impl {
       }
       return httplib::Server::HandlerResponse::Handled;
     }));
-    http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    http->set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string what = "unknown";
       try {
         std::rethrow_exception(ep);
@@ -337,7 +474,7 @@ struct Server::Impl {
       log::warn("serve", "internal error: " + what);
       reply_error(res, 500, "", "internal error (see the server's log)");
     });
-    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    http->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       const auto endpoint = endpoint_of(req.path);
       metrics.add("mmintent_requests_total", {{"endpoint", endpoint}, {"status", std::to_string(res.status)}});
       if (request_start) {
@@ -353,8 +490,8 @@ struct Server::Impl {
 Server::Server(const std::string& run_dir, const ServeConfig& config, const PredictorOptions& predictor)
     : impl_(std::make_unique<Impl>()) {
   auto& m = *impl_;
-  m.run_dir = run_dir;
   m.config = config;
+  m.predictor_options = predictor;
   if (!config.api_keys_file.empty()) {
     m.keys = serve::ApiKeys::load(config.api_keys_file);
   } else if (!is_loopback(config.host) && !config.allow_unauthenticated) {
@@ -363,12 +500,17 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
                 "serve.api_keys_file, bind a loopback address (127.0.0.1), or set "
                 "serve.allow_unauthenticated: true");
   }
-  m.predictor = std::make_shared<const Predictor>(Predictor::load(run_dir, predictor));
-  m.version = serve::sha256_file_hex(RunDirectory(run_dir).weights_file().string());
+  if (!config.admin_keys_file.empty()) {
+    m.admin_keys = serve::ApiKeys::load(config.admin_keys_file, "serve.admin_keys_file");
+    if (m.admin_keys.overlaps(m.keys)) {
+      throw Error("serve.admin_keys_file: a key in " + config.admin_keys_file + " is also in serve.api_keys_file " +
+                  config.api_keys_file + "; an admin key must be a key of its own");
+    }
+  }
   std::random_device rd;
   m.id_salt = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   m.declare_metrics();
-  m.metrics.set("mmintent_model_info", {{"version", m.version}, {"run_dir", run_dir}}, 1);
+  m.publish(load_model(run_dir, predictor));
   if (!config.feedback_log.empty()) {
     namespace fs = std::filesystem;
     const fs::path log(config.feedback_log);
@@ -381,7 +523,16 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
     fs::create_directories(m.images_dir, ec);
     if (ec) throw Error("serve.feedback_log: cannot create " + m.images_dir + ": " + ec.message());
     m.feedback = std::make_unique<serve::FeedbackLogWriter>(config.feedback_log);
-    m.plugin_fields = manifest_read_options(m.predictor->config(), false).fields.plugins;
+  }
+  if (!config.tls.cert.empty()) {
+    auto tls = std::make_unique<httplib::SSLServer>(config.tls.cert.c_str(), config.tls.key.c_str());
+    if (!tls->is_valid()) {
+      throw Error("serve.tls: cannot use the certificate " + config.tls.cert + " with the key " + config.tls.key +
+                  " (not PEM, not a pair, or unreadable)");
+    }
+    m.http = std::move(tls);
+  } else {
+    m.http = std::make_unique<httplib::Server>();
   }
   // Forward passes run one at a time on the batcher's thread (with max_batch 1: one request
   // per pass): passes on several threads at once would each start LibTorch's thread team and
@@ -394,14 +545,14 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
   m.batcher = std::make_unique<serve::MicroBatcher>(
       bo, [metrics](int64_t n) { metrics->observe("mmintent_batch_size", {}, static_cast<double>(n)); });
   const auto threads = static_cast<std::size_t>(config.threads);
-  m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  m.http.set_payload_max_length(static_cast<std::size_t>(config.max_body_bytes));
+  m.http->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  m.http->set_payload_max_length(static_cast<std::size_t>(config.max_body_bytes));
   // Without TCP_NODELAY a small response waits for the client's delayed ACK (Nagle): measured
   // 50 ms per request at one connection instead of a few.
-  m.http.set_tcp_nodelay(true);
+  m.http->set_tcp_nodelay(true);
   const auto timeout = [](double s) { return std::chrono::microseconds(static_cast<int64_t>(s * 1e6)); };
-  m.http.set_read_timeout(timeout(config.read_timeout_s));
-  m.http.set_write_timeout(timeout(config.write_timeout_s));
+  m.http->set_read_timeout(timeout(config.read_timeout_s));
+  m.http->set_write_timeout(timeout(config.write_timeout_s));
   m.routes();
 }
 
@@ -412,10 +563,10 @@ Server::~Server() {
 int Server::bind() {
   auto& m = *impl_;
   if (m.config.port == 0) {
-    m.port = m.http.bind_to_any_port(m.config.host);
+    m.port = m.http->bind_to_any_port(m.config.host);
     if (m.port < 0) throw Error("serve: cannot bind " + m.config.host + " (any port)");
   } else {
-    if (!m.http.bind_to_port(m.config.host, static_cast<int>(m.config.port))) {
+    if (!m.http->bind_to_port(m.config.host, static_cast<int>(m.config.port))) {
       throw Error("serve: cannot bind " + m.config.host + ":" + std::to_string(m.config.port) +
                   " (in use, or not an address of this machine)");
     }
@@ -430,13 +581,17 @@ int Server::bind() {
 
 void Server::run() {
   if (impl_->port < 0) bind();
-  impl_->http.listen_after_bind();
+  impl_->http->listen_after_bind();
 }
 
 void Server::stop() {
-  if (impl_ && impl_->http.is_running()) impl_->http.stop();
+  if (impl_ && impl_->http->is_running()) impl_->http->stop();
 }
 
-const std::string& Server::model_version() const { return impl_->version; }
+std::string Server::model_version() const { return impl_->model()->version; }
+
+std::string Server::reload(const std::string& run_dir) { return impl_->reload(run_dir).second->version; }
+
+bool Server::tls() const { return !impl_->config.tls.cert.empty(); }
 
 }  // namespace mmintent

@@ -6,12 +6,18 @@
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,6 +78,9 @@ class ServerTest : public ::testing::Test {
     TrainRunOptions options;
     options.print_tables = false;
     train_from_config(load_config(config_path, {"train.epochs=2"}), options);
+    // A second run, another model (another seed), to reload.
+    run_b_ = (root / "run_b").string();
+    train_from_config(load_config(config_path, {"train.epochs=1", "runtime.seed=7", "output.dir=" + run_b_}), options);
     // Two images of the fixture, one of each kind, as uploaded files.
     for (const auto& line : {0, 1}) {
       std::ifstream in(root / "data" / "val.jsonl");
@@ -90,9 +99,9 @@ class ServerTest : public ::testing::Test {
   void TearDown() override { stop(); }
 
   /// Starts a server on a free loopback port with `config` and returns its port.
-  int start(ServeConfig config = {}) {
+  int start(ServeConfig config = {}, const std::string& run_dir = "") {
     config.port = 0;
-    server_ = std::make_unique<Server>(run_dir_, config);
+    server_ = std::make_unique<Server>(run_dir.empty() ? run_dir_ : run_dir, config);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
     return port_;
@@ -128,7 +137,7 @@ class ServerTest : public ::testing::Test {
     std::string text, image, path;
   };
   static test::TempDir* dir_;
-  static std::string run_dir_;
+  static std::string run_dir_, run_b_;
   static std::vector<Sample> samples_;
   std::unique_ptr<Server> server_;
   std::thread thread_;
@@ -136,6 +145,7 @@ class ServerTest : public ::testing::Test {
 };
 test::TempDir* ServerTest::dir_ = nullptr;
 std::string ServerTest::run_dir_;
+std::string ServerTest::run_b_;
 std::vector<ServerTest::Sample> ServerTest::samples_;
 
 TEST_F(ServerTest, HealthReadinessAndVersion) {
@@ -420,6 +430,237 @@ TEST_F(ServerTest, FeedbackIsOffWithoutALog) {
   EXPECT_NE(r->body.find("serve.feedback_log"), std::string::npos) << r->body;
 }
 
+TEST_F(ServerTest, ServesItsPageAndDescribesTheModel) {
+  ServeConfig config;
+  config.api_keys_file = dir_->write("page_keys.txt", serve::sha256_hex("k") + "\n");
+  start(config);
+  auto c = client();
+  // The page's static files need no key; the API they call does.
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("script-src 'self'"), std::string::npos);
+  EXPECT_NE(page->body.find("<script src=\"/app.js\">"), std::string::npos);
+  auto script = c.Get("/app.js");
+  ASSERT_TRUE(script);
+  EXPECT_EQ(script->status, 200);
+  EXPECT_NE(script->body.find("/v1/feedback"), std::string::npos);
+  EXPECT_EQ(c.Get("/v1/model")->status, 401);
+  auto model = c.Get("/v1/model", {{"Authorization", "Bearer k"}});
+  ASSERT_TRUE(model);
+  ASSERT_EQ(model->status, 200) << model->body;
+  const auto j = json::parse(model->body);
+  EXPECT_EQ(j["model_version"], server_->model_version());
+  const auto intents = Predictor::load(run_dir_).intents();
+  ASSERT_EQ(j["intents"].size(), intents.size());
+  EXPECT_EQ(j["intents"][0]["intent"], intents[0]);
+  EXPECT_EQ(j["inputs"], json::array({"text", "image"}));
+  EXPECT_EQ(j["feedback"], false);
+}
+
+TEST_F(ServerTest, ReloadSwapsTheModelAndABadRunKeepsTheOneServed) {
+  start();
+  const auto version_a = serve::sha256_file_hex(run_dir_ + "/model.pt");
+  const auto version_b = serve::sha256_file_hex(run_b_ + "/model.pt");
+  ASSERT_NE(version_a, version_b);
+  auto reload = [&](const std::string& body) { return client().Post("/v1/admin/reload", body, "application/json"); };
+  auto r = reload(json{{"run_dir", run_b_}}.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["model_version"], version_b);
+  EXPECT_EQ(json::parse(r->body)["previous_model_version"], version_a);
+  EXPECT_EQ(server_->model_version(), version_b);
+  EXPECT_EQ(json::parse(client().Get("/readyz")->body)["model_version"], version_b);
+  const auto predicted = json::parse(post(request(0).dump())->body);
+  EXPECT_EQ(predicted["model_version"], version_b);
+  // The served model's predictions are those of run B.
+  PredictInput in(samples_[0].text, samples_[0].path);
+  EXPECT_NEAR(predicted["confidence"].get<double>(), Predictor::load(run_b_).predict(in).top[0].probability, 1e-6);
+
+  // Runs that cannot be loaded: a 422 naming the run, and run B still served.
+  const auto broken = dir_->path() / "run_broken";
+  fs::create_directories(broken);
+  for (const auto& entry : fs::directory_iterator(run_b_)) {
+    if (entry.is_regular_file()) fs::copy_file(entry.path(), broken / entry.path().filename());
+  }
+  { std::ofstream(broken / "model.pt", std::ios::trunc) << "not a model"; }
+  for (const std::string& bad : {(dir_->path() / "no_such_run").string(), broken.string()}) {
+    auto refused = reload(json{{"run_dir", bad}}.dump());
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 422) << refused->body;
+    const auto e = json::parse(refused->body)["error"];
+    EXPECT_EQ(e["field"], "run_dir");
+    EXPECT_NE(e["message"].get<std::string>().find(bad), std::string::npos) << e.dump();
+    EXPECT_NE(e["message"].get<std::string>().find("still serving"), std::string::npos) << e.dump();
+    EXPECT_EQ(server_->model_version(), version_b);
+    EXPECT_EQ(post(request(1).dump())->status, 200);
+  }
+  // Bad bodies name their field.
+  EXPECT_EQ(json::parse(reload(json{{"dir", run_b_}}.dump())->body)["error"]["field"], "dir");
+  EXPECT_EQ(json::parse(reload(json{{"run_dir", 3}}.dump())->body)["error"]["field"], "run_dir");
+  EXPECT_EQ(reload("[1]")->status, 400);
+  // No body: the served run directory again.
+  auto again = reload("");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200) << again->body;
+  EXPECT_EQ(json::parse(again->body)["run_dir"], run_b_);
+  // Through the API as well.
+  EXPECT_EQ(server_->reload(run_dir_), version_a);
+  EXPECT_THROW(server_->reload(broken.string()), Error);
+  const auto metrics = client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("mmintent_reloads_total{result=\"ok\"} 3"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("mmintent_reloads_total{result=\"failed\"} 3"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("mmintent_model_info{version=\"" + version_a), std::string::npos);
+  EXPECT_EQ(metrics.find("mmintent_model_info{version=\"" + version_b), std::string::npos) << "the old version is still listed";
+}
+
+TEST_F(ServerTest, ReloadUnderLoadFailsNoRequest) {
+  ServeConfig config;
+  config.max_batch = 4;
+  start(config);
+  const std::set<std::string> versions{serve::sha256_file_hex(run_dir_ + "/model.pt"), serve::sha256_file_hex(run_b_ + "/model.pt")};
+  std::atomic<bool> done{false};
+  std::atomic<int> ok{0}, failed{0}, unknown_version{0};
+  std::mutex seen_mutex;
+  std::set<std::string> seen;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      auto c = client();
+      for (int k = 0; !done || k < 3; ++k) {
+        auto r = c.Post("/v1/predict", request((t + k) % 2).dump(), "application/json");
+        if (!r || r->status != 200) {
+          ++failed;
+          continue;
+        }
+        ++ok;
+        const std::string v = json::parse(r->body)["model_version"];
+        if (!versions.count(v)) ++unknown_version;
+        std::lock_guard<std::mutex> lock(seen_mutex);
+        seen.insert(v);
+      }
+    });
+  }
+  for (int i = 0; i < 6; ++i) {
+    // Each reload lands while the clients keep sending (some answers between two reloads).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (ok.load() < 6 * (i + 1) && failed.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    auto r = client().Post("/v1/admin/reload", json{{"run_dir", i % 2 == 0 ? run_b_ : run_dir_}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  done = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(unknown_version.load(), 0);
+  EXPECT_GE(ok.load(), 36);
+  EXPECT_EQ(seen, versions) << "requests saw only one of the two models";
+}
+
+TEST_F(ServerTest, AdminKeysGuardReloadApartFromApiKeys) {
+  const auto api = dir_->write("api_keys_r.txt", serve::sha256_hex("client-key") + "\n");
+  const auto admin = dir_->write("admin_keys_r.txt", serve::sha256_hex("admin-key") + "\n");
+  ServeConfig config;
+  config.api_keys_file = api;
+  start(config);
+  auto c = client();
+  // API keys alone: the admin endpoints are off.
+  auto off = c.Post("/v1/admin/reload", {{"Authorization", "Bearer client-key"}}, std::string(), "application/json");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->status, 403);
+  EXPECT_NE(off->body.find("serve.admin_keys_file"), std::string::npos) << off->body;
+  stop();
+  config.admin_keys_file = admin;
+  start(config);
+  auto c2 = client();
+  EXPECT_EQ(c2.Post("/v1/admin/reload", {{"Authorization", "Bearer client-key"}}, std::string(), "application/json")->status, 401);
+  EXPECT_EQ(c2.Post("/v1/admin/reload", std::string(), "application/json")->status, 401);
+  EXPECT_EQ(c2.Post("/v1/admin/reload", {{"Authorization", "Bearer admin-key"}}, std::string(), "application/json")->status, 200);
+  EXPECT_EQ(post(request(0).dump(), {{"Authorization", "Bearer admin-key"}})->status, 401);  // admin is not a client
+  EXPECT_EQ(post(request(0).dump(), {{"Authorization", "Bearer client-key"}})->status, 200);
+  stop();
+  // One key in both files is refused at start.
+  config.admin_keys_file = dir_->write("admin_keys_same.txt", serve::sha256_hex("client-key") + "\n");
+  try {
+    Server server(run_dir_, config);
+    FAIL() << "an API key that is also an admin key was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("serve.admin_keys_file"), std::string::npos) << e.what();
+  }
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 (subjectAltName IP) and its key, PEM.
+void write_self_signed(const std::string& cert_path, const std::string& key_path) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  ASSERT_NE(key, nullptr);
+  X509* x = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
+  for (const auto& [nid, value] : {std::pair<int, const char*>{NID_subject_alt_name, "IP:127.0.0.1"},
+                                   {NID_basic_constraints, "critical,CA:TRUE"}}) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+    ASSERT_NE(ext, nullptr);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  ASSERT_GT(X509_sign(x, key, EVP_sha256()), 0);
+  FILE* f = std::fopen(cert_path.c_str(), "w");
+  PEM_write_X509(f, x);
+  std::fclose(f);
+  f = std::fopen(key_path.c_str(), "w");
+  PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+  X509_free(x);
+  EVP_PKEY_free(key);
+}
+
+TEST_F(ServerTest, ServesHttpsWithTheConfiguredCertificate) {
+  const auto cert = (dir_->path() / "cert.pem").string();
+  const auto key = (dir_->path() / "key.pem").string();
+  write_self_signed(cert, key);
+  ServeConfig config;
+  config.tls.cert = cert;
+  config.tls.key = key;
+  start(config);
+  EXPECT_TRUE(server_->tls());
+  httplib::SSLClient https("127.0.0.1", port_);
+  https.set_ca_cert_path(cert.c_str());
+  https.enable_server_certificate_verification(true);
+  https.set_read_timeout(30, 0);
+  auto ready = https.Get("/readyz");
+  ASSERT_TRUE(ready) << httplib::to_string(ready.error());
+  EXPECT_EQ(ready->status, 200);
+  auto r = https.Post("/v1/predict", request(0).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  // Plain HTTP to the HTTPS port gets no answer.
+  auto plain = client().Get("/readyz");
+  EXPECT_FALSE(plain && plain->status == 200);
+  stop();
+  // A key that is not the certificate's: refused at start, naming serve.tls.
+  const auto other_cert = (dir_->path() / "cert2.pem").string();
+  const auto other_key = (dir_->path() / "key2.pem").string();
+  write_self_signed(other_cert, other_key);
+  config.tls.key = other_key;
+  try {
+    Server server(run_dir_, config);
+    FAIL() << "a certificate with another's key was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("serve.tls"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ServeParts, Sha256AndBase64) {
   EXPECT_EQ(serve::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(serve::decode_base64("aGVsbG8=", "f"), "hello");
@@ -457,6 +698,15 @@ TEST(ServeConfigTest, ServeSectionIsReadAndChecked) {
     EXPECT_NE(std::string(e.what()).find("serve.port"), std::string::npos) << e.what();
   }
   EXPECT_THROW(parse_config(data + "serve:\n  batch: 4\n", "<test>"), ConfigError);
+  // HTTPS needs both files.
+  try {
+    parse_config(data + "serve:\n  tls:\n    cert: " + manifest + "\n", "<test>");
+    FAIL() << "a certificate without a key was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("serve.tls.key"), std::string::npos) << e.what();
+  }
+  const auto tls = parse_config(data + "serve:\n  tls:\n    cert: " + manifest + "\n    key: " + manifest + "\n", "<test>");
+  EXPECT_EQ(tls.serve.tls.key, manifest);
 }
 
 }  // namespace

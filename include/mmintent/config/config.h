@@ -115,6 +115,12 @@ struct TuneConfig {
 
 /// `mmintent serve`: the HTTP service (serve/server.h). Read from the run's config, then from
 /// overrides given to `serve`.
+/// HTTPS for `mmintent serve`: both set, or neither (plain HTTP).
+struct TlsConfig {
+  std::string cert;  ///< PEM certificate (chain) file
+  std::string key;   ///< PEM private key file
+};
+
 struct ServeConfig {
   /// Address to bind. Without api_keys_file only a loopback address (127.0.0.1, ::1,
   /// localhost) is allowed, unless allow_unauthenticated is true.
@@ -136,6 +142,10 @@ struct ServeConfig {
   /// clients send "Authorization: Bearer KEY". Empty: no keys (loopback only, see host).
   std::string api_keys_file;
   bool allow_unauthenticated = false;
+  /// Keys (same format) for the admin endpoints (POST /v1/admin/reload); API keys never
+  /// grant them. Empty: admin endpoints are open only when api_keys_file is empty too.
+  std::string admin_keys_file;
+  TlsConfig tls;
   /// Log each request's text and result (off: only method, path, status and time).
   bool log_requests = false;
   /// POST /v1/feedback appends here, in the format `mmintent tune --feedback` reads; uploaded

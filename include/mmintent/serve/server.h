@@ -5,6 +5,8 @@
 ///                     of them; concurrent requests share forward passes (micro-batching)
 ///   GET  /healthz     the process is up;  GET /readyz  the model is loaded
 ///   GET  /metrics     Prometheus text format
+///   POST /v1/feedback a reaction to a prediction, appended to serve.feedback_log (durable)
+///   POST /v1/admin/reload  {"run_dir"} or empty: swap in another run (admin key)
 /// Every endpoint but the health checks needs "Authorization: Bearer KEY" when
 /// serve.api_keys_file is set. Errors are JSON {"error": {"status", "field", "message"}}.
 
@@ -34,7 +36,14 @@ class Server {
   /// Stops accepting and makes run() return; safe from any thread.
   void stop();
   /// The served model's version: the SHA-256 (hex) of its weights file.
-  const std::string& model_version() const;
+  std::string model_version() const;
+  /// Loads `run_dir` (empty: the served run directory again, e.g. after its folder or link was
+  /// replaced) and swaps it in: requests in flight finish on the model they started with, new
+  /// ones get the new one, none fails. Returns the new version. Throws Error naming the run
+  /// when it cannot be loaded; the served model then stays. Safe from any thread.
+  std::string reload(const std::string& run_dir = "");
+  /// True when serving HTTPS (serve.tls).
+  bool tls() const;
 
  private:
   struct Impl;

@@ -21,7 +21,7 @@ Command add_serve(CLI::App& app) {
     std::vector<std::string> overrides;
   };
   auto s = std::make_shared<State>();
-  auto* cmd = app.add_subcommand("serve", "Serve a trained run over HTTP (POST /v1/predict, /healthz, /readyz, /metrics)");
+  auto* cmd = app.add_subcommand("serve", "Serve a trained run over HTTP (POST /v1/predict, /v1/feedback, /v1/admin/reload; GET /healthz, /readyz, /metrics); SIGHUP reloads the run");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train' or 'tune'")->required();
   cmd->add_option("--host", s->host, "Address to bind (serve.host; default 127.0.0.1)");
   cmd->add_option("--port", s->port, "Port (serve.port; default 8080, 0 = any free port)")->check(CLI::Range(0, 65535));
@@ -33,12 +33,13 @@ Command add_serve(CLI::App& app) {
             if (!s->host.empty()) overrides.push_back("serve.host=" + s->host);
             if (s->port) overrides.push_back("serve.port=" + std::to_string(*s->port));
             const Config config = RunDirectory(s->run_dir).load_config(overrides);
-            // SIGINT/SIGTERM reach one thread that stops the server; every other thread,
-            // including the server's, inherits the blocked mask from here.
+            // SIGINT/SIGTERM/SIGHUP reach one thread, which stops the server or reloads the
+            // run; every other thread, including the server's, inherits the blocked mask.
             sigset_t signals;
             sigemptyset(&signals);
             sigaddset(&signals, SIGINT);
             sigaddset(&signals, SIGTERM);
+            sigaddset(&signals, SIGHUP);
             pthread_sigmask(SIG_BLOCK, &signals, nullptr);
             PredictorOptions po;
             po.device = s->device;
@@ -46,13 +47,25 @@ Command add_serve(CLI::App& app) {
             Server server(s->run_dir, config.serve, po);
             const int port = server.bind();
             std::thread waiter([&server, signals] {
-              int sig = 0;
-              sigwait(&signals, &sig);
-              log::info("serve", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-                                     ": finishing the requests in flight");
-              server.stop();
+              for (;;) {
+                int sig = 0;
+                sigwait(&signals, &sig);
+                if (sig == SIGHUP) {
+                  // Reload the same path (e.g. a link moved to the output of `mmintent tune`).
+                  try {
+                    server.reload();
+                  } catch (const std::exception& e) {
+                    log::warn("serve", std::string("SIGHUP: ") + e.what());
+                  }
+                  continue;
+                }
+                log::info("serve", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                                       ": finishing the requests in flight");
+                server.stop();
+                return;
+              }
             });
-            std::cout << "serving " << s->run_dir << " (model " << server.model_version().substr(0, 12) << ") on http://"
+            std::cout << "serving " << s->run_dir << " (model " << server.model_version().substr(0, 12) << ") on " << (server.tls() ? "https" : "http") << "://"
                       << (config.serve.host.find(':') != std::string::npos ? "[" + config.serve.host + "]" : config.serve.host)
                       << ":" << port << std::endl;
             server.run();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP load on `mmintent serve` with a real load generator (Debian's wrk): the demo model (text
 # + image), POST /v1/predict with one demo message and its photo (base64), at 1, 8 and 32
-# concurrent connections, with micro-batching (serve.max_batch=16) and without (max_batch=1:
+# concurrent connections, with micro-batching (serve.max_batch=32, the default) and without (max_batch=1:
 # each request its own forward pass). Prints requests/s and latency p50/p99 per case, the
 # server's peak RSS, and the targets (p99 at 8 connections <= 25 ms; throughput at 32
 # connections >= 3x one connection); writes OUT/summary.md.
@@ -72,10 +72,10 @@ EOF2
 results="$out/results.txt"
 : >"$results"
 for mode in batching none; do
-  max_batch=16
+  max_batch=32
   [ "$mode" = none ] && max_batch=1
   log="$out/server_$mode.log"
-  start_server "$log" "$run_dir" "serve.max_batch=$max_batch" serve.threads=32 ${extra[@]+"${extra[@]}"}
+  start_server "$log" "$run_dir" "serve.max_batch=$max_batch" ${extra[@]+"${extra[@]}"}
   pid=$server_pid
   url="http://127.0.0.1:$server_port/v1/predict"
   wrk -t1 -c1 -d2s -s "$out/post.lua" "$url" >/dev/null  # warm-up
@@ -105,7 +105,7 @@ for line in open(results):
 out = [f"{when}, commit {commit}, {seconds} s per case, wrk on the same 2 cores", "",
        "| micro-batching | connections | requests/s | p50 ms | p99 ms | errors | load |", "|---|---|---|---|---|---|---|"]
 for (mode, c), (rps, p50, p99, errors, load) in sorted(rows.items(), key=lambda kv: (kv[0][0] != "batching", kv[0][1])):
-    out.append(f"| {'on (max_batch 16)' if mode == 'batching' else 'off (max_batch 1)'} | {c} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errors} | {load.split('=')[1]} |")
+    out.append(f"| {'on (max_batch 32)' if mode == 'batching' else 'off (max_batch 1)'} | {c} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errors} | {load.split('=')[1]} |")
 out.append("")
 for mode in ("batching", "none"):
     if (mode, 1) in rows and (mode, 32) in rows and (mode, 8) in rows:

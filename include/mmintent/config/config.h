@@ -126,10 +126,12 @@ struct ServeConfig {
   /// localhost) is allowed, unless allow_unauthenticated is true.
   std::string host = "127.0.0.1";
   int64_t port = 8080;  ///< 0 = any free port (printed at start)
-  int64_t threads = 8;  ///< HTTP worker threads (connections served at once)
+  /// HTTP worker threads: connections served at once (a keep-alive connection holds one while
+  /// it is open; more connections than threads wait for a free one).
+  int64_t threads = 32;
   /// Micro-batching: concurrent predict requests are grouped into one forward pass of up to
   /// max_batch inputs, waiting at most max_wait_ms for the batch to fill; 1 = no batching.
-  int64_t max_batch = 16;
+  int64_t max_batch = 32;
   double max_wait_ms = 2;
   /// Inputs waiting for the model at most; a request that would exceed it gets 503.
   int64_t max_queue = 256;

@@ -10,7 +10,7 @@ start_server() {
   server_pid=$!
   server_port=""
   for _ in $(seq 1 300); do
-    server_port=$(sed -n 's/.*on http:\/\/[^ ]*:\([0-9][0-9]*\)$/\1/p' "$log" | head -1)
+    server_port=$(sed -n 's/.*on https\{0,1\}:\/\/[^ ]*:\([0-9][0-9]*\)$/\1/p' "$log" | head -1)
     [ -n "$server_port" ] && return 0
     kill -0 "$server_pid" 2>/dev/null || { echo "$(basename "$0"): the server exited:" >&2; cat "$log" >&2; exit 1; }
     sleep 0.1

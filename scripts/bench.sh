@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite (bench/, README "Performance"): builds it with MMINTENT_BUILD_BENCH=ON and
+# The benchmark suite (bench/, bench/RESULTS.md): builds it with MMINTENT_BUILD_BENCH=ON and
 # runs, in order:
 #   1. bench/machine_limits.cpp   the BLAS and oneDNN in use, sgemm and convolution GFLOP/s,
 #                                 FLOPs per training step of the demo model and the rate achieved

@@ -2,7 +2,7 @@
 # Installs every Debian package mmintent needs to build, test and run its demo. Idempotent:
 # when everything is installed it only checks (about a second) and changes nothing.
 # Usage: scripts/setup.sh [EXTRA_PACKAGE...]   (extra packages: e.g. scripts/setup_bench.sh's)
-# Also points the system BLAS at BLIS (see README "Performance notes": Debian's LibTorch calls
+# Also points the system BLAS at BLIS (see README "Quick start": Debian's LibTorch calls
 # whatever libblas.so.3 the alternatives system selects, and the reference BLAS is ~20x slower).
 set -euo pipefail
 

@@ -13,7 +13,7 @@
 
 namespace mmintent::cli {
 
-/// Exit codes (README "Exit codes"): the only place they are defined.
+/// Exit codes (docs/CLI.md): the only place they are defined.
 enum ExitCode {
   kOk = 0,
   kOther = 1,

@@ -162,7 +162,7 @@ TEST_F(MultiProcessCliTest, OnlyTrainRunsAsSeveralProcesses) {
 TEST_F(MultiProcessCliTest, TorchrunLaunchesTheRanks) {
   const auto torchrun = on_path("torchrun");
   if (torchrun.empty()) GTEST_SKIP() << "torchrun is not installed (Debian: python3-torch; scripts/setup.sh)";
-  // Debian's torchrun (1.13, Python 3.11) needs --redirects and --tee set (README).
+  // Debian's torchrun (1.13, Python 3.11) needs --redirects and --tee set (docs/DISTRIBUTED.md).
   const auto r = test::run_cli(
       torchrun,
       {"--no_python", "--nproc_per_node=2", "--redirects", "1", "--tee", "1", "--log_dir",

@@ -1,5 +1,5 @@
 #pragma once
-/// The typed configuration of a run. YAML keys equal field names (see README "Config
+/// The typed configuration of a run. YAML keys equal field names (see docs/CONFIG.md, "Config
 /// reference"); defaults here are the YAML defaults. Sizes that come from the data (vocabulary,
 /// number of intents, image channels) are not configured: the caller fills them in.
 

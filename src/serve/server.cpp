@@ -80,6 +80,14 @@ struct Shown {
   bool answered = false;  ///< feedback was recorded
 };
 
+/// Throws 415 unless the request's body is JSON (a request that names no type is taken as JSON).
+void require_json(const httplib::Request& req) {
+  const auto type = req.get_header_value("Content-Type");
+  if (!type.empty() && type.rfind("application/json", 0) != 0) {
+    throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
+  }
+}
+
 /// A loaded run directory: what a request needs of the model, replaced whole on reload (a
 /// request keeps the one it started with until it ends).
 struct Model {
@@ -432,19 +440,13 @@ struct Server::Impl {
     });
     http->Post("/v1/predict", [this](const httplib::Request& req, httplib::Response& res) {
       guarded(res, [&] {
-        const auto type = req.get_header_value("Content-Type");
-        if (!type.empty() && type.rfind("application/json", 0) != 0) {
-          throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
-        }
+        require_json(req);
         handle_predict(req, res);
       });
     });
     http->Post("/v1/feedback", [this](const httplib::Request& req, httplib::Response& res) {
       guarded(res, [&] {
-        const auto type = req.get_header_value("Content-Type");
-        if (!type.empty() && type.rfind("application/json", 0) != 0) {
-          throw serve::RequestError(415, "Content-Type", "must be application/json, found '" + type + "'");
-        }
+        require_json(req);
         handle_feedback(req, res);
       });
     });

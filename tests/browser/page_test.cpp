@@ -15,8 +15,6 @@
 #include <thread>
 
 #include "browser/cdp.h"
-#include "mmintent/app/run.h"
-#include "mmintent/config/loader.h"
 #include "mmintent/data/feedback.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/inference/predictor.h"
@@ -36,13 +34,8 @@ class WebPageTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
     const auto root = dir_->path();
-    test::write_fixture_split(root, "train", 160, 1);
-    test::write_fixture_split(root, "val", 40, 2);
-    test::write_fixture_split(root, "test", 40, 3);
     run_dir_ = (root / "run").string();
-    TrainRunOptions options;
-    options.print_tables = false;
-    train_from_config(load_config(dir_->write("config.yaml", test::fixture_config(run_dir_)), {"train.epochs=2"}), options);
+    test::train_quietly(test::write_fixture(root, run_dir_), {"train.epochs=2"});
     std::ifstream in(root / "data" / "val.jsonl");
     std::string line;
     std::getline(in, line);

@@ -22,7 +22,6 @@
 #include <thread>
 #include <vector>
 
-#include "mmintent/app/run.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/feedback.h"
 #include "mmintent/data/label_map.h"
@@ -70,17 +69,12 @@ class ServerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
     const auto root = dir_->path();
-    test::write_fixture_split(root, "train", 160, 1);
-    test::write_fixture_split(root, "val", 40, 2);
-    test::write_fixture_split(root, "test", 40, 3);
     run_dir_ = (root / "run").string();
-    const auto config_path = dir_->write("config.yaml", test::fixture_config(run_dir_));
-    TrainRunOptions options;
-    options.print_tables = false;
-    train_from_config(load_config(config_path, {"train.epochs=2"}), options);
+    const auto config_path = test::write_fixture(root, run_dir_);
+    test::train_quietly(config_path, {"train.epochs=2"});
     // A second run, another model (another seed), to reload.
     run_b_ = (root / "run_b").string();
-    train_from_config(load_config(config_path, {"train.epochs=1", "runtime.seed=7", "output.dir=" + run_b_}), options);
+    test::train_quietly(config_path, {"train.epochs=1", "runtime.seed=7", "output.dir=" + run_b_});
     // Two images of the fixture, one of each kind, as uploaded files.
     for (const auto& line : {0, 1}) {
       std::ifstream in(root / "data" / "val.jsonl");

@@ -1,6 +1,9 @@
 #include "support/fixture.h"
 #include "support/support.h"
 
+#include "mmintent/app/run.h"
+#include "mmintent/config/loader.h"
+
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -72,5 +75,20 @@ std::string fixture_config(const std::string& output_dir) {
 }
 
 std::string fixture_intent(int action, int kind) { return kActions[action] + "_" + kKinds[kind]; }
+
+std::string write_fixture(const std::filesystem::path& root, const std::string& output_dir) {
+  write_fixture_split(root, "train", 160, 1);
+  write_fixture_split(root, "val", 40, 2);
+  write_fixture_split(root, "test", 40, 3);
+  const auto path = (root / "config.yaml").string();
+  std::ofstream(path) << fixture_config(output_dir);
+  return path;
+}
+
+void train_quietly(const std::string& config, const std::vector<std::string>& overrides) {
+  TrainRunOptions options;
+  options.print_tables = false;
+  train_from_config(load_config(config, overrides), options);
+}
 
 }  // namespace mmintent::test

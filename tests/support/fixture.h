@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace mmintent::test {
 
@@ -25,5 +26,12 @@ std::string write_fixture_split(const std::filesystem::path& root, const std::st
 /// The config for the fixture (data/{train,val,test}.jsonl relative to the config's folder;
 /// CPU, GRU text encoder, small CNN, 6 epochs, batch 16), writing into `output_dir`.
 std::string fixture_config(const std::string& output_dir);
+
+/// The fixture's three splits (160 / 40 / 40 samples) and root/config.yaml writing into
+/// `output_dir`; returns the config's path.
+std::string write_fixture(const std::filesystem::path& root, const std::string& output_dir);
+
+/// Trains `config` with `overrides` (KEY=VALUE), printing no tables: a finished run for tests.
+void train_quietly(const std::string& config, const std::vector<std::string>& overrides);
 
 }  // namespace mmintent::test

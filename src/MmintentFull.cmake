@@ -113,6 +113,8 @@ add_executable(mmintent_cli
 target_include_directories(mmintent_cli PRIVATE cli)
 target_link_libraries(mmintent_cli PRIVATE mmintent mmintent_serve CLI11::CLI11 mmintent_warnings)
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
+target_compile_definitions(mmintent_cli PRIVATE MMINTENT_VERSION="${PROJECT_VERSION}")
+target_link_libraries(mmintent_cli PRIVATE ${CMAKE_DL_LIBS})
 
 # Generates the demo data set from Debian's Fashion-MNIST (no LibTorch needed).
 set(mmintent_make_demo_dir ${PROJECT_SOURCE_DIR}/tools/make_demo)

@@ -13,7 +13,14 @@
 #include "mmintent/error.h"
 #include "mmintent/training/interrupt.h"
 
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <dlfcn.h>
+
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <vector>
@@ -38,10 +45,32 @@ namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+/// The BLAS the process calls (the file that provides sgemm_), e.g.
+/// /usr/lib/x86_64-linux-gnu/blis-openmp/libblas.so.3; "" when none is loaded.
+std::string blas_in_use() {
+  void* sgemm = dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info info{};
+  if (sgemm == nullptr || dladdr(sgemm, &info) == 0 || info.dli_fname == nullptr) return "";
+  char resolved[PATH_MAX];
+  return realpath(info.dli_fname, resolved) != nullptr ? resolved : info.dli_fname;
+}
+
+/// `mmintent --version`: what a bug report needs.
+std::string version_text() {
+  std::string text = "mmintent " MMINTENT_VERSION "\nLibTorch " TORCH_VERSION "\n";
+  const auto blas = blas_in_use();
+  text += "BLAS: " + (blas.empty() ? std::string("none loaded (LibTorch calls no external BLAS)") : blas) + "\n";
+  text += torch::cuda::is_available()
+              ? "CUDA: available, " + std::to_string(torch::cuda::device_count()) + " device(s)"
+              : std::string("CUDA: not available (CPU only)");
+  return text;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"mmintent: multimodal (text + image) intent classification with LibTorch"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
+  app.set_version_flag("--version", version_text, "Print mmintent's version, LibTorch's, the BLAS in use and CUDA's availability, and exit");
   const std::vector<Command> commands{add_train(app),     add_config(app), add_eval(app),
                                       add_predict(app),   add_calibrate(app), add_tune(app),
                                       add_import(app),    add_serve(app)};

@@ -666,5 +666,18 @@ TEST_F(EndToEndTest, PredictOrEvalOnADirThatIsNotARunFails) {
   EXPECT_FALSE(fs::exists(root_ / "data" / "report.json"));
 }
 
+TEST(CliVersionTest, SaysItsVersionLibTorchsTheBlasInUseAndCuda) {
+  const auto r = test::run_cli(MMINTENT_CLI, {"--version"}, fs::temp_directory_path());
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(r.out.rfind("mmintent ", 0), 0u) << r.dump();
+  for (const char* line : {"\nLibTorch ", "\nBLAS: ", "\nCUDA: "}) {
+    EXPECT_NE(r.out.find(line), std::string::npos) << "no '" << line + 1 << "' line: " << r.dump();
+  }
+  // Debian's LibTorch calls the system BLAS: the line names its file.
+  if (r.out.find("BLAS: none loaded") == std::string::npos) {
+    EXPECT_NE(r.out.find("libblas"), std::string::npos) << r.dump();
+  }
+}
+
 }  // namespace
 }  // namespace mmintent

@@ -273,7 +273,7 @@ class TrainingRun {
   /// Everything checked: the run directory is created and written (by rank 0).
   void write_run_files() {
     check_run_dir(run_.path(), must_be_empty(), /*create=*/true);
-    setup_logging("info", run_.log_file().string(), tag_);
+    setup_logging("", run_.log_file().string(), tag_);
     log::info("run", "run directory " + run_.str());
     if (data_.tokenizer && !(resuming_ && fs::exists(run_.tokenizer_file()))) {
       run_.save_tokenizer(data_.tokenizer->model_path());

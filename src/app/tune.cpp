@@ -126,7 +126,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
 
   // 3. Everything checked: the new run directory.
   check_out_dir(out.path(), options.overwrite);
-  setup_logging("info", out.log_file().string());
+  setup_logging("", out.log_file().string());
   log::info("tune", "tuning " + base.str() + " on " + options.feedback + " into " + out.str());
   if (data.tokenizer) out.save_tokenizer(base.tokenizer_file());
   out.save_labels(data.labels);

@@ -70,6 +70,12 @@ int run(int argc, char** argv) {
   CLI::App app{"mmintent: multimodal (text + image) intent classification with LibTorch"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "Console log level: debug, info, warn or error (a run's log file keeps info)")
+      ->envname("MMINTENT_LOG_LEVEL")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.fallthrough();  // --log-level after the command's name works too
   app.set_version_flag("--version", version_text, "Print mmintent's version, LibTorch's, the BLAS in use and CUDA's availability, and exit");
   const std::vector<Command> commands{add_train(app),     add_config(app), add_eval(app),
                                       add_predict(app),   add_calibrate(app), add_tune(app),
@@ -82,10 +88,11 @@ int run(int argc, char** argv) {
   }
 
   try {
-    setup_logging("info");
+    set_console_log_level(log_level);
+    setup_logging();
     // Started by torchrun (or with its variables set by hand): one process of several.
     const auto world = world_from_env();
-    if (world.distributed()) setup_logging("info", "", "rank " + std::to_string(world.rank));
+    if (world.distributed()) setup_logging("", "", "rank " + std::to_string(world.rank));
     for (const auto& command : commands) {
       if (!*command.app) continue;
       if (world.distributed() && !command.multi_process) {

@@ -330,6 +330,19 @@ TEST_F(EndToEndTest, PredictPrintsIntentsAndWritesManifestPredictions) {
   expect_failure(cli({"predict", run_dir_}), 2, {"--text"});
 }
 
+TEST_F(EndToEndTest, LogLevelQuietsTheConsoleButNotTheRunsLog) {
+  const auto quiet = (root_ / "runs" / "quiet").string();
+  const auto r = cli({"train", config_, "--log-level", "warn", "train.epochs=1", "output.dir=" + quiet});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(r.err.find(" info "), std::string::npos) << "info lines on the console: " << r.dump();
+  const auto log = test::read_file((fs::path(quiet) / "train.log").string());
+  EXPECT_NE(log.find(" info [trainer] epoch 1"), std::string::npos) << "the run's log lost its info lines: " << log;
+  // A level that does not exist is a usage error naming the accepted ones.
+  const auto bad = test::run_cli(MMINTENT_CLI, {"--log-level", "loud", "config", config_}, root_);
+  EXPECT_EQ(bad.code, 2) << bad.dump();
+  EXPECT_NE(bad.err.find("debug,info,warn,error"), std::string::npos) << bad.dump();
+}
+
 TEST_F(EndToEndTest, CommandLineOverridesTakeEffect) {
   const auto other = (root_ / "runs" / "override").string();
   const auto r = cli(

@@ -103,12 +103,18 @@ print(json.dumps({"impl": side, "run": int(i), "samples": n * epochs, "train_sec
 PY
 }
 
+# The reference loads the same libblas.so.3 as mmintent (its programs find BLIS through their
+# own run path, cmake/MmintentBlas.cmake; Python's LibTorch would take the system's).
+our_blas="$( { "$bin" --version 2>/dev/null || true; } | sed -n 's/^BLAS: //p')"
+ref_env=()
+if [ -f "$our_blas" ]; then ref_env=(env "LD_LIBRARY_PATH=$(dirname "$our_blas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"); fi
+
 # run_reference CASE_DIR INDEX
 run_reference() {
   local dir="$1" i="$2" l0 l1
   l0=$(load)
   /usr/bin/time -f '%e %M %U %S' -o "$dir/ref_$i.time" \
-    "$python" "$root/bench/reference/train_reference.py" "$dir/effective.yaml" \
+    "${ref_env[@]}" "$python" "$root/bench/reference/train_reference.py" "$dir/effective.yaml" \
     --json "$dir/ref_$i.json" ${REF_ARGS:-} >"$dir/ref_$i.log" 2>&1 ||
     { echo "compare_training: the reference failed, see $dir/ref_$i.log" >&2; tail -5 "$dir/ref_$i.log" >&2; exit 1; }
   l1=$(load)
@@ -126,7 +132,7 @@ PY
 }
 
 echo "compare_training: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
-  "BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown), $runs runs per side,"\
+  "BLAS ${our_blas:-unknown} (both sides), $runs runs per side,"\
   "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, overrides: ${extra[*]:-(none)},"\
   "ours only: ${OURS_EXTRA:-(none)}, reference only: ${REF_ARGS:-(none)}"
 for case in "${cases[@]}"; do

@@ -69,7 +69,8 @@ void print_blas() {
   std::string file = "none found";
   if (sgemm && dladdr(sgemm, &info) && info.dli_fname) file = real_path(info.dli_fname);
   std::printf("BLAS library:   %s\n", file.c_str());
-  std::printf("  alternative:  /etc/alternatives/libblas.so.3-x86_64-linux-gnu -> %s\n",
+  // The system's pick, which other programs load (mmintent's find BLIS by run path).
+  std::printf("  system's:     /etc/alternatives/libblas.so.3-x86_64-linux-gnu -> %s\n",
               real_path("/etc/alternatives/libblas.so.3-x86_64-linux-gnu").c_str());
   std::string name = "unknown (no vendor query found)";
   if (auto cfg = symbol<char* (*)()>("openblas_get_config")) {

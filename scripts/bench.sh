@@ -38,7 +38,7 @@ mkdir -p "$out"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 if ((smoke)); then
-  bash scripts/setup.sh
+  bash scripts/setup.sh --dev
   dpkg-query -W -f='${Status}' libbenchmark-dev 2>/dev/null | grep -q "install ok installed" ||
     { echo "bench: libbenchmark-dev is missing: run scripts/setup_bench.sh" >&2; exit 2; }
 else
@@ -82,7 +82,7 @@ echo "== 3. inference (load $(load))"
 run_dir="$root/runs/bench_inference"
 epochs=3
 ((smoke)) && epochs=1
-"$bin/mmintent" train configs/demo.yaml "output.dir=$run_dir" "train.epochs=$epochs" \
+"$bin/mmintent" train configs/demo.yaml "output.dir=$run_dir" output.overwrite=true "train.epochs=$epochs" \
   train.progress=none eval.plots=false "eval.splits=[test]" >"$out/inference_train.log" 2>&1 ||
   { tail -5 "$out/inference_train.log" >&2; exit 1; }
 if ((smoke)); then

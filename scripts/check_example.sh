@@ -108,6 +108,15 @@ step "running the installed CLI on the example's run"
   { cat "$work/cli.out" "$work/cli.err"; fail "mmintent predict"; }
 cat "$work/cli.out"
 grep -q "_" "$work/cli.out" || fail "mmintent predict printed no intent"
+# The installed CLI keeps the BLAS its build chose (cmake/MmintentBlas.cmake: BLIS by run path),
+# whatever the system's libblas.so.3 is.
+blas_dir="$(sed -n 's/^MMINTENT_BLAS_DIR:PATH=//p' "$build/CMakeCache.txt")"
+blas="$("$prefix/bin/mmintent" --version | sed -n 's/^BLAS: //p')"
+if [ -n "$blas_dir" ]; then
+  [ "$(dirname "$blas")" = "$blas_dir" ] ||
+    fail "the installed CLI loads the BLAS '$blas', not the one in MMINTENT_BLAS_DIR=$blas_dir"
+fi
+echo "  BLAS of the installed CLI: $blas"
 
 step "building examples/custom_modality against the prefix and running it"
 # A modality registered from outside the library (run/plugins.h): the same data with an

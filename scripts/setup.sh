@@ -1,32 +1,52 @@
 #!/usr/bin/env bash
-# Installs every Debian package mmintent needs to build, test and run its demo. Idempotent:
-# when everything is installed it only checks (about a second) and changes nothing.
-# Usage: scripts/setup.sh [EXTRA_PACKAGE...]   (extra packages: e.g. scripts/setup_bench.sh's)
-# Also points the system BLAS at BLIS (see README "Quick start": Debian's LibTorch calls
-# whatever libblas.so.3 the alternatives system selects, and the reference BLAS is ~20x slower).
+# Installs the Debian packages mmintent needs, and nothing else: no system setting changes.
+# Idempotent: when everything is installed it only checks (about a second), needs no root and
+# no sudo, and changes nothing.
+#   scripts/setup.sh [--dev] [EXTRA_PACKAGE...]
+#     (no flag)  what building mmintent and running its demo needs (scripts/demo.sh)
+#     --dev      also what the test suite, fuzzing and benchmarks need (scripts/test.sh)
+#     EXTRA_PACKAGE...  more packages on top (e.g. scripts/setup_bench.sh's)
+# When a package is missing it installs it: as root directly, otherwise through sudo where
+# sudo works without a password prompt. Where neither is possible it prints the one
+# `apt-get install` line to run and exits 1.
+#
+# BLAS: mmintent's programs load BLIS (libblis4-openmp) through their own run path
+# (cmake/MmintentBlas.cmake); the system's libblas.so.3, and so every other program's speed and
+# numerics, stay as they are.
 set -euo pipefail
 
 packages=(
   # toolchain
-  g++ cmake ninja-build pkg-config ccache
-  # clang and its runtimes (libFuzzer, sanitizers) for scripts/fuzz.sh
-  clang libclang-rt-14-dev
+  g++ cmake ninja-build pkg-config
   # libraries
   libtorch-dev libopencv-dev libsentencepiece-dev libyaml-cpp-dev libspdlog-dev
-  nlohmann-json3-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev
-  # the HTTP server (mmintent serve): cpp-httplib with TLS through OpenSSL; and a headless
-  # browser for its web page's test (tests/browser, label "browser")
-  libcpp-httplib-dev libssl-dev chromium
-  # Google Benchmark: bench/ (CI runs it in smoke mode)
-  libbenchmark-dev
-  # an optimised BLAS for LibTorch's matrix products
+  nlohmann-json3-dev libcli11-dev zlib1g-dev
+  # the HTTP server (mmintent serve): cpp-httplib with TLS through OpenSSL
+  libcpp-httplib-dev libssl-dev
+  # an optimised BLAS for LibTorch's matrix products (about 20x the reference BLAS)
   libblis4-openmp
   # real images for the demo data set
   dataset-fashion-mnist
+)
+dev_packages=(
+  # compiler cache for repeated builds
+  ccache
+  # GoogleTest: the test suite
+  libgtest-dev libgmock-dev
+  # clang and its runtimes (libFuzzer, sanitizers) for scripts/fuzz.sh
+  clang libclang-rt-14-dev
+  # a headless browser for the web page's test (tests/browser, label "browser")
+  chromium
+  # Google Benchmark: bench/ (CI runs it in smoke mode)
+  libbenchmark-dev
   # multi-process training: Gloo's headers (c10d's ProcessGroupGloo needs them) and torchrun,
   # the launcher, from Debian's PyTorch (the same LibTorch 1.13)
   libgloo-dev python3-torch
 )
+if [ "${1:-}" = "--dev" ]; then
+  packages+=("${dev_packages[@]}")
+  shift
+fi
 packages+=("$@")
 
 missing=()
@@ -36,21 +56,23 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages are installed"
+else
+  echo "setup: missing: ${missing[*]}"
+  install_line="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
   sudo_cmd=()
-  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo_cmd=(sudo -n)
+    else
+      echo "setup: installing them needs root. As root (or with sudo), run:" >&2
+      echo "  $install_line" >&2
+      echo "then run this command again." >&2
+      exit 1
+    fi
+  fi
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q
   "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  echo "setup: all ${#packages[@]} packages are installed"
 fi
-
-blis=/usr/lib/x86_64-linux-gnu/blis-openmp/libblas.so.3
-alt=libblas.so.3-x86_64-linux-gnu
-if [ -e "$blis" ] && [ "$(readlink -f /etc/alternatives/$alt 2>/dev/null)" != "$blis" ]; then
-  echo "setup: selecting BLIS as the system BLAS ($alt)"
-  if [ "$(id -u)" -ne 0 ]; then sudo update-alternatives --set "$alt" "$blis"; else update-alternatives --set "$alt" "$blis"; fi
-fi
-echo "setup: BLAS in use: $(readlink -f /etc/alternatives/$alt 2>/dev/null || echo unknown)"

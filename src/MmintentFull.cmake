@@ -111,7 +111,8 @@ add_executable(mmintent_cli
   cli/commands/import.cpp
   cli/commands/serve.cpp)
 target_include_directories(mmintent_cli PRIVATE cli)
-target_link_libraries(mmintent_cli PRIVATE mmintent mmintent_serve CLI11::CLI11 mmintent_warnings)
+target_link_libraries(mmintent_cli PRIVATE mmintent mmintent_serve CLI11::CLI11 nlohmann_json::nlohmann_json
+  mmintent_warnings)
 set_target_properties(mmintent_cli PROPERTIES OUTPUT_NAME mmintent)
 target_compile_definitions(mmintent_cli PRIVATE MMINTENT_VERSION="${PROJECT_VERSION}")
 target_link_libraries(mmintent_cli PRIVATE ${CMAKE_DL_LIBS})
@@ -139,6 +140,7 @@ set_target_properties(mmintent_core PROPERTIES EXPORT_NAME core)
 set_target_properties(mmintent_core mmintent PROPERTIES
   INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH OFF)
 set_target_properties(mmintent_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+mmintent_use_blas(mmintent_cli)  # after INSTALL_RPATH: it appends (cmake/MmintentBlas.cmake)
 # mmintent_warnings is not exported: both libraries link it PRIVATE, so consumers never see it
 # (an exported copy would only offer them the project's warning flags).
 install(TARGETS mmintent_core mmintent EXPORT mmintentTargets

@@ -65,7 +65,7 @@ if [ "${REUSE_BASE:-0}" = 1 ] && [ -f "$base/model.pt" ]; then
   t_train="(reused)"
 else
   t0=$(now)
-  "$bin" train configs/clinc150_small.yaml "output.dir=$base" train.progress=lines
+  "$bin" train configs/clinc150_small.yaml "output.dir=$base" output.overwrite=true train.progress=lines
   t_train="$(elapsed "$t0" "$(now)") s"
 fi
 
@@ -112,7 +112,7 @@ with open(f"{work}/union_train.jsonl", "w") as out:
         label = f["corrected_to"] if f["reaction"] == "corrected" else f["predicted"]
         out.write(json.dumps({"text": f["text"], "label": label}) + "\n")
 PY
-  "$bin" train configs/clinc150_small.yaml output.dir=runs/feedback_union \
+  "$bin" train configs/clinc150_small.yaml output.dir=runs/feedback_union output.overwrite=true \
     "data.train=$work/union_train.jsonl" train.progress=none >/dev/null
 fi
 

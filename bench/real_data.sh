@@ -36,7 +36,7 @@ esac
 
 run_dir="runs/bench_$name"
 start=$(date +%s)
-"$bin" train "$config" "output.dir=$run_dir" train.progress=lines "${extra[@]}" "$@"
+"$bin" train "$config" "output.dir=$run_dir" output.overwrite=true train.progress=lines "${extra[@]}" "$@"
 seconds=$(( $(date +%s) - start ))
 
 python3 - "$run_dir/report.json" "$name" "$seconds" <<'PY'

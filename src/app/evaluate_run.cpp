@@ -141,7 +141,7 @@ struct OpenedRun {
 /// samples of `split_or_file` (images checked), reporting the skipped ones.
 OpenedRun open_run(const std::string& run_dir, const std::string& split_or_file) {
   OpenedRun r(run_dir);
-  r.run.require_config();
+  r.run.require_finished();
   r.config = r.run.load_config();
   const Config& c = r.config;
   configure_runtime(c);

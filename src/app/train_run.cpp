@@ -37,8 +37,8 @@ void check_run_dir(const fs::path& dir, bool must_be_empty, bool create) {
   if (must_be_empty && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
     throw ConfigError("", "output.dir", 0,
                       "run directory '" + dir.string() +
-                          "' is not empty; choose another output.dir, set output.overwrite=true, "
-                          "or resume with --resume auto");
+                          "' is not empty; choose another output.dir, set output.numbered=true (a new "
+                          "DIR-2, DIR-3, ...) or output.overwrite=true, or resume with --resume auto");
   }
   if (!create) {
     // Nothing is created yet, but a directory that could never be made or written is refused
@@ -112,6 +112,7 @@ class TrainingRun {
     configure_runtime(c_);
     if (!writer_) setup_logging("warn", "", tag_);  // other ranks: warnings and errors, on stderr only
     read_data();
+    if (writer_ && c_.output.numbered && !resuming_) choose_numbered_dir();
     // Refuse an unusable run directory early, but create nothing yet.
     if (writer_) check_run_dir(run_.path(), must_be_empty(), /*create=*/false);
     prepare_tokenizer();
@@ -133,6 +134,26 @@ class TrainingRun {
 
  private:
   bool must_be_empty() const { return !c_.output.overwrite && !resuming_; }
+  /// output.numbered: a non-empty output.dir becomes the first free DIR-2, DIR-3, ...
+  void choose_numbered_dir() {
+    if (world_size_ > 1) {
+      throw ConfigError("", "output.numbered",
+                        0, "is not supported with several processes (each would choose its own "
+                           "directory); set output.dir to a new directory");
+    }
+    std::error_code ec;
+    const fs::path base = run_.path();
+    if (!fs::exists(base, ec) || (fs::is_directory(base, ec) && fs::is_empty(base, ec))) return;
+    for (int n = 2;; ++n) {
+      const fs::path candidate = base.string() + "-" + std::to_string(n);
+      if (!fs::exists(candidate, ec) || (fs::is_directory(candidate, ec) && fs::is_empty(candidate, ec))) {
+        log::info("run", "output.numbered: " + base.string() + " is not empty; this run goes to " +
+                             candidate.string());
+        run_ = RunDirectory(candidate);
+        return;
+      }
+    }
+  }
   /// The checkpoint --resume names ("auto": the run's last.pt).
   fs::path resume_checkpoint() const {
     return options_.resume == "auto" ? run_.last_checkpoint() : fs::path(options_.resume);
@@ -275,6 +296,7 @@ class TrainingRun {
     check_run_dir(run_.path(), must_be_empty(), /*create=*/true);
     setup_logging("", run_.log_file().string(), tag_);
     log::info("run", "run directory " + run_.str());
+    for (const auto& note : c_.adapted) log::info("config", note);
     if (data_.tokenizer && !(resuming_ && fs::exists(run_.tokenizer_file()))) {
       run_.save_tokenizer(data_.tokenizer->model_path());
       data_.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(run_.tokenizer_file().string()));
@@ -359,7 +381,7 @@ class TrainingRun {
 
   const Config& c_;
   const TrainRunOptions& options_;
-  const RunDirectory run_;
+  RunDirectory run_;  // output.numbered may move it before anything is written
   const bool resuming_;
   Communicator* comm_;
   const int rank_, world_size_;

@@ -74,9 +74,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   const auto t0 = std::chrono::steady_clock::now();
   const RunDirectory base(normalised(run_dir));
   const RunDirectory out(normalised(options.out_dir));
-  if (!fs::is_regular_file(base.config_file())) {
-    throw Error("'" + run_dir + "' is not a run directory (no config.yaml)");
-  }
+  base.require_finished();  // the base run's config, labels and final weights
   if (options.out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
   if (is_within(out.path(), base.path()) || is_within(base.path(), out.path())) {
     throw ConfigError("", "--out", 0,
@@ -92,9 +90,6 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
 
   // 2. Read and check everything before writing anything.
   RunData data = load_run_data(base, c);
-  if (!fs::is_regular_file(base.weights_file())) {
-    throw CheckpointError("'" + base.weights_file().string() + "' is missing: the run has no final weights");
-  }
   FeedbackReadOptions fo;
   fo.use_text = c.model.uses("text");
   fo.use_image = c.model.uses("image");

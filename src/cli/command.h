@@ -6,6 +6,7 @@
 #include "mmintent/metrics/classification.h"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include <functional>
 #include <map>
@@ -33,6 +34,11 @@ int fail(int code, const std::string& message);
 /// `train` and `tune` end.
 void print_run_summary(const std::string& run_dir,
                        const std::map<std::string, ClassificationMetrics>& metrics);
+
+/// --json: a command's summary as one JSON object (the metrics of one split).
+nlohmann::json metrics_json(const ClassificationMetrics& m);
+/// Prints `summary` as one line of JSON on stdout: with --json, the only thing on stdout.
+void print_json(const nlohmann::json& summary);
 
 /// A subcommand as registered: CLI11 owns `app` (the options are bound to the command's own
 /// state, captured by `run`).

@@ -13,6 +13,7 @@
 #include "mmintent/error.h"
 #include "mmintent/training/interrupt.h"
 
+#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -40,6 +41,17 @@ void print_run_summary(const std::string& run_dir,
               << split << ".macro_f1: " << m.macro_f1 << "\n";
   }
 }
+
+nlohmann::json metrics_json(const ClassificationMetrics& m) {
+  nlohmann::json top_k = nlohmann::json::object();
+  for (const auto& [k, value] : m.top_k) top_k[std::to_string(k)] = value;
+  return {{"count", m.count},           {"accuracy", m.accuracy},
+          {"macro_precision", m.macro_precision}, {"macro_recall", m.macro_recall},
+          {"macro_f1", m.macro_f1},     {"weighted_f1", m.weighted_f1},
+          {"top_k", top_k}};
+}
+
+void print_json(const nlohmann::json& summary) { std::cout << summary.dump() << std::endl; }
 
 namespace {
 
@@ -70,6 +82,8 @@ int run(int argc, char** argv) {
   CLI::App app{"mmintent: multimodal (text + image) intent classification with LibTorch"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
+  // Every option's default shows in --help (commands inherit this from the app).
+  app.option_defaults()->always_capture_default();
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "Console log level: debug, info, warn or error (a run's log file keeps info)")
       ->envname("MMINTENT_LOG_LEVEL")

@@ -7,8 +7,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -549,6 +551,7 @@ template <class V> void visit(V& v, ServeConfig& c) {
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
   v.field("overwrite", c.overwrite);
+  v.field("numbered", c.numbered);
 }
 template <class V> void visit(V& v, Config& c) {
   v.section("runtime", c.runtime);
@@ -680,8 +683,9 @@ void validate(const Config& c, const Context& ctx) {
     fail("train.early_stopping.metric",
          "'" + es.metric + "' is not a reported metric; one of: " + join(known_metrics));
   }
-  if (es.metric.rfind("val.", 0) == 0 && c.data.val.empty()) {
-    fail("train.early_stopping.metric", "'" + es.metric + "' needs data.val to be set");
+  if ((es.enabled || es.restore_best) && es.metric.rfind("val.", 0) == 0 && c.data.val.empty()) {
+    fail("train.early_stopping.metric", "'" + es.metric + "' needs data.val to be set" +
+                                            std::string(es.enabled ? "" : " (restore_best tracks it)"));
   }
   for (const auto& split : c.eval.splits) {
     if ((split == "val" && c.data.val.empty()) || (split == "test" && c.data.test.empty())) {
@@ -736,6 +740,59 @@ void validate(const Config& c, const Context& ctx) {
   }
 }
 
+/// Whether the config (its file or a command-line override) gives the dotted key a value.
+bool given(const YAML::Node& node, const std::string& dotted) {
+  if (!node.IsMap()) return false;
+  const auto dot = dotted.find('.');
+  const YAML::Node child = node[dotted.substr(0, dot)];  // const: a lookup inserts nothing
+  if (!child.IsDefined() || child.IsNull()) return false;
+  return dot == std::string::npos || given(child, dotted.substr(dot + 1));
+}
+
+/// The smallest config (data.train alone) must train: where a split is missing, keys the
+/// config left out that would need it take a value that works without it, and the choice is
+/// recorded in config.adapted. A key the config sets is kept, and validate() says what is wrong.
+void adapt_to_splits(Config& c, const YAML::Node& root) {
+  const bool val = !c.data.val.empty(), test = !c.data.test.empty();
+  auto& es = c.train.early_stopping;
+  if (!val && (es.enabled || es.restore_best) && !given(root, "train.early_stopping.metric") &&
+      es.metric.rfind("val.", 0) == 0) {
+    std::vector<std::string> keys;
+    if (es.enabled && !given(root, "train.early_stopping.enabled")) {
+      es.enabled = false;
+      keys.push_back("enabled");
+    }
+    if (es.restore_best && !given(root, "train.early_stopping.restore_best")) {
+      es.restore_best = false;
+      keys.push_back("restore_best");
+    }
+    if (!keys.empty()) {
+      c.adapted.push_back("no data.val: early stopping is off (train.early_stopping." + join(keys, ", ") +
+                          ": false); training runs for train.epochs (" + std::to_string(c.train.epochs) +
+                          ") and keeps the last epoch's weights");
+    }
+  }
+  if (!given(root, "eval.splits")) {
+    std::vector<std::string> kept;
+    for (const auto& split : c.eval.splits) {
+      if ((split == "val" && val) || (split == "test" && test) || (split != "val" && split != "test")) {
+        kept.push_back(split);
+      }
+    }
+    if (kept != c.eval.splits) {
+      c.eval.splits = kept;
+      c.adapted.push_back(kept.empty() ? std::string("no data.val or data.test: no report is written after "
+                                                     "training (eval.splits: []); evaluate later with "
+                                                     "mmintent eval RUN_DIR --split MANIFEST")
+                                       : "eval.splits: [" + join(kept) + "], the splits the config has");
+    }
+  }
+  if (!val && c.calibration.enabled && c.calibration.method != "none") {
+    c.adapted.push_back("no data.val: probabilities stay uncalibrated (temperature scaling is fitted "
+                        "on val; mmintent calibrate RUN_DIR --split MANIFEST fits it later)");
+  }
+}
+
 Config parse_node(YAML::Node root, Context& ctx, const std::vector<std::string>& overrides) {
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(ctx.file, "", 1, "the config must be a mapping of sections");
@@ -744,6 +801,7 @@ Config parse_node(YAML::Node root, Context& ctx, const std::vector<std::string>&
   Reader reader(root, "", ctx);
   visit(reader, config);
   reader.finish();
+  adapt_to_splits(config, root);
   config.source = ctx.file;
   if (fs::path(config.output.dir).is_relative()) {
     config.output.dir = (fs::current_path() / config.output.dir).lexically_normal().string();
@@ -770,7 +828,13 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path, "", 0, "cannot open the config file");
+  if (!in) {
+    std::error_code ec;
+    throw ConfigError(path, "", 0, !fs::exists(path, ec)        ? "the config file does not exist"
+                                   : fs::is_directory(path, ec) ? "the config file is a directory"
+                                                                : std::string("cannot open the config file: ") +
+                                                                      std::strerror(errno));
+  }
   std::ostringstream text;
   text << in.rdbuf();
   return parse_config(text.str(), path, overrides);

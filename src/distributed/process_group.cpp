@@ -30,7 +30,9 @@
 #include <csignal>
 #include <chrono>
 #include <cstdlib>
+#include <algorithm>
 #include <limits>
+#include <thread>
 
 namespace mmintent {
 namespace {
@@ -170,6 +172,7 @@ WorldInfo world_from_env() {
   if (w.world_size == 1) return w;
   w.rank = env_int("RANK", 0, true, 0, w.world_size - 1);
   w.local_rank = env_int("LOCAL_RANK", 0, false, 0, 1 << 20);
+  w.local_world_size = env_int("LOCAL_WORLD_SIZE", 1, false, 1, w.world_size);
   w.master_addr = env("MASTER_ADDR");
   if (w.master_addr.empty()) {
     throw DistributedError("environment variable MASTER_ADDR is not set; it is needed when "
@@ -191,6 +194,26 @@ std::string rank_device(const std::string& spec, int local_rank) {
     return "cuda:" + std::to_string(local_rank);
   }
   return spec;
+}
+
+int rank_threads(int64_t configured, int64_t loader_workers, const WorldInfo& world) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int local = std::max(1, world.local_world_size);
+  const int threads = configured > 0 ? static_cast<int>(configured) : std::max(1, cores / local);
+  if (configured <= 0 && world.rank == 0) {
+    log::info("distributed", "runtime.threads 0: " + std::to_string(threads) + " per process (" +
+                                 std::to_string(cores) + " cores, " + std::to_string(local) +
+                                 " processes on this host)");
+  }
+  const int64_t wanted = static_cast<int64_t>(local) * (threads + loader_workers);
+  if (wanted > cores && world.local_rank == 0) {
+    log::warn("distributed", "oversubscribed: " + std::to_string(local) + " processes x (" +
+                                 std::to_string(threads) + " threads + " + std::to_string(loader_workers) +
+                                 " loader workers) on " + std::to_string(cores) +
+                                 " cores; set runtime.threads: 0 (cores / processes) or lower "
+                                 "data.loader.num_workers");
+  }
+  return threads;
 }
 
 bool has_backend_for(const c10::Device& device, const std::string& backend) {

@@ -104,7 +104,7 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   impl->config = run.load_config();
   impl->data = load_run_data(run, impl->config);
   if (options.threads > 0) configure_threads(static_cast<int>(options.threads));
-  impl->device = resolve_device(options.device);
+  impl->device = resolve_device(options.device.empty() ? impl->config.runtime.device : options.device);
   impl->precision = parse_precision(impl->config.runtime.precision);
   impl->model = build_model(impl->config, impl->data);
   load_checkpoint(run.weights_file().string(), *impl->model, nullptr, impl->device, false);

@@ -40,14 +40,24 @@ TrainerFiles RunDirectory::trainer_files() const {
 }
 
 void RunDirectory::require_config() const {
-  if (!fs::exists(config_file())) throw Error("'" + str() + "' is not a run directory (no config.yaml)");
+  std::error_code ec;
+  if (!fs::exists(path_, ec)) throw CheckpointError("run directory '" + str() + "' does not exist");
+  if (!fs::is_directory(path_, ec)) {
+    throw CheckpointError("'" + str() + "' is not a run directory: it is not a directory");
+  }
+  if (!fs::exists(config_file(), ec)) {
+    throw CheckpointError("'" + str() + "' is not a run directory: config.yaml is missing (train writes it first)");
+  }
 }
 
 void RunDirectory::require_finished() const {
-  for (const auto& f : {config_file(), labels_file(), weights_file()}) {
-    if (!fs::exists(f)) {
-      throw Error("'" + str() + "' is not a finished run directory: " + f.filename().string() +
-                  " is missing");
+  require_config();
+  for (const auto& f : {labels_file(), weights_file()}) {
+    std::error_code ec;
+    if (!fs::exists(f, ec)) {
+      throw CheckpointError("'" + str() + "' is not a finished run directory: " + f.filename().string() +
+                            " is missing (did its training stop early? 'mmintent train " +
+                            config_file().string() + " --resume auto' continues it)");
     }
   }
 }

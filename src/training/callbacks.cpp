@@ -35,6 +35,9 @@ void EarlyStoppingCallback::on_epoch_end(Trainer& trainer, EpochRecord& record) 
   const auto& es = early_stopping_.options();
   const auto it = record.metrics.find(es.metric);
   if (it == record.metrics.end()) {
+    // Neither stopping nor restoring: nothing depends on the metric (e.g. a run without a
+    // validation split tracks no best epoch).
+    if (!es.enabled && !es.restore_best) return;
     std::string names;
     for (const auto& [k, v] : record.metrics) names += (names.empty() ? "" : ", ") + k;
     throw Error("early_stopping.metric '" + es.metric + "' is not reported; available: " + names);

@@ -152,8 +152,39 @@ TEST_F(ConfigTest, CrossFieldRules) {
   EXPECT_EQ(h.key(), "data.image.mean");
   auto i = error_of(base() + "model: {modalities: []}\n");
   EXPECT_EQ(i.key(), "model.modalities");
-  auto j = error_of("data:\n  train: train.jsonl\n");  // eval.splits defaults to val and test
-  EXPECT_EQ(j.key(), "train.early_stopping.metric");
+  // eval.splits names a split the config lacks, explicitly: an error, not an adaptation.
+  auto j = error_of("data:\n  train: train.jsonl\neval: {splits: [val]}\n");
+  EXPECT_EQ(j.key(), "eval.splits");
+}
+
+TEST_F(ConfigTest, SmallestConfigAdaptsToTheSplitsItHas) {
+  // data.train alone: no early stopping, no report, no calibration, and each choice is said.
+  auto c = parse_config("data:\n  train: train.jsonl\n", cfg_path());
+  EXPECT_FALSE(c.train.early_stopping.enabled);
+  EXPECT_TRUE(c.eval.splits.empty());
+  ASSERT_EQ(c.adapted.size(), 3u);
+  EXPECT_THAT(c.adapted[0], HasSubstr("early stopping is off"));
+  EXPECT_THAT(c.adapted[1], HasSubstr("no report"));
+  EXPECT_THAT(c.adapted[2], HasSubstr("uncalibrated"));
+  // With val: everything as configured, only the missing test split is left out of the report.
+  auto v = parse_config("data:\n  train: train.jsonl\n  val: val.jsonl\n", cfg_path());
+  EXPECT_TRUE(v.train.early_stopping.enabled);
+  EXPECT_EQ(v.eval.splits, (std::vector<std::string>{"val"}));
+  ASSERT_EQ(v.adapted.size(), 1u);
+  EXPECT_THAT(v.adapted[0], HasSubstr("eval.splits: [val]"));
+  // A config that says what it wants gets it: explicit values are never adapted.
+  auto off = parse_config("data:\n  train: train.jsonl\neval: {splits: []}\n", cfg_path(),
+                          {"train.early_stopping.enabled=false"});
+  ASSERT_EQ(off.adapted.size(), 2u);
+  EXPECT_THAT(off.adapted[0], HasSubstr("(train.early_stopping.restore_best: false)"));
+  EXPECT_THAT(off.adapted[1], HasSubstr("uncalibrated"));
+  auto explicit_best = error_of("data:\n  train: train.jsonl\ntrain: {early_stopping: {restore_best: true}}\n");
+  EXPECT_EQ(explicit_best.key(), "train.early_stopping.metric");
+  EXPECT_THAT(explicit_best.what(), HasSubstr("restore_best tracks it"));
+  // The full config (val, test, early stopping on val) is not adapted at all.
+  dir_.write("test.jsonl", "{\"text\": \"hi\", \"image\": \"a.png\", \"label\": \"x\"}\n");
+  auto full = parse_config("data: {train: train.jsonl, val: val.jsonl, test: test.jsonl}\n", cfg_path());
+  EXPECT_TRUE(full.adapted.empty());
 }
 
 TEST_F(ConfigTest, EffectiveConfigRoundTrips) {

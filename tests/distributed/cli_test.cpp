@@ -167,9 +167,11 @@ TEST_F(MultiProcessCliTest, TorchrunLaunchesTheRanks) {
       torchrun,
       {"--no_python", "--nproc_per_node=2", "--redirects", "1", "--tee", "1", "--log_dir",
        (root_ / "torchrun_logs").string(), "--master_port", std::to_string(test::free_tcp_port()),
-       MMINTENT_CLI, "train", config_, "runtime.threads=1", "train.epochs=2"},
+       MMINTENT_CLI, "train", config_, "runtime.threads=0", "train.epochs=2"},
       root_, {}, root_ / "cli_logs");
   ASSERT_EQ(r.code, 0) << r.dump();
+  // threads 0 follows the launcher: torchrun's LOCAL_WORLD_SIZE divides the cores.
+  EXPECT_NE((r.out + r.err).find("2 processes on this host)"), std::string::npos) << r.dump();
   EXPECT_NE((r.out + r.err).find("rank 1 of 2: done"), std::string::npos) << r.dump();
   EXPECT_TRUE(fs::is_regular_file(fs::path(run_dir_) / "model.pt"));
   EXPECT_EQ(line_count(fs::path(run_dir_) / "metrics.jsonl"), 2u);

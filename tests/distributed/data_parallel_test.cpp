@@ -7,6 +7,7 @@
 //   another world size is refused;
 // - failure: a rank that stops, or hangs, makes the other fail within the timeout.
 
+#include "mmintent/core/log.h"
 #include "mmintent/distributed/communicator.h"
 #include "mmintent/distributed/process_group.h"
 #include "mmintent/error.h"
@@ -22,6 +23,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
@@ -347,8 +349,8 @@ TEST_F(DataParallelTest, RanksThatReadDifferentDataStopTogether) {
 class EnvTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                          "TORCHELASTIC_USE_AGENT_STORE"}) {
+    for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                          "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"}) {
       ::unsetenv(v);
     }
   }
@@ -370,6 +372,7 @@ TEST_F(EnvTest, ReadsTorchrunsVariables) {
   set("WORLD_SIZE", "4");
   set("RANK", "3");
   set("LOCAL_RANK", "1");
+  set("LOCAL_WORLD_SIZE", "2");
   set("MASTER_ADDR", "10.0.0.2");
   set("MASTER_PORT", "29400");
   set("TORCHELASTIC_USE_AGENT_STORE", "True");
@@ -378,10 +381,39 @@ TEST_F(EnvTest, ReadsTorchrunsVariables) {
   EXPECT_EQ(w.rank, 3);
   EXPECT_EQ(w.world_size, 4);
   EXPECT_EQ(w.local_rank, 1);
+  EXPECT_EQ(w.local_world_size, 2);
   EXPECT_EQ(w.master_addr, "10.0.0.2");
   EXPECT_EQ(w.master_port, 29400);
   EXPECT_TRUE(w.agent_store);
   EXPECT_EQ(rank_device("cpu", 1), "cpu");
+}
+
+TEST_F(EnvTest, ThreadsFollowTheLauncherAndOversubscriptionIsSaid) {
+  std::vector<std::pair<log::Level, std::string>> said;
+  log::set_sink([&](log::Level level, const std::string&, const std::string& message) {
+    said.emplace_back(level, message);
+  });
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  WorldInfo w;
+  w.world_size = 2;
+  w.local_world_size = 2;
+  // 0: the host's cores divided among its processes, and the log says so.
+  EXPECT_EQ(rank_threads(0, 0, w), std::max(1, cores / 2));
+  ASSERT_FALSE(said.empty());
+  EXPECT_THAT(said.front().second, HasSubstr("per process (" + std::to_string(cores) + " cores, 2 processes"));
+  // A configured count is kept; more threads than cores across the processes is a warning.
+  said.clear();
+  EXPECT_EQ(rank_threads(cores, 1, w), cores);
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_EQ(said[0].first, log::Level::warn);
+  EXPECT_THAT(said[0].second, HasSubstr("oversubscribed: 2 processes x (" + std::to_string(cores) +
+                                            " threads + 1 loader workers)"));
+  // One process with one thread per core and no workers: nothing to say.
+  said.clear();
+  WorldInfo one;
+  EXPECT_EQ(rank_threads(cores, 0, one), cores);
+  EXPECT_TRUE(said.empty());
+  log::set_sink(nullptr);
 }
 
 TEST_F(EnvTest, MalformedOrMissingVariablesAreNamed) {

@@ -229,8 +229,9 @@ TEST_F(BadInputTest, ConfigFaultsNameFileLineAndKey) {
                  {"bad.yaml" + config_line("val:"), "data.val", "nope.jsonl"});
   // Also as an override (no line: the override is named).
   expect_failure(train({"data.test=data/absent.jsonl"}), 3, {"data.test", "absent.jsonl"});
-  // The config file itself missing: a usage error from the argument parser.
-  EXPECT_EQ(cli({"train", "nope.yaml"}).code, 2);
+  // The config file itself missing: a config error, from train and config alike.
+  expect_failure(cli({"train", "nope.yaml"}), 3, {"nope.yaml", "the config file does not exist"});
+  expect_failure(cli({"config", "nope.yaml"}), 3, {"nope.yaml", "the config file does not exist"});
 }
 
 // ---- Manifest lines. ----

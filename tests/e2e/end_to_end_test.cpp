@@ -381,6 +381,35 @@ TEST_F(EndToEndTest, TrainingIntoANonEmptyRunDirFailsWithoutWriting) {
   EXPECT_EQ(over.code, 0) << over.dump();
 }
 
+TEST_F(EndToEndTest, OutputNumberedWritesANewDirectoryInsteadOfRefusing) {
+  const auto dir = (root_ / "runs" / "numbered").string();
+  const auto first = cli({"train", config_, "train.epochs=1", "output.dir=" + dir, "output.numbered=true"});
+  ASSERT_EQ(first.code, 0) << first.dump();
+  EXPECT_NE(first.out.find("run directory: " + dir + "\n"), std::string::npos);
+  const auto before = snapshot(dir);
+  const auto second = cli({"train", config_, "train.epochs=1", "output.dir=" + dir, "output.numbered=true"});
+  ASSERT_EQ(second.code, 0) << second.dump();
+  EXPECT_NE(second.out.find("run directory: " + dir + "-2\n"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir + "-2/model.pt"));
+  EXPECT_EQ(snapshot(dir), before) << "the first run must be left as it was";
+}
+
+TEST_F(EndToEndTest, TheSmallestConfigTrainsAndSaysWhatItChose) {
+  // data.train alone (the README's "your own data"): defaults adapt to the missing splits.
+  const auto smallest = write_config("smallest.yaml", "data:\n  train: " + train_manifest_ + "\n");
+  const auto r = cli({"train", smallest, "train.epochs=1"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto run = root_ / "runs" / "default";  // output.dir's default, under the working dir
+  EXPECT_TRUE(fs::exists(run / "model.pt")) << r.dump();
+  const auto log = test::read_file((run / "train.log").string());
+  for (const char* said : {"no data.val: early stopping is off", "no report is written", "uncalibrated"}) {
+    EXPECT_NE(log.find(said), std::string::npos) << said << "\n" << log;
+  }
+  // The run is usable: evaluated and asked afterwards like any other.
+  const auto e = cli({"eval", run.string(), "--split", test_manifest_});
+  EXPECT_EQ(e.code, 0) << e.dump();
+}
+
 TEST_F(EndToEndTest, ARunDirectoryThatCannotBeMadeIsRefusedBeforeAnyWork) {
   // Under a regular file: refused at once, before the tokenizer is trained.
   const auto file = root_ / "a_file";
@@ -501,8 +530,8 @@ TEST_F(EndToEndTest, MalformedYamlIsAConfigError) {
   const auto r = cli({"train", path});
   expect_failure(r, 3, {"bad_yaml.yaml", "YAML"});
   EXPECT_FALSE(fs::exists(run_dir_));
-  // A config file that does not exist is refused by the argument parser (usage).
-  EXPECT_EQ(cli({"train", (root_ / "nope.yaml").string()}).code, 2);
+  // A config file that does not exist: a config error like any other (not a usage error).
+  EXPECT_EQ(cli({"train", (root_ / "nope.yaml").string()}).code, 3);
 }
 
 TEST_F(EndToEndTest, ManifestLineThatIsNotJsonIsADataError) {
@@ -654,6 +683,34 @@ TEST_F(EndToEndTest, OutOfScopeAsAClassAndByAThresholdChosenOnVal) {
 
 // ---- Usage. ----
 
+TEST_F(EndToEndTest, JsonSummariesAreAllThatIsOnStdout) {
+  const auto dir = (root_ / "runs" / "json").string();
+  const auto t = cli({"train", config_, "train.epochs=2", "output.dir=" + dir, "--json"});
+  ASSERT_EQ(t.code, 0) << t.dump();
+  const auto train = json::parse(t.out);  // throws (fails the test) on anything but one JSON value
+  EXPECT_EQ(train.at("run_dir"), dir);
+  EXPECT_EQ(train.at("epochs_completed"), 2);
+  EXPECT_EQ(train.at("stop_reason"), "max_epochs");
+  const auto report = read_json(fs::path(dir) / "report.json");
+  for (const char* split : {"val", "test"}) {
+    EXPECT_DOUBLE_EQ(train.at("metrics").at(split).at("accuracy").get<double>(),
+                     report.at(split).at("accuracy").get<double>()) << split;
+  }
+  const auto e = cli({"eval", dir, "--json"});
+  ASSERT_EQ(e.code, 0) << e.dump();
+  const auto eval = json::parse(e.out);
+  EXPECT_EQ(eval.at("split"), "test");
+  EXPECT_DOUBLE_EQ(eval.at("metrics").at("accuracy").get<double>(),
+                   train.at("metrics").at("test").at("accuracy").get<double>());
+  EXPECT_EQ(eval.at("metrics").at("count"), 40);
+  const auto c = cli({"calibrate", dir, "--json"});
+  ASSERT_EQ(c.code, 0) << c.dump();
+  const auto calibrate = json::parse(c.out);
+  EXPECT_GT(calibrate.at("temperature").get<double>(), 0);
+  EXPECT_EQ(calibrate.at("samples"), 40);
+  EXPECT_EQ(calibrate.at("calibration_file"), (fs::path(dir) / "calibration.json").string());
+}
+
 TEST_F(EndToEndTest, HelpAndUsageExitCodes) {
   const auto help = cli({"--help"});
   EXPECT_EQ(help.code, 0) << help.dump();
@@ -662,6 +719,13 @@ TEST_F(EndToEndTest, HelpAndUsageExitCodes) {
   const auto train_help = cli({"train", "--help"});
   EXPECT_EQ(train_help.code, 0) << train_help.dump();
   EXPECT_NE(train_help.out.find("--resume"), std::string::npos) << train_help.dump();
+  // Every command's help shows one example, and the defaults of its options.
+  for (const char* command : {"train", "eval", "predict", "calibrate", "config", "serve", "tune", "import"}) {
+    const auto h = cli({command, "--help"});
+    EXPECT_NE(h.out.find("Example:\n  mmintent " + std::string(command) + " "), std::string::npos) << h.dump();
+  }
+  EXPECT_NE(cli({"eval", "--help"}).out.find("--split TEXT=test"), std::string::npos);
+  EXPECT_NE(cli({"predict", "--help"}).out.find("--top-k INT:POSITIVE=3"), std::string::npos);
   EXPECT_EQ(cli({}).code, 2);
   EXPECT_EQ(cli({"frobnicate"}).code, 2);
   EXPECT_EQ(cli({"predict", run_dir_, "--top-k", "0", "--text", "hi"}).code, 2);
@@ -670,13 +734,22 @@ TEST_F(EndToEndTest, HelpAndUsageExitCodes) {
 TEST_F(EndToEndTest, PredictOrEvalOnADirThatIsNotARunFails) {
   const auto not_run = (root_ / "data").string();
   const auto p = cli({"predict", not_run, "--text", "please refund my purchase"});
-  EXPECT_NE(p.code, 0) << p.dump();
+  EXPECT_EQ(p.code, 5) << p.dump();
   EXPECT_NE(p.error_line().find(not_run), std::string::npos) << p.dump();
   EXPECT_NE(p.error_line().find("config.yaml"), std::string::npos) << p.dump();
   const auto e = cli({"eval", not_run});
-  EXPECT_NE(e.code, 0) << e.dump();
+  EXPECT_EQ(e.code, 5) << e.dump();
   EXPECT_NE(e.error_line().find("not a run directory"), std::string::npos) << e.dump();
   EXPECT_FALSE(fs::exists(root_ / "data" / "report.json"));
+  // A directory that does not exist: one message and one exit code from every command.
+  const auto nowhere = (root_ / "runs" / "nowhere").string();
+  const std::vector<std::vector<std::string>> commands{
+      {"predict", nowhere, "--text", "hi"}, {"eval", nowhere}, {"calibrate", nowhere}, {"serve", nowhere}};
+  for (const auto& args : commands) {
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 5) << r.dump();
+    EXPECT_EQ(r.error_line(), "mmintent: error: run directory '" + nowhere + "' does not exist") << r.dump();
+  }
 }
 
 TEST(CliVersionTest, SaysItsVersionLibTorchsTheBlasInUseAndCuda) {

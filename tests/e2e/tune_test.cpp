@@ -261,7 +261,7 @@ TEST_F(TuneTest, OutputDirectoryAndOverrideRules) {
                  {"tune.replay_ratio", "out of range"});
   expect_failure(cli({"tune", base_, "--feedback", feedback, "--out", "runs/t", "tune.epoch=2"}), 3,
                  {"tune.epoch", "did you mean 'epochs'"});
-  expect_failure(cli({"tune", "data", "--feedback", feedback, "--out", "runs/t"}), 1, {"not a run directory"});
+  expect_failure(cli({"tune", "data", "--feedback", feedback, "--out", "runs/t"}), 5, {"not a run directory"});
   EXPECT_EQ(cli({"tune", base_, "--out", "runs/t"}).code, 2);  // --feedback is required
   EXPECT_FALSE(fs::exists(root_ / "runs" / "t"));
   // --overwrite allows a non-empty directory.

@@ -160,10 +160,16 @@ struct ServeConfig {
 struct OutputConfig {
   std::string dir = "runs/default";
   bool overwrite = false;  ///< allow writing into a non-empty run directory
+  /// When dir is not empty, write to the first free DIR-2, DIR-3, ... instead (checked before
+  /// overwrite). Not under several processes, nor when resuming.
+  bool numbered = false;
 };
 
 struct Config {
   std::string source;  ///< file the config was read from
+  /// What the loader chose for keys the config left out because a split is missing (e.g. no
+  /// data.val: early stopping off), one sentence each; `train` logs them.
+  std::vector<std::string> adapted;
   RuntimeConfig runtime;
   DataConfig data;
   ModelConfig model;

@@ -20,6 +20,9 @@ struct WorldInfo {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;  ///< index on this host; picks the GPU
+  /// Processes on this host (LOCAL_WORLD_SIZE, which torchrun sets; 1 when unset): they share
+  /// its cores.
+  int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   /// TORCHELASTIC_USE_AGENT_STORE=True: torchrun's agent already serves the store on
@@ -37,6 +40,11 @@ WorldInfo world_from_env();
 /// The device spec a rank uses: "auto" and "cuda" become "cuda:LOCAL_RANK" when CUDA is
 /// available (one GPU per process); anything else is kept.
 std::string rank_device(const std::string& spec, int local_rank);
+
+/// The intra-op threads a rank uses: `configured` when it is > 0; 0 (one per core) becomes this
+/// host's cores divided among its processes (at least 1). Logs the choice, and warns when the
+/// layout oversubscribes the cores (local processes x (threads + loader workers) > cores).
+int rank_threads(int64_t configured, int64_t loader_workers, const WorldInfo& world);
 
 /// True when this build can create a process group for `device` (Gloo compiled in, or NCCL).
 bool has_backend_for(const c10::Device& device, const std::string& backend = "auto");

@@ -54,7 +54,9 @@ struct PredictInput {
 };
 
 struct PredictorOptions {
-  std::string device = "cpu";  ///< auto | cpu | cuda | cuda:N
+  /// auto | cpu | cuda | cuda:N; empty: the run's runtime.device, as eval, calibrate and tune
+  /// use it (its default, auto: CUDA when available, else the CPU).
+  std::string device;
   int64_t threads = 0;         ///< LibTorch intra-op threads; 0 = keep the current setting
 };
 

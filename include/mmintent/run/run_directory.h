@@ -58,9 +58,10 @@ class RunDirectory {
   TrainerFiles trainer_files() const;
 
   // ---- Checks.
-  /// Throws Error "'<dir>' is not a run directory (no config.yaml)".
+  /// Throws CheckpointError (exit 5) when the directory does not exist, is a file, or has no
+  /// config.yaml: one message per case, the same from every command.
   void require_config() const;
-  /// Throws Error naming the first of config.yaml, labels.json, model.pt that is missing.
+  /// require_config(), then CheckpointError naming labels.json or model.pt when one is missing.
   void require_finished() const;
 
   // ---- Reading the parts (each throws an error naming the file when it is broken). These and

@@ -16,6 +16,7 @@ Command add_config(CLI::App& app) {
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("config", "Check a config and print the effective config");
+  cmd->footer("Example:\n  mmintent config configs/demo.yaml model.text_encoder.type=gru");
   cmd->add_option("config", s->config_path, "YAML config file")->required();
   cmd->add_option("overrides", s->overrides, "Dotted KEY=VALUE overrides");
   return {cmd, [s]() -> int {

@@ -53,6 +53,7 @@ Command add_import(CLI::App& app) {
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("import", "Convert a public data set into train/val/test JSONL manifests");
   cmd->require_subcommand(1);
+  cmd->footer("Example:\n  mmintent import clinc150 ../shared/data/clinc150 data/generated/clinc150");
   auto* clinc = cmd->add_subcommand("clinc150", "CLINC150: SRC_DIR/data_<variant>.json");
   clinc->add_option("src_dir", s->src_dir, "Folder with the CLINC150 files")->required();
   clinc->add_option("out_dir", s->out_dir, "Where to write train/val/test.jsonl")->required();

@@ -136,12 +136,13 @@ int predict_stream(const Predictor& predictor, std::ostream& out, int64_t top_k,
 
 Command add_predict(CLI::App& app) {
   struct State {
-    std::string run_dir, text, image, manifest, out, device = "cpu";
+    std::string run_dir, text, image, manifest, out, device;
     int64_t top_k = 3;
     bool rewrite = false;
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("predict", "Top-k intents for a text and/or image, or a manifest");
+  cmd->footer("Example:\n  mmintent predict runs/demo --text \"can i return these trousers?\" --image photo.png");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train'")->required();
   cmd->add_option("--text", s->text, "The message text");
   cmd->add_option("--image", s->image, "Path of the photo");
@@ -150,7 +151,7 @@ Command add_predict(CLI::App& app) {
                   "on standard output as lines arrive)...");
   cmd->add_option("--out", s->out, "...into this JSONL file (- : standard output)");
   cmd->add_option("--top-k", s->top_k, "How many intents to list")->check(CLI::PositiveNumber);
-  cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N");
+  cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N (default: the run's runtime.device, as for eval)");
   cmd->add_flag("--rewrite", s->rewrite,
                 "Emit the request for the assistant behind as JSON lines (normalised text, decision, "
                 "rendered rewrite template), to stdout for --text, to --out for --manifest");

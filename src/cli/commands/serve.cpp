@@ -16,23 +16,26 @@ namespace mmintent::cli {
 
 Command add_serve(CLI::App& app) {
   struct State {
-    std::string run_dir, host, device = "cpu";
+    std::string run_dir, host, device;
     std::optional<int64_t> port;
     std::vector<std::string> overrides;
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("serve", "Serve a trained run over HTTP (POST /v1/predict, /v1/feedback, /v1/admin/reload; GET /healthz, /readyz, /metrics); SIGHUP reloads the run");
+  cmd->footer("Example:\n  mmintent serve runs/demo --port 8080 serve.max_batch=16");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train' or 'tune'")->required();
   cmd->add_option("--host", s->host, "Address to bind (serve.host; default 127.0.0.1)");
   cmd->add_option("--port", s->port, "Port (serve.port; default 8080, 0 = any free port)")->check(CLI::Range(0, 65535));
-  cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N");
+  cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N (default: the run's runtime.device, as for eval)");
   cmd->add_option("overrides", s->overrides,
                   "Dotted KEY=VALUE overrides of the run's config, e.g. serve.max_batch=32 serve.api_keys_file=keys.txt");
   return {cmd, [s]() -> int {
             auto overrides = s->overrides;
             if (!s->host.empty()) overrides.push_back("serve.host=" + s->host);
             if (s->port) overrides.push_back("serve.port=" + std::to_string(*s->port));
-            const Config config = RunDirectory(s->run_dir).load_config(overrides);
+            const RunDirectory run(s->run_dir);
+            run.require_finished();
+            const Config config = run.load_config(overrides);
             // SIGINT/SIGTERM/SIGHUP reach one thread, which stops the server or reloads the
             // run; every other thread, including the server's, inherits the blocked mask.
             sigset_t signals;

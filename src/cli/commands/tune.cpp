@@ -15,6 +15,7 @@ Command add_tune(CLI::App& app) {
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("tune", "Update a trained run from a feedback log into a new run directory");
+  cmd->footer("Example:\n  mmintent tune runs/demo --feedback feedback.jsonl --out runs/demo_tuned");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train' (only read)")->required();
   cmd->add_option("--feedback", s->options.feedback,
                   "Feedback log (JSONL: text/image, predicted, reaction, corrected_to)")

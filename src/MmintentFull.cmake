@@ -51,6 +51,7 @@ add_library(mmintent SHARED
   app/logging.cpp
   app/train_run.cpp
   app/evaluate_run.cpp
+  app/run_report.cpp
   app/tune.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)

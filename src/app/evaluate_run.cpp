@@ -339,8 +339,10 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   r.load_model();
   const OosSetup oos = load_oos(r.run, r.config, r.data.labels);
   const ServingSetup serving = load_serving(r.run, r.config);
-  return detail::evaluate_split(r.model, r.config, r.data, r.dataset, r.name, r.run, r.device,
-                                print_table, oos, serving);
+  auto metrics = detail::evaluate_split(r.model, r.config, r.data, r.dataset, r.name, r.run, r.device,
+                                        print_table, oos, serving);
+  detail::write_html_report(r.run);  // report.json changed
+  return metrics;
 }
 
 CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& split_or_file,

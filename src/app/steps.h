@@ -33,4 +33,13 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const c10::Device& device, bool print_table,
                                      const OosSetup& oos, const ServingSetup& serving);
 
+/// learning_curve.png from the steps log (training loss, learning rate) and the metrics log
+/// (validation loss per epoch); none when no step was logged (train.log_every_steps: 0).
+void write_learning_curve(const RunDirectory& run);
+
+/// report.html: report.json's tables per split and the run's plots (learning curve,
+/// confusion, confidence, reliability, coverage) in one self-contained page (images inline,
+/// no script, nothing fetched). Written atomically; rewritten whenever report.json changes.
+void write_html_report(const RunDirectory& run);
+
 }  // namespace mmintent::detail

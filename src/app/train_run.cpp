@@ -326,12 +326,14 @@ class TrainingRun {
                              " yet; training from the first epoch");
         std::error_code ec;
         if (writer_) fs::remove(run_.metrics_log(), ec);
+        if (writer_) fs::remove(run_.steps_log(), ec);
       } else {
         trainer.resume(resume_checkpoint().string());
       }
     } else if (writer_) {
       std::error_code ec;
       fs::remove(run_.metrics_log(), ec);  // output.overwrite: a new run, new lines
+      fs::remove(run_.steps_log(), ec);
     }
     auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
     auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
@@ -358,6 +360,8 @@ class TrainingRun {
       result.metrics[split] = detail::evaluate_split(trainer.model(), c, data_, d, split, run_,
                                                      trainer.device(), options_.print_tables, oos_, serving);
     }
+    detail::write_learning_curve(run_);
+    detail::write_html_report(run_);
   }
 
   /// The skipped samples once more at the end, where a user looks.

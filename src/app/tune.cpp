@@ -1,5 +1,7 @@
 #include "mmintent/app/tune.h"
 
+#include "steps.h"
+
 #include "mmintent/app/logging.h"
 #include "mmintent/app/run.h"
 #include "mmintent/core/log.h"
@@ -200,9 +202,11 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
     // Nothing is chosen without val: the config's method and fixed threshold.
     save_oos(out, oos_setup(c, data.labels));
   }
+  detail::write_learning_curve(out);
   for (const auto& split : c.eval.splits) {
-    result.metrics[split] = evaluate_run(result.run_dir, split, options.print_tables);
+    result.metrics[split] = evaluate_run(result.run_dir, split, options.print_tables);  // report.html too
   }
+  if (c.eval.splits.empty()) detail::write_html_report(out);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log::info("tune", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
                         result.run_dir);

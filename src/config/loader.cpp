@@ -480,6 +480,7 @@ template <class V> void visit(V& v, TrainerOptions& c) {
   v.field("save_best", c.save_best);
   v.field("save_last", c.save_last);
   v.field("progress", c.progress, Check::one_of({"auto", "bar", "lines", "none"}));
+  v.field("log_every_steps", c.log_every_steps, Check::range(0, 1000000000));
 }
 template <class V> void visit(V& v, EvalConfig& c) {
   v.field("splits", c.splits, Check::one_of({"val", "test"}));

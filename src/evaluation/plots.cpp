@@ -10,6 +10,8 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <sstream>
 
 namespace mmintent {
 namespace {
@@ -114,6 +116,17 @@ double nice_step(double range, int max_ticks) {
     if (m * mag >= raw) return std::max(1.0, m * mag);
   }
   return std::max(1.0, 10 * mag);
+}
+
+/// The same for real values (no lower bound of 1).
+double nice_real_step(double range, int max_ticks) {
+  if (!(range > 0)) return 1;
+  const double raw = range / max_ticks;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    if (m * mag >= raw) return m * mag;
+  }
+  return 10 * mag;
 }
 
 }  // namespace
@@ -510,6 +523,111 @@ void draw_coverage_curve(const CoverageCurvePlot& c, const std::string& title,
   put_centred(img, "share of requests accepted (coverage)", left + plot_w / 2, height - 22, 0.5,
               kBlack);
   put_vertical(img, "accuracy of accepted", 24, top + plot_h / 2, 0.5, kBlack);
+  write_png(img, png_path);
+}
+
+void draw_learning_curve(const LearningCurvePlot& c, const std::string& title,
+                         const std::string& png_path) {
+  if (c.steps.size() != c.train_loss.size() || c.steps.size() != c.lr.size() ||
+      c.epoch_steps.size() != c.val_loss.size()) {
+    throw Error("cannot draw " + png_path + ": the learning curve's series differ in length");
+  }
+  const int width = 760, height = 620, left = 90, right = 40, top = 70;
+  const int loss_h = 330, gap = 60, lr_h = 110, bottom = 50;
+  const int plot_w = width - left - right, lr_top = top + loss_h + gap;
+  cv::Mat img(top + loss_h + gap + lr_h + bottom, width, CV_8UC3, kWhite);
+  (void)height;
+  put_centred(img, ascii(title), width / 2, 24, 0.6, kBlack);
+  const cv::Scalar train_colour(180, 100, 30), val_colour(40, 120, 220), lr_colour(40, 150, 40);
+
+  const auto finite_range = [](std::initializer_list<const std::vector<double>*> series) {
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (const auto* s : series) {
+      for (double v : *s) {
+        if (std::isfinite(v)) {
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+      }
+    }
+    if (!std::isfinite(lo)) return std::pair<double, double>{0, 1};
+    if (hi - lo < 1e-12) return std::pair<double, double>{lo - 0.5 * std::max(1e-6, std::abs(lo)), hi + 0.5 * std::max(1e-6, std::abs(hi))};
+    return std::pair<double, double>{lo, hi};
+  };
+  double x_max = 1;
+  for (double s : c.steps) x_max = std::max(x_max, s);
+  for (double s : c.epoch_steps) x_max = std::max(x_max, s);
+  auto px = [&](double v) {
+    return left + static_cast<int>(std::lround(std::clamp(v / x_max, 0.0, 1.0) * plot_w));
+  };
+  // One panel: grid, y ticks, frame; returns the y mapping.
+  auto panel = [&](int y0, int h, double lo, double hi, int digits) {
+    const double step = nice_real_step(hi - lo, 5);
+    lo = std::floor(lo / step) * step;
+    hi = std::ceil(hi / step) * step;
+    if (hi <= lo) hi = lo + step;
+    auto py = [=](double v) {
+      return y0 + h - static_cast<int>(std::lround((std::clamp(v, lo, hi) - lo) / (hi - lo) * h));
+    };
+    for (double v = lo; v <= hi + step * 1e-6; v += step) {
+      cv::line(img, {left, py(v)}, {left + plot_w, py(v)}, kGrid, 1);
+      put_right(img, format_fixed(v, digits), left - 8, py(v), 0.42, kBlack);
+    }
+    const double x_step = nice_step(x_max, 8);
+    for (double s = 0; s <= x_max + 1e-9; s += x_step) {
+      cv::line(img, {px(s), y0}, {px(s), y0 + h}, kGrid, 1);
+      put_centred(img, std::to_string(static_cast<int64_t>(std::lround(s))), px(s), y0 + h + 18, 0.42, kBlack);
+    }
+    cv::rectangle(img, cv::Rect(left, y0, plot_w + 1, h + 1), kAxis, 1);
+    return py;
+  };
+  if (c.steps.empty() && c.epoch_steps.empty()) {
+    cv::rectangle(img, cv::Rect(left, top, plot_w + 1, loss_h + 1), kAxis, 1);
+    put_centred(img, "no steps logged", left + plot_w / 2, top + loss_h / 2, 0.7, kAxis);
+    write_png(img, png_path);
+    return;
+  }
+  const auto [loss_lo, loss_hi] = finite_range({&c.train_loss, &c.val_loss});
+  const auto loss_y = panel(top, loss_h, std::max(0.0, loss_lo), loss_hi, 2);
+  std::vector<cv::Point> pts;
+  for (size_t i = 0; i < c.steps.size(); ++i) {
+    if (std::isfinite(c.train_loss[i])) pts.emplace_back(px(c.steps[i]), loss_y(c.train_loss[i]));
+  }
+  if (pts.size() > 1) cv::polylines(img, pts, false, train_colour, 2, cv::LINE_AA);
+  if (pts.size() == 1) cv::circle(img, pts[0], 3, train_colour, cv::FILLED, cv::LINE_AA);
+  std::vector<cv::Point> val_pts;
+  for (size_t i = 0; i < c.epoch_steps.size(); ++i) {
+    if (!std::isfinite(c.val_loss[i])) continue;
+    val_pts.emplace_back(px(c.epoch_steps[i]), loss_y(c.val_loss[i]));
+    cv::circle(img, val_pts.back(), 5, val_colour, cv::FILLED, cv::LINE_AA);
+  }
+  if (val_pts.size() > 1) cv::polylines(img, val_pts, false, val_colour, 1, cv::LINE_AA);
+  // Legend, top right.
+  int ly = top + 18;
+  const int lx = left + plot_w - 250;
+  cv::line(img, {lx, ly - 4}, {lx + 24, ly - 4}, train_colour, 2, cv::LINE_AA);
+  put_left(img, "training loss", lx + 32, ly, 0.45, kBlack);
+  if (!val_pts.empty()) {
+    ly += 20;
+    cv::circle(img, {lx + 12, ly - 4}, 5, val_colour, cv::FILLED, cv::LINE_AA);
+    put_left(img, "validation loss (epoch end)", lx + 32, ly, 0.45, kBlack);
+  }
+  put_vertical(img, "loss per sample", 24, top + loss_h / 2, 0.5, kBlack);
+
+  const auto [lr_lo, lr_hi] = finite_range({&c.lr});
+  const double lr_scale = lr_hi > 0 ? std::pow(10.0, std::floor(std::log10(lr_hi))) : 1.0;
+  std::vector<double> lr_scaled;
+  for (double v : c.lr) lr_scaled.push_back(v / lr_scale);
+  const auto lr_y = panel(lr_top, lr_h, std::min(0.0, lr_lo / lr_scale), lr_hi / lr_scale, 2);
+  std::vector<cv::Point> lr_pts;
+  for (size_t i = 0; i < c.steps.size(); ++i) {
+    if (std::isfinite(lr_scaled[i])) lr_pts.emplace_back(px(c.steps[i]), lr_y(lr_scaled[i]));
+  }
+  if (lr_pts.size() > 1) cv::polylines(img, lr_pts, false, lr_colour, 2, cv::LINE_AA);
+  std::ostringstream scale;
+  scale << "learning rate (x " << lr_scale << ")";
+  put_left(img, scale.str(), left + 8, lr_top - 8, 0.45, lr_colour);
+  put_centred(img, "optimizer step", left + plot_w / 2, lr_top + lr_h + 40, 0.5, kBlack);
   write_png(img, png_path);
 }
 

@@ -20,6 +20,9 @@ fs::path RunDirectory::weights_file() const { return path_ / "model.pt"; }
 fs::path RunDirectory::best_checkpoint() const { return path_ / "best.pt"; }
 fs::path RunDirectory::last_checkpoint() const { return path_ / "last.pt"; }
 fs::path RunDirectory::metrics_log() const { return path_ / "metrics.jsonl"; }
+fs::path RunDirectory::steps_log() const { return path_ / "steps.jsonl"; }
+fs::path RunDirectory::learning_curve_plot() const { return path_ / "learning_curve.png"; }
+fs::path RunDirectory::html_report() const { return path_ / "report.html"; }
 fs::path RunDirectory::calibration_file() const { return path_ / "calibration.json"; }
 fs::path RunDirectory::oos_file() const { return path_ / "oos.json"; }
 fs::path RunDirectory::decision_file() const { return path_ / "decision.json"; }
@@ -36,6 +39,7 @@ TrainerFiles RunDirectory::trainer_files() const {
   f.last_checkpoint = last_checkpoint().string();
   f.final_weights = weights_file().string();
   f.metrics_log = metrics_log().string();
+  f.steps_log = steps_log().string();
   return f;
 }
 

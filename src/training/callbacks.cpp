@@ -6,8 +6,10 @@
 #include "mmintent/training/trainer.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace mmintent {
 namespace {
@@ -105,6 +107,29 @@ void MetricsLogCallback::on_epoch_end(Trainer& /*trainer*/, EpochRecord& record)
   for (const auto& [k, v] : record.metrics) out << ", \"" << k << "\": " << json_number(v);
   out << ", \"improved\": " << (record.improved ? "true" : "false")
       << ", \"seconds\": " << json_number(record.seconds) << "}\n";
+  if (!out) throw CheckpointError("cannot append to " + path_);
+}
+
+// ---- The learning curve.
+
+void StepsLogCallback::on_resume(Trainer& trainer) {
+  std::ifstream in(path_);
+  std::vector<std::string> keep;
+  for (std::string line; std::getline(in, line);) {
+    long long step = 0;
+    if (std::sscanf(line.c_str(), "{\"step\": %lld", &step) == 1 && step <= trainer.state().global_step) {
+      keep.push_back(line);
+    }
+  }
+  in.close();
+  std::ofstream out(path_, std::ios::trunc);
+  for (const auto& l : keep) out << l << '\n';
+}
+
+void StepsLogCallback::on_step(Trainer& /*trainer*/, const StepRecord& r) {
+  std::ofstream out(path_, std::ios::app);
+  out << "{\"step\": " << r.step << ", \"epoch\": " << r.epoch << ", \"loss\": " << json_number(r.loss)
+      << ", \"lr\": " << json_number(r.lr) << ", \"samples\": " << r.samples << "}\n";
   if (!out) throw CheckpointError("cannot append to " + path_);
 }
 

@@ -59,10 +59,12 @@ Trainer::Trainer(IntentClassifier model, TrainerOptions options, std::shared_ptr
   callbacks_.push_back(std::make_shared<EarlyStoppingCallback>(options_.early_stopping));
   const auto& files = options_.files;
   if (files.any() && (!comm_ || comm_->rank() == 0)) {
-    for (const auto& path : {files.best_checkpoint, files.last_checkpoint, files.final_weights, files.metrics_log}) {
+    for (const auto& path : {files.best_checkpoint, files.last_checkpoint, files.final_weights, files.metrics_log,
+                             files.steps_log}) {
       if (!path.empty() && fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
     }
     if (!files.metrics_log.empty()) callbacks_.push_back(std::make_shared<MetricsLogCallback>(files.metrics_log));
+    if (!files.steps_log.empty()) callbacks_.push_back(std::make_shared<StepsLogCallback>(files.steps_log));
     callbacks_.push_back(std::make_shared<CheckpointCallback>(
         options_.save_best ? files.best_checkpoint : std::string(),
         options_.save_last ? files.last_checkpoint : std::string(), files.final_weights));
@@ -138,6 +140,9 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
   auto meters = train_meters(model_->options.num_classes());
   double loss_sum = 0, window_loss = 0;  // for the progress line and the divergence check
   int64_t seen = 0, window_samples = 0;
+  // The learning curve's interval (restarted every epoch, so a resumed run logs the same points).
+  double curve_loss = 0;
+  int64_t curve_samples = 0, epoch_steps = 0;
   for (int64_t i = 0; i < batches; ++i) {
     auto batch = train.next();
     if (!batch) throw Error("training data ended early: batch " + std::to_string(i + 1) +
@@ -199,12 +204,14 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
 
     bool stop = !dist && stop_requested();
     if ((i + 1) % accum == 0 || i + 1 == batches) {
+      double step_loss = window_loss;
       if (dist) {
         // One set of collectives per step: the gradients, with the window's loss and any
         // rank's stop request riding along.
         const auto summed = reducer_->reduce({window_loss, stop_requested() ? 1.0 : 0.0});
         if (!std::isfinite(summed[0])) throw fail("loss (summed over the ranks)", summed[0]);
         stop = summed[1] > 0;
+        step_loss = summed[0];
       }
       // The global gradient norm (clipped to grad_clip when set; an infinite bound only
       // measures it): a NaN or Inf gradient stops the run before it reaches the weights.
@@ -215,8 +222,24 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
         throw fail("gradient norm", grad_norm);
       }
       schedule.apply(*optimizer_, state_.global_step);
+      const double step_lr = schedule.lr_at(state_.global_step);
       optimizer_->step();
       ++state_.global_step;
+      ++epoch_steps;
+      curve_loss += step_loss;
+      curve_samples += window_samples;
+      const int64_t every = options_.log_every_steps;
+      if (every > 0 && (epoch_steps % every == 0 || i + 1 == batches)) {
+        StepRecord point;
+        point.step = state_.global_step;
+        point.epoch = epoch + 1;
+        point.loss = curve_loss / static_cast<double>(std::max<int64_t>(1, curve_samples));
+        point.lr = step_lr;
+        point.samples = curve_samples;
+        for (const auto& callback : callbacks_) callback->on_step(*this, point);
+        curve_loss = 0;
+        curve_samples = 0;
+      }
     }
     progress.update(i + 1, "loss " + detail::format_fixed(loss_sum / std::max<int64_t>(1, seen)));
     if (stop) {

@@ -131,7 +131,8 @@ TEST_F(EndToEndTest, TrainWritesTheRunDirectoryAndLearns) {
   for (const char* f :
        {"config.yaml", "labels.json", "tokenizer.model", "best.pt", "last.pt", "model.pt",
         "metrics.jsonl", "report.json", "confusion_test.png", "confidence_test.png",
-        "misclassified_test.jsonl", "confusion_val.png", "train.log"}) {
+        "misclassified_test.jsonl", "confusion_val.png", "train.log", "steps.jsonl",
+        "learning_curve.png", "report.html"}) {
     EXPECT_TRUE(fs::is_regular_file(run / f)) << f << " missing from " << run_dir_;
   }
   EXPECT_NE(r.out.find("run directory: "), std::string::npos) << r.dump();

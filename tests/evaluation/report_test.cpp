@@ -186,6 +186,38 @@ TEST(ReportTest, ConfusionPlotScalesTo150Classes) {
   }
 }
 
+TEST(ReportTest, LearningCurveDrawsLossValidationAndLearningRate) {
+  TempDir dir;
+  LearningCurvePlot curve;
+  for (int s = 1; s <= 40; ++s) {
+    curve.steps.push_back(s);
+    curve.train_loss.push_back(2.0 / s);
+    curve.lr.push_back(s < 5 ? 1e-3 * s / 5 : 1e-3);
+  }
+  curve.epoch_steps = {20, 40};
+  curve.val_loss = {0.3, 0.2};
+  const auto path = (dir.path() / "learning_curve.png").string();
+  draw_learning_curve(curve, "learning curve", path);
+  const cv::Mat img = cv::imread(path);
+  ASSERT_FALSE(img.empty());
+  // Each series is drawn in its own colour (BGR): the training loss, the validation points,
+  // the learning rate.
+  auto pixels_of = [&](cv::Vec3b colour) {
+    int n = 0;
+    for (int y = 0; y < img.rows; ++y)
+      for (int x = 0; x < img.cols; ++x) n += img.at<cv::Vec3b>(y, x) == colour;
+    return n;
+  };
+  EXPECT_GT(pixels_of({180, 100, 30}), 100);
+  EXPECT_GT(pixels_of({40, 120, 220}), 30);
+  EXPECT_GT(pixels_of({40, 150, 40}), 100);
+  // Series of different lengths are an error naming the file; no point is a plot that says so.
+  curve.lr.pop_back();
+  EXPECT_THROW(draw_learning_curve(curve, "t", path), Error);
+  draw_learning_curve(LearningCurvePlot{}, "t", path);
+  EXPECT_FALSE(cv::imread(path).empty());
+}
+
 TEST(ReportTest, PlotErrorsNameThePath) {
   TempDir dir;
   const std::string missing = (dir.path() / "no_such_dir" / "c.png").string();

@@ -19,6 +19,9 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
 
 using namespace mmintent;
 using ::testing::HasSubstr;
@@ -48,6 +51,7 @@ class TrainerTest : public test::SeededTest {
     t.grad_clip = 1.0;
     t.early_stopping.metric = "val.loss";
     t.early_stopping.patience = 100;
+    t.log_every_steps = 4;
     return t;
   }
   static bool same_weights(const StateDict& a, const StateDict& b) {
@@ -115,6 +119,16 @@ TEST_F(TrainerTest, ResumeContinuesExactlyLikeAnUninterruptedRun) {
   int lines = 0;
   for (std::string line; std::getline(in, line);) ++lines;
   EXPECT_EQ(lines, 4);
+  // The learning curve (6 steps an epoch, a point every 4 and at each epoch's end): the resumed
+  // run's points are the uninterrupted run's, byte for byte, and none is there twice.
+  const auto full_steps = test::read_file((dir_.path() / "full" / "steps.jsonl").string());
+  EXPECT_EQ(test::read_file(run + "/steps.jsonl"), full_steps);
+  std::istringstream points(full_steps);
+  std::vector<std::string> steps;
+  for (std::string line; std::getline(points, line);) steps.push_back(line.substr(0, line.find(',')));
+  EXPECT_EQ(steps, (std::vector<std::string>{"{\"step\": 4", "{\"step\": 6", "{\"step\": 10", "{\"step\": 12",
+                                              "{\"step\": 16", "{\"step\": 18", "{\"step\": 22",
+                                              "{\"step\": 24"}));
 }
 
 TEST_F(TrainerTest, StopRequestKeepsTheLastEpochAndResumesExactly) {

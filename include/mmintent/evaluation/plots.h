@@ -58,4 +58,18 @@ struct CoverageCurvePlot {
 void draw_coverage_curve(const CoverageCurvePlot& curve, const std::string& title,
                          const std::string& png_path);
 
+/// The learning curve of a run: training loss against optimizer steps (the steps log's
+/// points), the validation loss at each epoch's last step where there is one, and below, the
+/// learning rate against the same steps.
+struct LearningCurvePlot {
+  std::vector<double> steps, train_loss, lr;  ///< one value per point, same lengths
+  std::vector<double> epoch_steps, val_loss;  ///< one per epoch with a validation loss
+};
+
+/// Two panels (loss above, learning rate below) with axes, grid, tick labels and a legend.
+/// Throws mmintent::Error naming `png_path` on different lengths or when it cannot be written;
+/// no points draws "no steps logged".
+void draw_learning_curve(const LearningCurvePlot& curve, const std::string& title,
+                         const std::string& png_path);
+
 }  // namespace mmintent

@@ -47,6 +47,9 @@ class RunDirectory {
   std::filesystem::path best_checkpoint() const;
   std::filesystem::path last_checkpoint() const;
   std::filesystem::path metrics_log() const;
+  std::filesystem::path steps_log() const;            ///< the learning curve's points
+  std::filesystem::path learning_curve_plot() const;  ///< learning_curve.png
+  std::filesystem::path html_report() const;          ///< report.html
   std::filesystem::path calibration_file() const;
   std::filesystem::path oos_file() const;
   std::filesystem::path decision_file() const;

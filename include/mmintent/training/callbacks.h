@@ -36,6 +36,17 @@ struct FitResult {
   std::vector<EpochRecord> history;
 };
 
+/// The learning curve's point: the mean training loss per sample over the optimizer steps
+/// since the previous record (all ranks' samples in a data-parallel run), and the learning
+/// rate of the last of them.
+struct StepRecord {
+  int64_t step = 0;   ///< optimizer steps done, over the whole run (1-based)
+  int64_t epoch = 0;  ///< 1-based
+  double loss = 0;
+  double lr = 0;
+  int64_t samples = 0;  ///< samples the loss is the mean over
+};
+
 class Callback {
  public:
   virtual ~Callback() = default;
@@ -45,6 +56,8 @@ class Callback {
   virtual void on_fit_start(Trainer& /*trainer*/) {}
   /// An epoch's training and validation are done; `record` holds its metrics.
   virtual void on_epoch_end(Trainer& /*trainer*/, EpochRecord& /*record*/) {}
+  /// Every TrainerOptions::log_every_steps optimizer steps and at each epoch's last step.
+  virtual void on_step(Trainer& /*trainer*/, const StepRecord& /*record*/) {}
   /// fit() is about to return.
   virtual void on_fit_end(Trainer& /*trainer*/, FitResult& /*result*/) {}
 };
@@ -70,6 +83,19 @@ class MetricsLogCallback : public Callback {
   explicit MetricsLogCallback(std::string path) : path_(std::move(path)) {}
   void on_resume(Trainer& trainer) override;
   void on_epoch_end(Trainer& trainer, EpochRecord& record) override;
+
+ private:
+  std::string path_;
+};
+
+/// Appends one JSON line per StepRecord to a file ({"step", "epoch", "loss", "lr", "samples"});
+/// on resume, drops the lines after the checkpoint's step (they are about to be recomputed,
+/// identically).
+class StepsLogCallback : public Callback {
+ public:
+  explicit StepsLogCallback(std::string path) : path_(std::move(path)) {}
+  void on_resume(Trainer& trainer) override;
+  void on_step(Trainer& trainer, const StepRecord& record) override;
 
  private:
   std::string path_;

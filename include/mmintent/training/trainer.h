@@ -40,10 +40,11 @@ struct TrainerFiles {
   std::string last_checkpoint;  ///< the same after every epoch, with the best weights: to resume
   std::string final_weights;    ///< the weights training ends with (the best ones when restored)
   std::string metrics_log;      ///< one JSON line per epoch
+  std::string steps_log;        ///< one JSON line every log_every_steps optimizer steps
 
   bool any() const {
     return !best_checkpoint.empty() || !last_checkpoint.empty() || !final_weights.empty() ||
-           !metrics_log.empty();
+           !metrics_log.empty() || !steps_log.empty();
   }
 };
 
@@ -63,6 +64,10 @@ struct TrainerOptions {
   bool save_best = true;
   bool save_last = true;
   std::string progress = "auto";  ///< auto | bar | lines | none
+  /// The learning curve: every this many optimizer steps (and at each epoch's last step), the
+  /// mean training loss of the steps since the last record and the learning rate go to the
+  /// steps log and to Callback::on_step. 0: none.
+  int64_t log_every_steps = 10;
   /// Multi-process runs: gradients are summed in buckets of about this many bytes.
   int64_t gradient_bucket_bytes = int64_t{25} << 20;
 };

@@ -7,7 +7,6 @@
 #include "mmintent/evaluation/out_of_scope.h"
 #include "mmintent/evaluation/report.h"
 #include "mmintent/policy/rewrite.h"
-#include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 #include "steps.h"
 
@@ -131,9 +130,7 @@ struct OpenedRun {
   /// Builds the model and loads the run's final weights onto the configured device.
   void load_model() {
     device = resolve_device(config.runtime.device);
-    model = build_model(config, data);
-    load_checkpoint(run.weights_file().string(), *model, nullptr, device, false);
-    model->to(device);
+    model = load_run_model(run, config, data, device);
   }
 };
 

@@ -3,6 +3,7 @@
 #include "steps.h"
 
 #include "mmintent/core/log.h"
+#include "mmintent/core/files.h"
 #include "mmintent/error.h"
 #include "mmintent/evaluation/plots.h"
 #include "mmintent/run/run_directory.h"
@@ -34,13 +35,6 @@ std::vector<json> read_jsonl(const fs::path& path) {
     if (value.is_object()) out.push_back(std::move(value));
   }
   return out;
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
 }
 
 std::string base64(const std::string& bytes) {
@@ -103,7 +97,7 @@ std::string scalar_table(const json& object, const std::string& caption) {
 
 std::string image(const fs::path& png, const std::string& alt) {
   return "<figure><img alt=\"" + escape(alt) + "\" src=\"data:image/png;base64," +
-         base64(read_bytes(png)) + "\"><figcaption>" + escape(png.filename().string()) +
+         base64(read_file(png, "plot")) + "\"><figcaption>" + escape(png.filename().string()) +
          "</figcaption></figure>\n";
 }
 
@@ -161,14 +155,12 @@ void write_learning_curve(const RunDirectory& run) {
   std::error_code ec;
   fs::remove(run.learning_curve_plot(), ec);  // an overwritten run's old curve
   LearningCurvePlot curve;
+  // The training points, and the step of each epoch's last point (where its validation loss goes).
+  std::vector<std::pair<int64_t, double>> last_step_of_epoch;
   for (const auto& point : read_jsonl(run.steps_log())) {
     curve.steps.push_back(point.value("step", 0.0));
     curve.train_loss.push_back(point.value("loss", 0.0));
     curve.lr.push_back(point.value("lr", 0.0));
-  }
-  // The validation loss at each epoch's last logged step.
-  std::vector<std::pair<int64_t, double>> last_step_of_epoch;
-  for (const auto& point : read_jsonl(run.steps_log())) {
     const int64_t epoch = point.value("epoch", int64_t{0});
     if (last_step_of_epoch.empty() || last_step_of_epoch.back().first != epoch) {
       last_step_of_epoch.emplace_back(epoch, 0.0);
@@ -192,7 +184,7 @@ void write_learning_curve(const RunDirectory& run) {
 void write_html_report(const RunDirectory& run) {
   json report = json::object();
   if (fs::is_regular_file(run.report_file())) {
-    report = json::parse(read_bytes(run.report_file()), nullptr, /*allow_exceptions=*/false);
+    report = json::parse(read_file(run.report_file(), "report"), nullptr, /*allow_exceptions=*/false);
     if (!report.is_object()) throw Error("cannot build report.html: '" + run.report_file().string() + "' is not a JSON object");
   }
   const std::string name = fs::absolute(run.path()).lexically_normal().filename().string();

@@ -9,7 +9,6 @@
 #include "mmintent/error.h"
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
-#include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 
 #include <nlohmann/json.hpp>
@@ -132,8 +131,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   // 4. The old weights, optionally with frozen encoders.
   const auto device = resolve_device(c.runtime.device);
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
-  auto model = build_model(c, data);
-  load_checkpoint(base.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
+  auto model = load_run_model(base, c, data, device);
   if (c.tune.freeze_encoders) freeze_encoders(model);
   TuneRunResult result;
   result.run_dir = out.str();

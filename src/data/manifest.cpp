@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "data/lines.h"
+#include "mmintent/core/files.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -545,15 +546,7 @@ ManifestFormat parse_manifest_format(const std::string& name) {
 }
 
 std::string read_text_file(const std::string& path, const std::string& what) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw DataError(path, 0, "cannot open " + what + ": file not found");
-  if (fs::is_directory(path, ec)) throw DataError(path, 0, "cannot open " + what + ": is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path, 0, "cannot open " + what + ": " + std::strerror(errno));
-  std::ostringstream os;
-  os << in.rdbuf();
-  if (in.bad()) throw DataError(path, 0, "cannot read " + what + ": I/O error");
-  std::string data = os.str();
+  std::string data = read_file(path, what);
   if (data.size() >= 3 && data.compare(0, 3, "\xEF\xBB\xBF") == 0) data.erase(0, 3);
   return data;
 }

@@ -107,26 +107,16 @@ void write_png(const cv::Mat& img, const std::string& png_path) {
   if (!ok) throw Error("cannot write plot " + png_path + ": " + why);
 }
 
-/// A "nice" tick step (1, 2 or 5 times a power of ten) giving at most `max_ticks` ticks.
-double nice_step(double range, int max_ticks) {
-  if (range <= 0) return 1;
-  const double raw = range / max_ticks;
-  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
-  for (double m : {1.0, 2.0, 5.0, 10.0}) {
-    if (m * mag >= raw) return std::max(1.0, m * mag);
-  }
-  return std::max(1.0, 10 * mag);
-}
-
-/// The same for real values (no lower bound of 1).
-double nice_real_step(double range, int max_ticks) {
+/// A "nice" tick step (1, 2 or 5 times a power of ten) giving at most `max_ticks` ticks, at
+/// least `min_step` (1 for counts and steps, 0 for real values).
+double nice_step(double range, int max_ticks, double min_step = 1.0) {
   if (!(range > 0)) return 1;
   const double raw = range / max_ticks;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   for (double m : {1.0, 2.0, 5.0, 10.0}) {
-    if (m * mag >= raw) return m * mag;
+    if (m * mag >= raw) return std::max(min_step, m * mag);
   }
-  return 10 * mag;
+  return std::max(min_step, 10 * mag);
 }
 
 }  // namespace
@@ -532,11 +522,11 @@ void draw_learning_curve(const LearningCurvePlot& c, const std::string& title,
       c.epoch_steps.size() != c.val_loss.size()) {
     throw Error("cannot draw " + png_path + ": the learning curve's series differ in length");
   }
-  const int width = 760, height = 620, left = 90, right = 40, top = 70;
+  const int width = 760, left = 90, right = 40, top = 70;
   const int loss_h = 330, gap = 60, lr_h = 110, bottom = 50;
   const int plot_w = width - left - right, lr_top = top + loss_h + gap;
-  cv::Mat img(top + loss_h + gap + lr_h + bottom, width, CV_8UC3, kWhite);
-  (void)height;
+  const int height = lr_top + lr_h + bottom;  // 620: the loss panel over the learning-rate panel
+  cv::Mat img(height, width, CV_8UC3, kWhite);
   put_centred(img, ascii(title), width / 2, 24, 0.6, kBlack);
   const cv::Scalar train_colour(180, 100, 30), val_colour(40, 120, 220), lr_colour(40, 150, 40);
 
@@ -562,7 +552,7 @@ void draw_learning_curve(const LearningCurvePlot& c, const std::string& title,
   };
   // One panel: grid, y ticks, frame; returns the y mapping.
   auto panel = [&](int y0, int h, double lo, double hi, int digits) {
-    const double step = nice_real_step(hi - lo, 5);
+    const double step = nice_step(hi - lo, 5, /*min_step=*/0.0);
     lo = std::floor(lo / step) * step;
     hi = std::ceil(hi / step) * step;
     if (hi <= lo) hi = lo + step;

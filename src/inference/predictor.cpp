@@ -4,7 +4,6 @@
 #include "mmintent/evaluation/calibration.h"
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
-#include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 #include "mmintent/training/precision.h"
 
@@ -106,9 +105,7 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   if (options.threads > 0) configure_threads(static_cast<int>(options.threads));
   impl->device = resolve_device(options.device.empty() ? impl->config.runtime.device : options.device);
   impl->precision = parse_precision(impl->config.runtime.precision);
-  impl->model = build_model(impl->config, impl->data);
-  load_checkpoint(run.weights_file().string(), *impl->model, nullptr, impl->device, false);
-  impl->model->to(impl->device);
+  impl->model = load_run_model(run, impl->config, impl->data, impl->device);
   impl->model->eval();
   impl->dataset_options = dataset_options(impl->config);
   impl->dataset_options.cache_images = false;

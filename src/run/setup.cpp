@@ -1,6 +1,7 @@
 #include "mmintent/run/setup.h"
 
 #include "mmintent/core/log.h"
+#include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 
 #include <opencv2/core.hpp>
@@ -86,6 +87,14 @@ std::unique_ptr<DataLoader> make_loader(const Config& c,
 IntentClassifier build_model(const Config& c, const RunData& data) {
   const int64_t vocab = data.tokenizer ? data.tokenizer->vocab_size() : 2;
   return IntentClassifier(c.model_options(vocab, data.labels.size()));
+}
+
+IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
+                                const c10::Device& device) {
+  auto model = build_model(config, data);
+  load_checkpoint(run.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
+  model->to(device);
+  return model;
 }
 
 }  // namespace mmintent

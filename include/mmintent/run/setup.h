@@ -9,6 +9,8 @@
 #include "mmintent/data/loader.h"
 #include "mmintent/run/run_directory.h"
 
+#include <c10/core/Device.h>
+
 #include <memory>
 
 namespace mmintent {
@@ -41,5 +43,11 @@ std::unique_ptr<DataLoader> make_loader(const Config& config,
 
 /// Builds the model for `config` with its sizes taken from the data.
 IntentClassifier build_model(const Config& config, const RunData& data);
+
+/// A finished run's model: built for the run's `config` and `data`, its final weights
+/// (model.pt) loaded, on `device`, in training mode as built (callers set eval()). Throws
+/// CheckpointError when the weights are missing, truncated or of another architecture.
+IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
+                                const c10::Device& device);
 
 }  // namespace mmintent

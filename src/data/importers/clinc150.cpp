@@ -9,6 +9,7 @@
 #include "data/importers/common.h"
 #include "data/importers/parsed_json.h"
 #include "mmintent/data/importers.h"
+#include "mmintent/core/files.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -54,7 +55,7 @@ ImportSummary import_clinc150(const std::string& src_dir, const std::string& out
 
   const fs::path file = fs::path(src_dir) / ("data_" + options.variant + ".json");
   const std::string path = file.string();
-  const std::string bytes = read_bytes(file);
+  const std::string bytes = read_file(file, "CLINC150 file");
   const OffsetMap no_edits;
   const ParsedJson parsed = parse_json(path, bytes, no_edits);
   if (!parsed.doc.is_object()) {

@@ -26,19 +26,6 @@ namespace detail {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string read_bytes(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) {
-    throw DataError(path.string(), 0, fs::exists(path, ec) ? "not a regular file" : "file not found");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path.string(), 0, std::string("cannot open: ") + std::strerror(errno));
-  std::ostringstream content;
-  content << in.rdbuf();
-  if (in.bad()) throw DataError(path.string(), 0, "read failed");
-  return content.str();
-}
-
 bool is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }

@@ -23,9 +23,6 @@ constexpr std::array<const char*, 3> kSplitNames = {"train", "val", "test"};
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-/// The whole file; DataError(path, 0, ...) when it is missing, not a file or unreadable.
-std::string read_bytes(const std::filesystem::path& path);
-
 bool is_ascii_space(char c);
 
 /// `s` without ASCII whitespace at either end.

@@ -14,6 +14,7 @@
 #include "data/importers/parsed_json.h"
 #include "mmintent/data/importers.h"
 #include "mmintent/data/manifest.h"
+#include "mmintent/core/files.h"
 #include "mmintent/error.h"
 
 namespace mmintent {
@@ -141,7 +142,7 @@ ImportSummary import_snips(const std::string& src_dir, const std::string& out_di
   // Reads one file: the utterances of `intent`, in file order.
   auto read_file = [&](const fs::path& file, const std::string& intent) {
     const std::string path = file.string();
-    const std::string bytes = read_bytes(file);
+    const std::string bytes = mmintent::read_file(file, "SNIPS file");
     RedecodedFile report;
     OffsetMap map;
     const std::string buffer = repair_utf8(path, bytes, options, report, map);

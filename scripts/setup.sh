@@ -42,9 +42,13 @@ dev_packages=(
   # multi-process training: Gloo's headers (c10d's ProcessGroupGloo needs them) and torchrun,
   # the launcher, from Debian's PyTorch (the same LibTorch 1.13)
   libgloo-dev python3-torch
+  # `mmintent export --format onnx`: the exporter checks the graph with ONNX's checker
+  python3-onnx
 )
+dev=0
 if [ "${1:-}" = "--dev" ]; then
   packages+=("${dev_packages[@]}")
+  dev=1
   shift
 fi
 packages+=("$@")
@@ -75,4 +79,22 @@ else
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q
   "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The export tests run ONNX exports in ONNX Runtime for Node.js (tests/e2e/export_test.cpp), from
+# the npm registry into tools/export/node_modules (the versions in its package-lock.json).
+# --ignore-scripts: the package carries the CPU runtime; its install script only fetches GPU
+# libraries from outside the registry.
+if ((dev)); then
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  if [ -d "$root/tools/export/node_modules/onnxruntime-node" ]; then
+    echo "setup: onnxruntime-node is installed in tools/export"
+  elif command -v npm >/dev/null 2>&1; then
+    echo "setup: installing onnxruntime-node into tools/export/node_modules (npm ci)"
+    if ! (cd "$root/tools/export" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+      echo "setup: warning: npm ci failed: the ONNX export test will only write and check the graph" >&2
+    fi
+  else
+    echo "setup: warning: no npm (Node.js 20): the ONNX export test will only write and check the graph" >&2
+  fi
 fi

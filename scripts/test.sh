@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh --dev
-bash scripts/build.sh build
+# -DMMINTENT_BUILD_TESTS=ON reconfigures a build/ the demo configured before GoogleTest was
+# installed (the configure step then looks for it again and adds the tests).
+bash scripts/build.sh build -DMMINTENT_BUILD_TESTS=ON
 ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900 --no-tests=error
 bash scripts/check_example.sh build

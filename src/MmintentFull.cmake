@@ -52,6 +52,7 @@ add_library(mmintent SHARED
   app/train_run.cpp
   app/evaluate_run.cpp
   app/run_report.cpp
+  app/export.cpp
   app/tune.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)
@@ -67,7 +68,10 @@ target_link_libraries(mmintent
 # Where to look for the shim besides the directory of libmmintent.so itself.
 target_compile_definitions(mmintent PRIVATE
   MMINTENT_SPM_BUILD_DIR="${CMAKE_LIBRARY_OUTPUT_DIRECTORY}"
-  MMINTENT_SPM_INSTALL_DIR="${CMAKE_INSTALL_FULL_LIBDIR}")
+  MMINTENT_SPM_INSTALL_DIR="${CMAKE_INSTALL_FULL_LIBDIR}"
+  # `mmintent export --format onnx|torchscript` runs this script (installed copy first).
+  MMINTENT_EXPORT_SCRIPT_INSTALLED="${CMAKE_INSTALL_FULL_DATADIR}/mmintent/mmintent_export.py"
+  MMINTENT_EXPORT_SCRIPT_SOURCE="${PROJECT_SOURCE_DIR}/tools/export/mmintent_export.py")
 add_dependencies(mmintent mmintent_spm)
 mmintent_use_torch_pch(mmintent)
 
@@ -110,7 +114,8 @@ add_executable(mmintent_cli
   cli/commands/calibrate.cpp
   cli/commands/tune.cpp
   cli/commands/import.cpp
-  cli/commands/serve.cpp)
+  cli/commands/serve.cpp
+  cli/commands/export.cpp)
 target_include_directories(mmintent_cli PRIVATE cli)
 target_link_libraries(mmintent_cli PRIVATE mmintent mmintent_serve CLI11::CLI11 nlohmann_json::nlohmann_json
   mmintent_warnings)
@@ -152,6 +157,7 @@ install(TARGETS mmintent_core mmintent EXPORT mmintentTargets
 install(TARGETS mmintent_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 # The CLI, and the demo data generator so an installed copy can run the README demo.
 install(TARGETS mmintent_cli mmintent_make_demo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(PROGRAMS ${PROJECT_SOURCE_DIR}/tools/export/mmintent_export.py DESTINATION ${CMAKE_INSTALL_DATADIR}/mmintent)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mmintent DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   PATTERN serve EXCLUDE)  # mmintent_serve is not installed
 install(EXPORT mmintentTargets NAMESPACE mmintent::

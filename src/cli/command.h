@@ -56,5 +56,6 @@ Command add_calibrate(CLI::App& app);
 Command add_tune(CLI::App& app);
 Command add_import(CLI::App& app);
 Command add_serve(CLI::App& app);
+Command add_export(CLI::App& app);
 
 }  // namespace mmintent::cli

@@ -12,6 +12,7 @@
 #define MMINTENT_HAVE_C10D 1
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>  // the collectives' options, Gloo or not
 #if __has_include(<gloo/config.h>)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
@@ -71,7 +72,7 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
-bool is_loopback(const std::string& addr) {
+[[maybe_unused]] bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
 }
 

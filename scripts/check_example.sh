@@ -32,7 +32,7 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
   { cat "$work/install.log"; fail "cmake --install"; }
 for f in include/mmintent/app/run.h include/mmintent/inference/predictor.h \
          lib/libmmintent.so lib/libmmintent_core.so lib/libmmintent_spm.so \
-         bin/mmintent bin/mmintent_make_demo \
+         bin/mmintent bin/mmintent_make_demo share/mmintent/mmintent_export.py \
          lib/cmake/mmintent/mmintentConfig.cmake lib/cmake/mmintent/mmintentConfigVersion.cmake \
          lib/cmake/mmintent/mmintentTargets.cmake; do
   [ -e "$prefix/$f" ] || fail "the install lacks $f"
@@ -117,6 +117,17 @@ if [ -n "$blas_dir" ]; then
     fail "the installed CLI loads the BLAS '$blas', not the one in MMINTENT_BLAS_DIR=$blas_dir"
 fi
 echo "  BLAS of the installed CLI: $blas"
+# The installed CLI exports through the installed exporter script (share/mmintent), where
+# Debian's python3-torch is there to run it.
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  "$prefix/bin/mmintent" export "$work/run" --format torchscript --out "$work/model.pt" >"$work/export.out" 2>&1 ||
+    { cat "$work/export.out"; fail "mmintent export --format torchscript"; }
+  cat "$work/export.out"
+  grep -qx "exported by $prefix/share/mmintent/mmintent_export.py" "$work/export.out" ||
+    fail "the installed CLI did not use the installed exporter script"
+else
+  echo "  (no /usr/bin/python3 with torch: the installed exporter is not run)"
+fi
 
 step "building examples/custom_modality against the prefix and running it"
 # A modality registered from outside the library (run/plugins.h): the same data with an

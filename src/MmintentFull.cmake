@@ -69,7 +69,8 @@ target_link_libraries(mmintent
 target_compile_definitions(mmintent PRIVATE
   MMINTENT_SPM_BUILD_DIR="${CMAKE_LIBRARY_OUTPUT_DIRECTORY}"
   MMINTENT_SPM_INSTALL_DIR="${CMAKE_INSTALL_FULL_LIBDIR}"
-  # `mmintent export --format onnx|torchscript` runs this script (installed copy first).
+  # `mmintent export --format onnx|torchscript` runs this script: the copy installed beside
+  # the library, else the source tree's (a build tree), else this install location.
   MMINTENT_EXPORT_SCRIPT_INSTALLED="${CMAKE_INSTALL_FULL_DATADIR}/mmintent/mmintent_export.py"
   MMINTENT_EXPORT_SCRIPT_SOURCE="${PROJECT_SOURCE_DIR}/tools/export/mmintent_export.py")
 add_dependencies(mmintent mmintent_spm)

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -124,14 +125,29 @@ std::string python_interpreter(const std::string& chosen) {
   return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 }
 
-/// The exporter script: $MMINTENT_EXPORT_SCRIPT, the installed copy, or the source tree's.
+/// The exporter script: $MMINTENT_EXPORT_SCRIPT; else the copy installed beside this library
+/// (PREFIX/lib/../share/mmintent, wherever the prefix was moved); else, in a build tree, the
+/// source tree's; else the configured install location.
 std::string export_script() {
   if (const char* env = std::getenv("MMINTENT_EXPORT_SCRIPT"); env && *env) return env;
-  for (const char* path : {MMINTENT_EXPORT_SCRIPT_INSTALLED, MMINTENT_EXPORT_SCRIPT_SOURCE}) {
-    if (fs::is_regular_file(path)) return path;
+  std::vector<fs::path> candidates;
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&python_interpreter), &info) != 0 && info.dli_fname != nullptr &&
+      *info.dli_fname != '\0') {
+    std::error_code ec;
+    auto own = fs::weakly_canonical(info.dli_fname, ec);
+    if (ec) own = info.dli_fname;
+    candidates.push_back(own.parent_path().parent_path() / "share" / "mmintent" / "mmintent_export.py");
   }
-  throw Error(std::string("cannot find mmintent_export.py (looked at ") + MMINTENT_EXPORT_SCRIPT_INSTALLED +
-              " and " + MMINTENT_EXPORT_SCRIPT_SOURCE + "); set MMINTENT_EXPORT_SCRIPT to its path");
+  candidates.emplace_back(MMINTENT_EXPORT_SCRIPT_SOURCE);
+  candidates.emplace_back(MMINTENT_EXPORT_SCRIPT_INSTALLED);
+  std::string looked;
+  for (const auto& path : candidates) {
+    std::error_code ec;
+    if (fs::is_regular_file(path, ec)) return path.string();
+    looked += (looked.empty() ? "" : ", ") + path.string();
+  }
+  throw Error("cannot find mmintent_export.py (looked at " + looked + "); set MMINTENT_EXPORT_SCRIPT to its path");
 }
 
 /// Runs `argv` (no shell) with its stdout and stderr in `log`; returns its exit status, or
@@ -176,9 +192,10 @@ std::string read_log(const fs::path& log) {
 
 /// ONNX or TorchScript from the safetensors file `weights`, through the Python exporter.
 std::vector<std::string> export_with_python(const fs::path& weights, const std::string& format,
-                                            const fs::path& out, const std::string& python) {
+                                            const fs::path& out, const std::string& python,
+                                            const std::string& script) {
   const fs::path log = out.string() + ".log.tmp";
-  const std::vector<std::string> argv = {python, export_script(), "export", weights.string(),
+  const std::vector<std::string> argv = {python, script, "export", weights.string(),
                                          "--format", format, "--out", out.string()};
   const int code = run_process(argv, log);
   const std::string output = read_log(log);
@@ -236,7 +253,9 @@ ExportResult export_run(const std::string& run_dir, const ExportOptions& options
     const fs::path weights = result.path + ".weights.safetensors.tmp";
     try {
       write_safetensors(state, metadata, weights);
-      result.inputs = export_with_python(weights, options.format, result.path, python_interpreter(options.python));
+      result.exporter = export_script();
+      result.inputs = export_with_python(weights, options.format, result.path, python_interpreter(options.python),
+                                         result.exporter);
     } catch (...) {
       std::error_code ignored;
       fs::remove(weights, ignored);

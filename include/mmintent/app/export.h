@@ -31,8 +31,9 @@ struct ExportResult {
   std::string path;     ///< the file written
   int64_t tensors = 0;  ///< parameters and buffers exported
   int64_t bytes = 0;    ///< file size
-  /// onnx and torchscript: the network's input names, in order.
+  /// onnx and torchscript: the network's input names, in order, and the exporter script run.
   std::vector<std::string> inputs;
+  std::string exporter;
 };
 
 /// Writes the run's final model (model.pt) as `options.format`, atomically (a temporary file

@@ -32,7 +32,7 @@ Command add_export(CLI::App& app) {
             if (!r.inputs.empty()) {
               std::cout << "inputs:";
               for (const auto& name : r.inputs) std::cout << ' ' << name;
-              std::cout << "; output: logits\n";
+              std::cout << "; output: logits\nexported by " << r.exporter << "\n";
             }
             return kOk;
           }};

@@ -25,6 +25,7 @@ add_library(mmintent SHARED
   data/manifest.cpp
   data/label_map.cpp
   data/image.cpp
+  data/audio.cpp
   data/tokenizer.cpp
   data/dataset.cpp
   data/modality.cpp
@@ -63,7 +64,7 @@ target_include_directories(mmintent PUBLIC
 target_include_directories(mmintent PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mmintent
   PUBLIC mmintent_core
-  PRIVATE ${OpenCV_LIBS} yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
+  PRIVATE ${OpenCV_LIBS} PkgConfig::SNDFILE yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
           Threads::Threads ${CMAKE_DL_LIBS} mmintent_idx mmintent_warnings)
 # Where to look for the shim besides the directory of libmmintent.so itself.
 target_compile_definitions(mmintent PRIVATE

@@ -27,8 +27,8 @@ packages=(
   libblis4-openmp
   # real images for the demo data set
   dataset-fashion-mnist
-  # audio files (libsndfile) and the synthetic spoken data set's voices (espeak-ng)
-  libsndfile1-dev espeak-ng
+  # audio files (libsndfile), their features (FFTW) and the synthetic spoken data set's voices (espeak-ng)
+  libsndfile1-dev libfftw3-dev espeak-ng libespeak-ng-dev
 )
 dev_packages=(
   # compiler cache for repeated builds

@@ -26,16 +26,20 @@ add_library(mmintent SHARED
   data/label_map.cpp
   data/image.cpp
   data/audio.cpp
+  data/audio_features.cpp
   data/tokenizer.cpp
   data/dataset.cpp
   data/modality.cpp
   data/modalities/text.cpp
   data/modalities/image.cpp
+  data/modalities/audio.cpp
   data/loader.cpp
   data/importers/common.cpp
   data/importers/parsed_json.cpp
   data/importers/clinc150.cpp
   data/importers/snips.cpp
+  data/importers/espeak.cpp
+  data/importers/spoken_snips.cpp
   data/importers/fashion_mnist.cpp
   data/feedback.cpp
   data/lines.cpp
@@ -64,7 +68,7 @@ target_include_directories(mmintent PUBLIC
 target_include_directories(mmintent PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mmintent
   PUBLIC mmintent_core
-  PRIVATE ${OpenCV_LIBS} PkgConfig::SNDFILE yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
+  PRIVATE ${OpenCV_LIBS} PkgConfig::SNDFILE PkgConfig::FFTW3F PkgConfig::ESPEAK yaml-cpp spdlog::spdlog nlohmann_json::nlohmann_json
           Threads::Threads ${CMAKE_DL_LIBS} mmintent_idx mmintent_warnings)
 # Where to look for the shim besides the directory of libmmintent.so itself.
 target_compile_definitions(mmintent PRIVATE

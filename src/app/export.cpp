@@ -112,6 +112,11 @@ nlohmann::ordered_json architecture(IntentClassifierImpl& model, const Config& c
                     {"batch_norm", i.batch_norm()}, {"pool", i.pool()},
                     {"dropout", i.dropout()}, {"out_dim", i.out_dim()},
                     {"height", config.data.image.height}, {"width", config.data.image.width}};
+    } else if (name == "audio") {
+      const auto& au = o.audio();
+      a["audio"] = {{"n_mels", au.n_mels()}, {"channels", au.channels()}, {"type", au.type()},
+                    {"hidden_size", au.hidden_size()}, {"num_layers", au.num_layers()},
+                    {"bidirectional", au.bidirectional()}, {"pooling", au.pooling()}};
     }
   }
   a["fusion"] = {{"type", o.fusion().type()}, {"dim", o.fusion().dim()}};

@@ -28,6 +28,9 @@ IntentClassifierOptions Config::model_options(int64_t vocab_size, int64_t num_cl
   auto image = model.image_encoder;
   image.in_channels(data.image.channels);
   o.image(image);
+  auto audio = model.audio_encoder;
+  audio.n_mels(data.audio.n_mels);
+  o.audio(audio);
   o.fusion(model.fusion);
   o.head(model.head);
   return o;

@@ -360,12 +360,33 @@ template <class V> void visit(V& v, ImageOptions& c) {
   v.field("std", c.std, Check::gt(0));
   v.field("max_pixels", c.max_pixels, Check::ge(1));
 }
+template <class V> void visit(V& v, AudioOptions& c) {
+  v.field("field", c.field);
+  v.field("sample_rate", c.sample_rate, Check::range(1000, 192000));
+  v.field("max_seconds", c.max_seconds, Check::range(0.01, 3600));
+  v.field("max_file_seconds", c.max_file_seconds, Check::range(0.01, 1e6));
+  v.field("n_mels", c.n_mels, Check::range(4, 512));
+  v.field("window_ms", c.window_ms, Check::range(1, 200));
+  v.field("hop_ms", c.hop_ms, Check::range(1, 200));
+  v.field("f_min", c.f_min, Check::ge(0));
+  v.field("f_max", c.f_max, Check::ge(0));
+  v.field("normalize", c.normalize, Check::one_of({"utterance", "none"}));
+  v.field("cache", c.cache);
+}
+template <class V> void visit(V& v, SpecAugmentOptions& c) {
+  v.field("time_masks", c.time_masks, Check::range(0, 64));
+  v.field("time_width", c.time_width, Check::range(0, 100000));
+  v.field("max_time_ratio", c.max_time_ratio, Check::range(0, 1));
+  v.field("freq_masks", c.freq_masks, Check::range(0, 64));
+  v.field("freq_width", c.freq_width, Check::range(0, 512));
+}
 template <class V> void visit(V& v, AugmentOptions& c) {
   v.field("enabled", c.enabled);
   v.field("crop_padding", c.crop_padding, Check::range(0, 64));
   v.field("hflip", c.hflip, Check::range(0, 1));
   v.field("brightness", c.brightness, Check::range(0, 1));
   v.field("contrast", c.contrast, Check::range(0, 1));
+  v.section("spec_augment", c.spec_augment);
 }
 template <class V> void visit(V& v, TokenizerTrainOptions& c) {
   v.field("vocab_size", c.vocab_size, Check::range(8, 1000000));
@@ -396,7 +417,9 @@ template <class V> void visit(V& v, DataConfig& c) {
   v.field("on_bad_sample", c.on_bad_sample, Check::one_of({"error", "skip"}));
   v.field("allow_missing_text", c.allow_missing_text);
   v.field("allow_missing_image", c.allow_missing_image);
+  v.field("allow_missing_audio", c.allow_missing_audio);
   v.section("image", c.image);
+  v.section("audio", c.audio);
   v.section("augment", c.augment);
   v.field("cache_images", c.cache_images);
   v.section("text", c.text);
@@ -423,6 +446,16 @@ template <class V> void visit(V& v, ImageEncoderOptions& c) {
   v.field("channels_last", c.channels_last());
   v.field("norm_kernel", c.norm_kernel(), Check::one_of({"auto", "fused", "native"}));
 }
+template <class V> void visit(V& v, AudioEncoderOptions& c) {
+  v.field("channels", c.channels(), Check::range(1, 4096));
+  v.field("type", c.type(), Check::one_of({"lstm", "gru"}));
+  v.field("hidden_size", c.hidden_size(), Check::range(1, 65536));
+  v.field("num_layers", c.num_layers(), Check::range(1, 16));
+  v.field("bidirectional", c.bidirectional());
+  v.field("dropout", c.dropout(), Check::range(0, 0.95));
+  v.field("pooling", c.pooling(), Check::one_of({"last", "mean", "max"}));
+  v.field("rnn_kernel", c.rnn_kernel(), Check::one_of({"auto", "fused", "native"}));
+}
 template <class V> void visit(V& v, FusionOptions& c) {
   v.field("type", c.type(), Check::one_of({"concat", "gated"}));
   v.field("dim", c.dim(), Check::range(1, 65536));
@@ -435,6 +468,7 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("modalities", c.modalities, Check::one_of(modality_names()));
   v.section("text_encoder", c.text_encoder);
   v.section("image_encoder", c.image_encoder);
+  v.section("audio_encoder", c.audio_encoder);
   v.section("fusion", c.fusion);
   v.section("head", c.head);
   v.field("plugins", c.plugins);
@@ -647,7 +681,19 @@ void validate(const Config& c, const Context& ctx) {
   if (c.model.uses("image") && c.data.fields.image.empty()) {
     fail("data.fields.image", "the model uses images, so an image field name is required");
   }
+  if (c.model.uses("audio") && c.data.audio.field.empty()) {
+    fail("data.audio.field", "the model uses audio, so an audio field name is required");
+  }
   if (c.data.fields.label.empty()) fail("data.fields.label", "a label field name is required");
+  if (c.model.uses("audio")) {
+    const auto& a = c.data.audio;
+    if (a.hop_ms > a.window_ms) fail("data.audio.hop_ms", "must be <= data.audio.window_ms");
+    if (a.max_file_seconds < a.max_seconds) fail("data.audio.max_file_seconds", "must be >= data.audio.max_seconds");
+    if (a.f_min >= a.sample_rate / 2.0) fail("data.audio.f_min", "must be below sample_rate / 2");
+    if (a.f_max != 0 && (a.f_max <= a.f_min || a.f_max > a.sample_rate / 2.0)) {
+      fail("data.audio.f_max", "must be 0 (sample_rate / 2) or in (f_min, sample_rate / 2]");
+    }
+  }
   for (const auto& name : m) {
     // A plug-in listed without settings: its defaults must do.
     if (is_builtin_modality(name) || c.model.plugins.count(name)) continue;

@@ -11,7 +11,7 @@ namespace {
 
 struct Registry {
   std::mutex mutex;
-  std::vector<std::string> names{"text", "image"};
+  std::vector<std::string> names{"text", "image", "audio"};
   std::map<std::string, SettingsCheck> checks;
 };
 
@@ -95,7 +95,9 @@ std::vector<std::string> modality_names() {
   return r.names;
 }
 
-bool is_builtin_modality(const std::string& name) { return name == "text" || name == "image"; }
+bool is_builtin_modality(const std::string& name) {
+  return name == "text" || name == "image" || name == "audio";
+}
 
 void add_modality_name(const std::string& name, SettingsCheck check) {
   if (!is_identifier(name)) {

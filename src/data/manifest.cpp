@@ -116,7 +116,7 @@ class RecordBuilder {
         continue;
       }
       check_utf8(*value, field, modality.c_str(), line, marker_is_invalid);
-      r.inputs[modality] = *value;
+      r.inputs[modality] = options_.path_inputs.count(modality) ? resolve(*value) : *value;
     }
   }
 

@@ -22,6 +22,7 @@ std::unique_ptr<ModalityReader> make_modality_reader(const std::string& name,
                                                      const ReaderContext& context) {
   if (name == "text") return std::make_unique<detail::TextReader>(context);
   if (name == "image") return std::make_unique<detail::ImageReader>(context);
+  if (name == "audio") return std::make_unique<detail::AudioReader>(context);
   const ReaderFactory factory = readers().get(name);
   auto reader = factory(context);
   if (!reader) throw Error("the reader factory of modality '" + name + "' returned null");

@@ -143,6 +143,9 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     if (c.model.uses("image") && in.image.empty() && !in.image_pixels && !c.data.allow_missing_image) {
       throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
     }
+    if (c.model.uses("audio") && in.audio.empty() && !c.data.allow_missing_audio) {
+      throw DataError("<request>", line, "this model needs audio (the run was trained without allow_missing_audio)");
+    }
     for (const auto& name : c.model.modalities) {
       if (is_builtin_modality(name)) continue;
       const auto it = in.inputs.find(name);
@@ -157,6 +160,7 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     r.image = in.image_pixels ? std::string() : in.image;
     r.image_pixels = in.image_pixels;
     r.inputs = in.inputs;
+    if (c.model.uses("audio") && !in.audio.empty()) r.inputs["audio"] = in.audio;
     r.line = line;
     m.records.push_back(std::move(r));
   }
@@ -266,6 +270,10 @@ ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, in
       if (c.model.uses("text")) j["text"] = records[i].text;
       if (c.model.uses("image")) j["image"] = records[i].image;
       for (const auto& [name, value] : records[i].inputs) {  // plug-ins: as the manifest had them
+        if (name == "audio") {  // a path
+          j[name] = value;
+          continue;
+        }
         auto parsed = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
         j[name] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
       }

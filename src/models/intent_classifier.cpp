@@ -31,7 +31,7 @@ void IntentClassifierImpl::reset() {
     const auto it = options.plugins().find(name);
     ModalitySettings settings = it == options.plugins().end() ? ModalitySettings{} : it->second;
     settings.modality = name;
-    EncoderContext context{options.text(), options.image(), settings};
+    EncoderContext context{options.text(), options.image(), options.audio(), settings};
     auto encoder = register_module(name + "_encoder", make_modality_encoder(name, context));
     dims.push_back(encoder->output_dim());
     encoders_.emplace_back(name, encoder);

@@ -2,6 +2,7 @@
 
 #include "mmintent/core/registry.h"
 #include "mmintent/error.h"
+#include "mmintent/models/audio_encoder.h"
 #include "mmintent/models/image_encoder.h"
 #include "mmintent/models/text_encoder.h"
 
@@ -23,6 +24,7 @@ std::shared_ptr<ModalityEncoderImpl> make_modality_encoder(const std::string& na
                                                            const EncoderContext& context) {
   if (name == "text") return TextEncoder(context.text).ptr();
   if (name == "image") return ImageEncoder(context.image).ptr();
+  if (name == "audio") return AudioEncoder(context.audio).ptr();
   const EncoderFactory factory = encoders().get(name);
   auto encoder = factory(context);
   if (!encoder) throw Error("the encoder factory of modality '" + name + "' returned null");

@@ -1,14 +1,10 @@
 #include "mmintent/models/text_encoder.h"
 
-#include "mmintent/models/detail/fused_rnn.h"
-
-#include <torch/nn/utils/rnn.h>
 #include <torch/torch.h>
 
 #include <vector>
 
 namespace mmintent {
-namespace rnn_utils = torch::nn::utils::rnn;
 
 TextEncoderImpl::TextEncoderImpl(TextEncoderOptions options_) : options(std::move(options_)) {
   reset();
@@ -17,45 +13,26 @@ TextEncoderImpl::TextEncoderImpl(TextEncoderOptions options_) : options(std::mov
 void TextEncoderImpl::reset() {
   TORCH_CHECK(options.vocab_size() > 1, "TextEncoder: vocab_size must be > 1, got ",
               options.vocab_size());
-  TORCH_CHECK(options.type() == "lstm" || options.type() == "gru",
-              "TextEncoder: type must be lstm or gru, got '", options.type(), "'");
-  TORCH_CHECK(options.pooling() == "last" || options.pooling() == "mean" ||
-                  options.pooling() == "max",
-              "TextEncoder: pooling must be last, mean or max, got '", options.pooling(), "'");
-  TORCH_CHECK(options.rnn_kernel() == "auto" || options.rnn_kernel() == "fused" ||
-                  options.rnn_kernel() == "native",
-              "TextEncoder: rnn_kernel must be auto, fused or native, got '",
-              options.rnn_kernel(), "'");
-  TORCH_CHECK(options.embedding_dim() > 0 && options.hidden_size() > 0 &&
-                  options.num_layers() > 0,
-              "TextEncoder: embedding_dim, hidden_size and num_layers must be > 0");
+  TORCH_CHECK(options.embedding_dim() > 0, "TextEncoder: embedding_dim must be > 0");
 
   embedding_ = register_module(
       "embedding", torch::nn::Embedding(torch::nn::EmbeddingOptions(options.vocab_size(),
                                                                     options.embedding_dim())
                                             .padding_idx(0)));
   dropout_ = register_module("dropout", torch::nn::Dropout(options.dropout()));
-  const double between = options.num_layers() > 1 ? options.dropout() : 0.0;
-  if (options.type() == "lstm") {
-    lstm_ = register_module(
-        "rnn", torch::nn::LSTM(torch::nn::LSTMOptions(options.embedding_dim(), options.hidden_size())
-                                   .num_layers(options.num_layers())
-                                   .bidirectional(options.bidirectional())
-                                   .batch_first(true)
-                                   .dropout(between)));
-  } else {
-    gru_ = register_module(
-        "rnn", torch::nn::GRU(torch::nn::GRUOptions(options.embedding_dim(), options.hidden_size())
-                                  .num_layers(options.num_layers())
-                                  .bidirectional(options.bidirectional())
-                                  .batch_first(true)
-                                  .dropout(between)));
-  }
+  detail::RecurrentOptions rnn;
+  rnn.input_size = options.embedding_dim();
+  rnn.type = options.type();
+  rnn.hidden_size = options.hidden_size();
+  rnn.num_layers = options.num_layers();
+  rnn.bidirectional = options.bidirectional();
+  rnn.dropout = options.dropout();
+  rnn.pooling = options.pooling();
+  rnn.rnn_kernel = options.rnn_kernel();
+  rnn_ = detail::RecurrentPooling(*this, std::move(rnn), "TextEncoder");
 }
 
-int64_t TextEncoderImpl::output_dim() const {
-  return options.hidden_size() * (options.bidirectional() ? 2 : 1);
-}
+int64_t TextEncoderImpl::output_dim() const { return rnn_.output_dim(); }
 
 torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
                                        const torch::Tensor& lengths) {
@@ -64,117 +41,8 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == token_ids.size(0),
               "TextEncoder: lengths must be [B]");
   // Empty texts are packed as one padding token; the caller masks their encoding.
-  auto safe_lengths = lengths.to(torch::kCPU, torch::kLong).clamp_min(1);
   auto x = dropout_->forward(embedding_->forward(token_ids));
-  auto packed = rnn_utils::pack_padded_sequence(x, safe_lengths, /*batch_first=*/true,
-                                                /*enforce_sorted=*/false);
-  const bool fused = options.rnn_kernel() == "fused" ||
-                     (options.rnn_kernel() == "auto" && detail::fused_rnn_supported(packed.data()));
-  if (fused) {
-    auto [data, last] = fused_rnn(packed.data(), packed.batch_sizes());
-    if (options.pooling() == "last") return last.index_select(0, packed.unsorted_indices());
-    packed = rnn_utils::PackedSequence(data, packed.batch_sizes(), packed.sorted_indices(),
-                                       packed.unsorted_indices());
-    return pool(packed, safe_lengths);
-  }
-  torch::Tensor h_n;
-  auto out = [&] {
-    if (lstm_) {
-      auto result = lstm_->forward_with_packed_input(packed);
-      h_n = std::get<0>(std::get<1>(result));
-      return std::get<0>(result);
-    }
-    auto result = gru_->forward_with_packed_input(packed);
-    h_n = std::get<1>(result);
-    return std::get<0>(result);
-  }();
-
-  if (options.pooling() == "last") {
-    // h_n: [layers * dirs, B, H]; the last layer's directions, concatenated.
-    const int64_t dirs = options.bidirectional() ? 2 : 1;
-    auto last = h_n.view({options.num_layers(), dirs, h_n.size(1), h_n.size(2)})[-1];
-    return dirs == 2 ? torch::cat({last[0], last[1]}, 1) : last[0];
-  }
-  return pool(out, safe_lengths);
-}
-
-std::pair<torch::Tensor, torch::Tensor> TextEncoderImpl::fused_rnn(
-    const torch::Tensor& data, const torch::Tensor& batch_sizes) {
-  TORCH_CHECK(detail::fused_rnn_supported(data),
-              "TextEncoder: rnn_kernel 'fused' runs on the CPU in float32 or float64 "
-              "(this input: ", data.device(), ", ", data.scalar_type(),
-              "); use rnn_kernel 'auto' or 'native'");
-  const auto* bs = batch_sizes.data_ptr<int64_t>();
-  const int64_t steps = batch_sizes.size(0), batch = steps > 0 ? bs[0] : 0;
-  // Row of each (sorted) sequence's last step in the packed data.
-  std::vector<int64_t> last_row(static_cast<size_t>(batch), 0);
-  for (int64_t t = 0, offset = 0; t < steps; offset += bs[t], ++t) {
-    for (int64_t r = 0; r < bs[t]; ++r) last_row[static_cast<size_t>(r)] = offset + r;
-  }
-  const bool is_lstm = static_cast<bool>(lstm_);
-  const auto params = is_lstm ? lstm_->named_parameters(false) : gru_->named_parameters(false);
-  const double between = options.num_layers() > 1 ? options.dropout() : 0.0;
-  auto x = data;
-  torch::Tensor last;
-  for (int64_t layer = 0; layer < options.num_layers(); ++layer) {
-    std::vector<torch::Tensor> outputs, finals;
-    for (const bool reverse : {false, true}) {
-      if (reverse && !options.bidirectional()) break;
-      const std::string suffix =
-          "_l" + std::to_string(layer) + (reverse ? "_reverse" : "");
-      const auto& w_ih = params["weight_ih" + suffix];
-      const auto& w_hh = params["weight_hh" + suffix];
-      const auto& b_ih = params["bias_ih" + suffix];
-      const auto& b_hh = params["bias_hh" + suffix];
-      auto out = is_lstm ? detail::packed_lstm_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse)
-                         : detail::packed_gru_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse);
-      if (options.pooling() == "last" && layer + 1 == options.num_layers()) {
-        // Forward: each sequence's last step; reverse: its first (the packed rows of step 0).
-        finals.push_back(reverse ? out.narrow(0, 0, batch)
-                                 : out.index_select(0, torch::tensor(last_row)));
-      }
-      outputs.push_back(std::move(out));
-    }
-    x = outputs.size() == 1 ? outputs[0] : torch::cat(outputs, 1);
-    if (layer + 1 < options.num_layers() && between > 0) {
-      x = torch::dropout(x, between, is_training());
-    }
-    if (!finals.empty()) last = finals.size() == 1 ? finals[0] : torch::cat(finals, 1);
-  }
-  return {x, last};
-}
-
-torch::Tensor TextEncoderImpl::pool(const torch::nn::utils::rnn::PackedSequence& out,
-                                    const torch::Tensor& safe_lengths) {
-  // One gather from the packed rows into [B, T, D] (original order; past a sequence's end, a
-  // filler row that the pooling ignores) instead of pad_packed_sequence, whose per-step copies
-  // cost more than the RNN itself in the backward pass of small encoders.
-  const auto& data = out.data();  // [N, D]
-  const auto& batch_sizes = out.batch_sizes();
-  const auto* bs = batch_sizes.data_ptr<int64_t>();
-  const auto lengths = safe_lengths.contiguous();
-  const auto* len = lengths.data_ptr<int64_t>();
-  const auto sorted_position = out.unsorted_indices().to(torch::kCPU).contiguous();
-  const auto* pos = sorted_position.data_ptr<int64_t>();
-  const int64_t batch = lengths.size(0), steps = batch_sizes.size(0), rows = data.size(0);
-  std::vector<int64_t> offsets(static_cast<size_t>(steps), 0);
-  for (int64_t t = 1; t < steps; ++t) offsets[t] = offsets[t - 1] + bs[t - 1];
-  auto index = torch::empty({batch * steps}, torch::kLong);
-  auto* idx = index.data_ptr<int64_t>();
-  for (int64_t i = 0; i < batch; ++i) {
-    for (int64_t t = 0; t < steps; ++t) idx[i * steps + t] = t < len[i] ? offsets[t] + pos[i] : rows;
-  }
-  const bool mean = options.pooling() == "mean";
-  const auto filler = mean ? torch::zeros({1, data.size(1)}, data.options())
-                           : torch::full({1, data.size(1)},
-                                         -std::numeric_limits<float>::infinity(), data.options());
-  const auto seq = torch::cat({data, filler})
-                       .index_select(0, index.to(data.device()))
-                       .view({batch, steps, data.size(1)});
-  if (mean) {
-    return seq.sum(1) / lengths.to(data.device(), data.scalar_type()).unsqueeze(1);
-  }
-  return seq.amax(1);
+  return rnn_.forward(x, lengths, is_training());
 }
 
 }  // namespace mmintent

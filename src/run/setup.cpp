@@ -24,6 +24,11 @@ ManifestReadOptions manifest_read_options(const Config& c, bool require_label) {
   o.fields = c.data.fields;
   if (!c.model.uses("text")) o.fields.text.clear();
   if (!c.model.uses("image")) o.fields.image.clear();
+  if (c.model.uses("audio")) {  // read as a plug-in's field, holding file paths
+    o.fields.plugins["audio"] = c.data.audio.field;
+    o.path_inputs.insert("audio");
+    if (c.data.allow_missing_audio) o.allow_missing_plugins.insert("audio");
+  }
   for (const auto& name : c.model.modalities) {
     if (is_builtin_modality(name)) continue;
     ModalitySettings settings;
@@ -44,6 +49,7 @@ DatasetOptions dataset_options(const Config& c) {
   o.modalities = c.model.modalities;
   o.plugins = c.model.plugins;
   o.image = c.data.image;
+  o.audio = c.data.audio;
   o.max_length = c.data.text.max_length;
   o.cache_images = c.data.cache_images;
   o.unknown_labels = c.data.unknown_labels;

@@ -3,6 +3,7 @@
 // here byte by byte (no libsndfile), so the reader is checked against an independent writer.
 #include "mmintent/data/audio.h"
 #include "mmintent/error.h"
+#include "support/audio.h"
 #include "support/support.h"
 
 #include <gtest/gtest.h>
@@ -16,14 +17,10 @@
 
 namespace mmintent {
 namespace {
+using test::sine;
+using test::write_wav;
 
 constexpr double kPi = 3.14159265358979323846;
-
-std::vector<float> sine(double hz, int64_t rate, int64_t n, double amplitude = 0.8) {
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = float(amplitude * std::sin(2 * kPi * hz * double(i) / double(rate)));
-  return x;
-}
 
 /// Amplitude of the `hz` component of x (least squares on sin and cos), over the middle half
 /// (away from the edges, where the filter sees zeros).
@@ -68,33 +65,22 @@ TEST(ResampleTest, RemovesWhatTheNewRateCannotHold) {
   EXPECT_LT(amplitude_at(out, 500, 8000), 0.8 * 0.01);
 }
 
+TEST(ResampleTest, RatesWithoutASmallCommonStepKeepASineToo) {
+  // 44,101 Hz to 16 kHz: 16,000 phases, more than the polyphase table holds; the weights are
+  // then computed per output sample, by the same filter.
+  const auto out = resample(sine(1000, 44101, 44101), 44101, 16000);
+  ASSERT_EQ(out.size(), 16000u);
+  EXPECT_NEAR(amplitude_at(out, 1000, 16000), 0.8, 0.8 * 0.005);
+  const auto tabled = resample(sine(1000, 44100, 44100), 44100, 16000);
+  ASSERT_EQ(tabled.size(), 16000u);
+  EXPECT_NEAR(amplitude_at(tabled, 1000, 16000), 0.8, 0.8 * 0.005);
+}
+
 TEST(ResampleTest, SameRateIsTheIdentityAndBadRatesThrow) {
   const auto in = sine(300, 16000, 100);
   EXPECT_EQ(resample(in, 16000, 16000), in);
   EXPECT_THROW(resample(in, 0, 16000), std::invalid_argument);
   EXPECT_THROW(resample(in, 16000, -1), std::invalid_argument);
-}
-
-/// A 16-bit PCM WAV file; `rate_in_header` and `data_bytes_in_header` may lie.
-void write_wav(const std::string& path, const std::vector<std::vector<float>>& channels, int32_t rate,
-               int64_t rate_in_header = -1, int64_t data_bytes_in_header = -1) {
-  const auto c = static_cast<int16_t>(channels.size());
-  const auto frames = channels[0].size();
-  std::string data;
-  for (size_t f = 0; f < frames; ++f) {
-    for (const auto& ch : channels) {
-      const auto v = static_cast<int16_t>(std::lround(std::clamp(ch[f], -1.0f, 1.0f) * 32767));
-      data.append(reinterpret_cast<const char*>(&v), 2);
-    }
-  }
-  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [](uint16_t v) { return std::string(reinterpret_cast<const char*>(&v), 2); };
-  const auto header_rate = static_cast<uint32_t>(rate_in_header >= 0 ? rate_in_header : rate);
-  const auto data_size = static_cast<uint32_t>(data_bytes_in_header >= 0 ? data_bytes_in_header : int64_t(data.size()));
-  std::string wav = "RIFF" + u32(36 + data_size) + "WAVE" + "fmt " + u32(16) + u16(1) + u16(uint16_t(c)) +
-                    u32(header_rate) + u32(header_rate * 2 * uint32_t(c)) + u16(uint16_t(2 * c)) + u16(16) +
-                    "data" + u32(data_size) + data;
-  std::ofstream(path, std::ios::binary) << wav;
 }
 
 TEST(DecodeAudioTest, MixesDownResamplesAndCuts) {
@@ -129,13 +115,24 @@ TEST(DecodeAudioTest, EachBadFileIsADataErrorNamingIt) {
   std::ofstream((dir.path() / "text.wav").string()) << "this is not audio at all, just some text\n";
   expect_error("text.wav", "not an audio file");
   write_wav((dir.path() / "rate0.wav").string(), {sine(440, 16000, 1600)}, 16000, /*rate_in_header=*/0);
-  expect_error("rate0.wav", "not an audio file");
+  expect_error("rate0.wav", "sample rate of 0");
   // A header claiming 2^31 bytes of samples: hours of audio in a file of a few kilobytes.
   write_wav((dir.path() / "hours.wav").string(), {sine(440, 8000, 800)}, 8000, -1, int64_t(1) << 31);
   expect_error("hours.wav", "cut short");
   // A file cut in the middle of its samples.
   write_wav((dir.path() / "cut.wav").string(), {sine(440, 8000, 800)}, 8000, -1, 3200);
   expect_error("cut.wav", "cut short");
+  // A true header of more seconds than max_file_seconds allows: refused before decoding.
+  write_wav((dir.path() / "long.wav").string(), {sine(440, 8000, 8000)}, 8000);
+  AudioOptions strict;
+  strict.max_seconds = 0.5;
+  strict.max_file_seconds = 0.5;
+  try {
+    decode_audio_file((dir.path() / "long.wav").string(), strict);
+    ADD_FAILURE() << "long.wav: no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("refused as corrupt"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -155,7 +155,7 @@ TEST_F(PluginTest, ConfigAcceptsTheModalityAndChecksItsSettings) {
   std::tie(key, what) = error_of(base, {"model.modalities=[text, numbers]", "model.plugins.numbers.dim=0"});
   EXPECT_EQ(key, "model.plugins.numbers.dim");
   EXPECT_THAT(what, HasSubstr("out of range"));
-  std::tie(key, what) = error_of(base + "model:\n  modalities: [text, audio]\n");
+  std::tie(key, what) = error_of(base + "model:\n  modalities: [text, video]\n");
   EXPECT_EQ(key, "model.modalities[1]");
   EXPECT_THAT(what, HasSubstr("numbers"));  // the message lists the registered modalities
   std::tie(key, what) = error_of(base + "model:\n  plugins:\n    numbers: {dim: 2}\n");

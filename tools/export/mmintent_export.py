@@ -151,7 +151,8 @@ class IntentClassifier(nn.Module):
                 self.image_encoder = ImageEncoder(a["image"])
                 dims.append(a["image"]["out_dim"])
             else:
-                fail(f"modality '{name}' is a plug-in: this script rebuilds text and image only")
+                fail(f"modality '{name}': this script rebuilds the text and image encoders only "
+                     "(safetensors export carries any model)")
         n, total = len(dims), sum(dims)
         self.gated = n > 1 and a["fusion"]["type"] == "gated"
         self.fusion_dim = a["fusion"]["dim"]

@@ -3,6 +3,7 @@
 /// reference"); defaults here are the YAML defaults. Sizes that come from the data (vocabulary,
 /// number of intents, image channels) are not configured: the caller fills them in.
 
+#include "mmintent/data/audio.h"
 #include "mmintent/data/image.h"
 #include "mmintent/data/manifest.h"
 #include "mmintent/data/tokenizer.h"
@@ -55,7 +56,10 @@ struct DataConfig {
   std::string on_bad_sample = "error";   ///< error | skip (skips are reported)
   bool allow_missing_text = false;
   bool allow_missing_image = false;
+  bool allow_missing_audio = false;
   ImageOptions image;
+  /// Audio reading and features (the audio file's field is `field`, default "audio").
+  AudioOptions audio;
   AugmentOptions augment;
   bool cache_images = true;  ///< decode every image once and keep it in memory
   TextConfig text;
@@ -66,6 +70,7 @@ struct ModelConfig {
   std::vector<std::string> modalities{"text", "image"};
   TextEncoderOptions text_encoder;
   ImageEncoderOptions image_encoder;
+  AudioEncoderOptions audio_encoder;  ///< n_mels comes from data.audio
   FusionOptions fusion;
   HeadOptions head;
   /// Plug-in modalities' settings (core/modality.h), by modality name.

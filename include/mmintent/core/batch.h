@@ -27,7 +27,7 @@ struct ModalityInput {
   at::Tensor mask;
 };
 
-/// One collated batch: its modalities by name ("text", "image" and any registered plug-in,
+/// One collated batch: its modalities by name ("text", "image", "audio" and any registered plug-in,
 /// see core/modality.h); a modality the model does not use is absent. A sample may lack one of
 /// its batch's modalities (its mask is then 0).
 ///

@@ -1,5 +1,5 @@
 #pragma once
-/// Modalities by name. "text" and "image" are built in; an application adds its own with
+/// Modalities by name. "text", "image" and "audio" are built in; an application adds its own with
 /// register_modality (run/plugins.h), which records the name here so that the configuration
 /// accepts it. Nothing here depends on LibTorch: the config check uses it.
 
@@ -54,7 +54,7 @@ struct ModalitySettings {
 /// Checks a modality's settings when the config is read; throws SettingError.
 using SettingsCheck = std::function<void(const ModalitySettings&)>;
 
-/// Every known modality in its canonical order: the built-ins ("text", "image"), then the
+/// Every known modality in its canonical order: the built-ins ("text", "image", "audio"), then the
 /// registered ones in registration order. Models fuse modalities in this order.
 std::vector<std::string> modality_names();
 bool is_builtin_modality(const std::string& name);

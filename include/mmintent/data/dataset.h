@@ -5,6 +5,7 @@
 
 #include "mmintent/core/batch.h"
 #include "mmintent/core/seed.h"  // mix_seed: per-sample augmentation seeds
+#include "mmintent/data/audio.h"
 #include "mmintent/data/image.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/data/manifest.h"
@@ -23,6 +24,7 @@ struct DatasetOptions {
   /// Plug-in modalities' settings (`model.plugins.<name>`), by modality name.
   std::map<std::string, ModalitySettings> plugins;
   ImageOptions image;
+  AudioOptions audio;
   int64_t max_length = 64;      ///< tokens kept per text
   bool cache_images = true;     ///< decode all images up front
   /// Without the cache: still decode every image once up front (keeping none), so that a bad

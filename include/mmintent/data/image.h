@@ -2,6 +2,8 @@
 /// Image decoding, resizing, normalisation and light augmentation. OpenCV stays inside
 /// image.cpp; this header needs only the standard library.
 
+#include "mmintent/data/augment.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,17 +23,6 @@ struct ImageOptions {
   /// of the file is read, else after decoding. Independently, OpenCV decodes at most 2^30
   /// pixels and 2^20 a side; larger images are refused whatever this says.
   int64_t max_pixels = 40'000'000;
-};
-
-/// Random training-time augmentation, applied by image_to_chw.
-struct AugmentOptions {
-  bool enabled = false;
-  int64_t crop_padding = 0;  ///< Pad by N pixels (edge replicate), then crop back to HxW at a
-                             ///< random offset in [0, 2N] on each axis.
-  double hflip = 0.0;        ///< Probability of a horizontal flip.
-  double brightness = 0.0;   ///< Adds U(-b, b) on the [0,1] scale, then clamps to [0,1].
-  double contrast = 0.0;     ///< Scales around the image's mean intensity by U(1-c, 1+c),
-                             ///< then clamps to [0,1].
 };
 
 /// A decoded image already resized to the target size: HWC uint8, RGB for 3 channels.

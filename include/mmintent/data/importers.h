@@ -105,6 +105,52 @@ struct SnipsImportOptions {
 ImportSummary import_snips(const std::string& src_dir, const std::string& out_dir,
                            const SnipsImportOptions& options = {});
 
+/// How a spoken data set is synthesised (import_spoken_snips, import_spoken): each utterance's
+/// text spoken by espeak-ng with a voice, rate and pitch drawn at random, at a random level,
+/// with white or pink noise at a random signal-to-noise ratio or none.
+struct SpeechOptions {
+  /// espeak-ng's English voices (MBROLA voices left out: they are separate downloads).
+  std::vector<std::string> accents{"en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan",
+                                   "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029"};
+  /// Shares of espeak-ng's voice variants that speak only val, and only test; the rest speak
+  /// train. No variant speaks in two splits (accents are shared).
+  double val_voices = 0.15;
+  double test_voices = 0.25;
+  /// Noise levels: each utterance gets one at random, white or pink noise at that
+  /// signal-to-noise ratio (dB), or none when `clean`.
+  std::vector<double> snr_db{20, 10, 5};
+  bool clean = true;
+  int rate_min = 140, rate_max = 200;  ///< words per minute, uniform
+  int pitch_min = 25, pitch_max = 75;  ///< espeak-ng's 0-100 scale, uniform
+  int64_t sample_rate = 16000;         ///< of the WAV files written
+  std::size_t limit = 0;               ///< at most this many utterances per split; 0: all
+  std::uint64_t seed = 42;             ///< voices, renditions and noise
+  int64_t threads = 0;                 ///< 0: one per core
+};
+
+/// Spoken SNIPS: SNIPS, read and split as import_snips does, spoken by espeak-ng.
+struct SpokenSnipsImportOptions {
+  SnipsImportOptions text;
+  SpeechOptions speech;
+};
+
+/// Imports SNIPS as speech: OUT_DIR/audio/{train,val,test}/NNNNNN.wav (16-bit mono) and
+/// manifests whose records hold `text` (the transcript), `label`, `audio` (the path relative to
+/// OUT_DIR) and how it was spoken (`voice`, `rate`, `pitch`, `noise`, `snr`, `seconds`), plus
+/// OUT_DIR/README.md saying what the synthetic speech is and is not. Each split has its own
+/// voice variants. Deterministic for a seed (espeak-ng's version aside). Throws as import_snips
+/// for the SNIPS files, Error for bad options or when espeak-ng cannot start or lacks an
+/// accent, DataError for a file it cannot write.
+ImportSummary import_spoken_snips(const std::string& src_dir, const std::string& out_dir,
+                                  const SpokenSnipsImportOptions& options = {});
+
+/// Speaks the `text` of any manifests SRC_DIR/{train,val,test}.jsonl (e.g. the demo's) as
+/// import_spoken_snips does; every other field is kept (an `image` path rewritten to stay valid
+/// from OUT_DIR). Throws DataError naming the file and line for a record without a text or a
+/// label, as import_spoken_snips otherwise.
+ImportSummary import_spoken(const std::string& src_dir, const std::string& out_dir,
+                            const SpeechOptions& options = {});
+
 /// Fashion-MNIST (Xiao et al., 2017): the four gzip-compressed IDX files
 /// SRC_DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz.
 struct FashionMnistImportOptions {

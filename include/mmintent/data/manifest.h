@@ -67,6 +67,9 @@ struct ManifestReadOptions {
   bool allow_missing_image = false;  ///< Absent/null/empty image path allowed (else an error).
   /// Plug-in modalities (ManifestFields::plugins) a record may lack (else an error).
   std::set<std::string> allow_missing_plugins;
+  /// Plug-in modalities (and "audio") whose values are file paths: relative ones are resolved
+  /// against the manifest's folder, as image paths are.
+  std::set<std::string> path_inputs;
   /// "error": the first bad record throws DataError. "skip": each bad record is recorded in
   /// Manifest::skipped instead (nothing is logged here). File-level problems always throw.
   std::string on_bad_record = "error";

@@ -1,7 +1,7 @@
 #pragma once
 /// How a data set reads one modality: a ModalityReader prepares the values of a manifest's
 /// records once (tokenises texts, decodes images, parses a plug-in's values) and collates a
-/// batch's samples into a ModalityInput. "text" and "image" are built in; an application adds
+/// batch's samples into a ModalityInput. "text", "image" and "audio" are built in; an application adds
 /// a modality with register_modality (run/plugins.h), which registers its reader here.
 
 #include "mmintent/core/batch.h"

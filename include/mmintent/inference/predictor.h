@@ -49,6 +49,8 @@ struct PredictInput {
   /// Or the image already in memory: decode_image (data/image.h) of an upload with the run's
   /// config().data.image options. When set, `image` is ignored.
   std::shared_ptr<const DecodedImage> image_pixels;
+  /// An audio file's path (WAV, FLAC, OGG: data/audio.h); may be empty likewise.
+  std::string audio;
   /// Plug-in modalities' values by modality name, as a manifest holds them (Record::inputs).
   std::map<std::string, std::string> inputs;
 };

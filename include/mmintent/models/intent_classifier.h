@@ -1,9 +1,10 @@
 #pragma once
-/// The multimodal intent classifier: one encoder per modality (text, image, plug-ins; see
+/// The multimodal intent classifier: one encoder per modality (text, image, audio, plug-ins; see
 /// models/modality_encoder.h), a fusion (concatenation or a gated multimodal unit) and a softmax
 /// head. Missing modalities are masked, never fed as data.
 
 #include "mmintent/core/batch.h"
+#include "mmintent/models/audio_encoder.h"
 #include "mmintent/models/image_encoder.h"
 #include "mmintent/models/text_encoder.h"
 
@@ -42,6 +43,7 @@ struct IntentClassifierOptions {
   TORCH_ARG(std::vector<std::string>, modalities) = std::vector<std::string>{"text", "image"};
   TORCH_ARG(TextEncoderOptions, text) = {};
   TORCH_ARG(ImageEncoderOptions, image) = {};
+  TORCH_ARG(AudioEncoderOptions, audio) = {};
   TORCH_ARG(FusionOptions, fusion) = {};
   TORCH_ARG(HeadOptions, head) = {};
   /// Plug-in modalities' settings by modality name (`model.plugins` in the config).

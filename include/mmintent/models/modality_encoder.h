@@ -1,6 +1,6 @@
 #pragma once
 /// What the classifier asks of a modality's encoder, and the registry of plug-in encoders.
-/// "text" (TextEncoder) and "image" (ImageEncoder) are built in; an application adds a modality
+/// "text" (TextEncoder), "image" (ImageEncoder) and "audio" (AudioEncoder) are built in; an application adds a modality
 /// with register_modality (run/plugins.h), which registers its encoder here.
 
 #include "mmintent/core/batch.h"
@@ -16,6 +16,7 @@ namespace mmintent {
 
 struct TextEncoderOptions;
 struct ImageEncoderOptions;
+struct AudioEncoderOptions;
 
 /// An encoder of one modality: a module turning a batch's ModalityInput into features. The
 /// classifier registers it as "<modality>_encoder" and multiplies its rows by the mask, so a
@@ -31,6 +32,7 @@ class ModalityEncoderImpl : public torch::nn::Module {
 struct EncoderContext {
   const TextEncoderOptions& text;
   const ImageEncoderOptions& image;
+  const AudioEncoderOptions& audio;
   const ModalitySettings& settings;
 };
 

@@ -3,13 +3,13 @@
 /// Sequences are packed, so the encoding of a sequence never depends on how much it was padded.
 /// On the CPU the RNN runs on mmintent's fused kernel (`rnn_kernel`, models/detail/fused_rnn.h).
 
+#include "mmintent/models/detail/recurrent.h"
 #include "mmintent/models/modality_encoder.h"
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/rnn.h>
 #include <torch/nn/pimpl.h>
 
 #include <string>
@@ -55,16 +55,7 @@ class TextEncoderImpl : public ModalityEncoderImpl {
  private:
   torch::nn::Embedding embedding_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
-  torch::nn::LSTM lstm_{nullptr};
-  torch::nn::GRU gru_{nullptr};
-
-  /// The RNN over packed data with the fused kernel: the packed output, and the final hidden
-  /// state of the last layer's directions [B, output_dim()] in sorted order.
-  std::pair<torch::Tensor, torch::Tensor> fused_rnn(const torch::Tensor& data,
-                                                    const torch::Tensor& batch_sizes);
-  /// "mean" or "max" pooling of the packed RNN output over each sequence's real steps.
-  torch::Tensor pool(const torch::nn::utils::rnn::PackedSequence& out,
-                     const torch::Tensor& safe_lengths);
+  detail::RecurrentPooling rnn_;
 };
 TORCH_MODULE(TextEncoder);
 

@@ -1,9 +1,12 @@
-// mmintent import clinc150|snips|fashion-mnist SRC_DIR OUT_DIR [options]
+// mmintent import clinc150|snips|spoken-snips|spoken|fashion-mnist SRC_DIR OUT_DIR [options]
 #include "command.h"
 
 #include "mmintent/data/importers.h"
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -23,7 +26,9 @@ void print_import_summary(const ImportSummary& summary, double seconds) {
   std::cout << "  labels: " << summary.num_labels << "\n";
   for (const auto& note : summary.notes) std::cout << "  note: " << note << "\n";
   const auto differences = summary.count_differences();
-  if (differences.empty()) {
+  if (summary.checks.empty()) {
+    // Nothing published to compare with (e.g. speaking a user's own manifests).
+  } else if (differences.empty()) {
     std::cout << "  matches published counts (";
     for (std::size_t i = 0; i < summary.checks.size(); ++i) {
       std::cout << (i ? "; " : "") << summary.checks[i].what << " " << summary.checks[i].found;
@@ -49,6 +54,8 @@ Command add_import(CLI::App& app) {
     SnipsImportOptions snips;
     std::string latin1_mode = "decode", surrogate_mode = "join";
     FashionMnistImportOptions fashion;
+    SpeechOptions speech;
+    std::string snrs = "clean,20,10,5";
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("import", "Convert a public data set into train/val/test JSONL manifests");
@@ -73,12 +80,37 @@ Command add_import(CLI::App& app) {
   snips->add_option("--val-per-intent", s->snips.val_per_intent,
                     "Train-file utterances per intent held out as val (the validate files are test)");
   snips->add_option("--seed", s->snips.seed, "Seed for choosing the val utterances");
+  // The spoken data sets share their speech options.
+  auto speech_options = [s](CLI::App* sub) {
+    sub->add_option("--snr", s->snrs, "Noise levels drawn per utterance: 'clean' and/or SNRs in dB")
+        ->capture_default_str();
+    sub->add_option("--val-voices", s->speech.val_voices, "Share of espeak-ng's voice variants speaking only val")
+        ->capture_default_str();
+    sub->add_option("--test-voices", s->speech.test_voices, "Share speaking only test")->capture_default_str();
+    sub->add_option("--limit", s->speech.limit, "At most this many utterances per split (0: all)")
+        ->capture_default_str();
+    sub->add_option("--seed", s->speech.seed, "Seed for the voices, renditions and noise (and SNIPS's val split)")
+        ->capture_default_str();
+    sub->add_option("--threads", s->speech.threads, "Threads (0: one per core)")->capture_default_str();
+  };
+  auto* spoken_snips = cmd->add_subcommand(
+      "spoken-snips", "SNIPS spoken by espeak-ng (synthetic speech, split by voice): SRC_DIR as for snips");
+  spoken_snips->add_option("src_dir", s->src_dir, "Folder with the SNIPS files")->required();
+  spoken_snips->add_option("out_dir", s->out_dir, "Where to write audio/ and train/val/test.jsonl")->required();
+  speech_options(spoken_snips);
+  spoken_snips->footer("Example:\n  mmintent import spoken-snips ../shared/data/snips data/generated/spoken_snips");
+  auto* spoken = cmd->add_subcommand(
+      "spoken", "Speak the texts of SRC_DIR/{train,val,test}.jsonl with espeak-ng (synthetic speech, split by voice)");
+  spoken->add_option("src_dir", s->src_dir, "Folder with train/val/test.jsonl (records with text and label)")->required();
+  spoken->add_option("out_dir", s->out_dir, "Where to write audio/ and the spoken manifests")->required();
+  speech_options(spoken);
+  spoken->footer("Example:\n  mmintent import spoken data/demo data/demo_speech");
   auto* fashion = cmd->add_subcommand("fashion-mnist", "Fashion-MNIST: the four *-ubyte.gz files");
   fashion->add_option("src_dir", s->src_dir, "Folder with the gzip IDX files")->required();
   fashion->add_option("out_dir", s->out_dir, "Where to write images/ and train/val/test.jsonl")->required();
   fashion->add_option("--val-size", s->fashion.val_size, "Training images held out as val");
   fashion->add_option("--seed", s->fashion.seed, "Seed for choosing the val images");
-  return {cmd, [s, clinc, snips]() -> int {
+  return {cmd, [s, clinc, snips, spoken_snips, spoken]() -> int {
             const auto start = std::chrono::steady_clock::now();
             ImportSummary summary;
             if (*clinc) {
@@ -89,6 +121,30 @@ Command add_import(CLI::App& app) {
                                                                 : SnipsImportOptions::InvalidUtf8::decode;
               s->snips.join_surrogate_pairs = s->surrogate_mode == "join";
               summary = import_snips(s->src_dir, s->out_dir, s->snips);
+            } else if (*spoken_snips || *spoken) {
+              s->speech.snr_db.clear();
+              s->speech.clean = false;
+              std::stringstream list(s->snrs);
+              for (std::string item; std::getline(list, item, ',');) {
+                if (item == "clean") {
+                  s->speech.clean = true;
+                  continue;
+                }
+                char* end = nullptr;
+                const double db = std::strtod(item.c_str(), &end);
+                if (item.empty() || *end != '\0' || !std::isfinite(db)) {
+                  return fail(kUsage, "--snr: '" + item + "' is neither 'clean' nor a number of dB");
+                }
+                s->speech.snr_db.push_back(db);
+              }
+              if (*spoken_snips) {
+                SpokenSnipsImportOptions options;
+                options.text.seed = s->speech.seed;
+                options.speech = s->speech;
+                summary = import_spoken_snips(s->src_dir, s->out_dir, options);
+              } else {
+                summary = import_spoken(s->src_dir, s->out_dir, s->speech);
+              }
             } else {
               summary = import_fashion_mnist(s->src_dir, s->out_dir, s->fashion);
             }

@@ -1,4 +1,4 @@
-// mmintent predict RUN_DIR (--text T | --image PATH | --manifest FILE|- --out FILE|-) [--rewrite]
+// mmintent predict RUN_DIR (--text T | --image PATH | --audio PATH | --manifest FILE|- --out FILE|-) [--rewrite]
 #include "command.h"
 
 #include "mmintent/core/log.h"
@@ -136,16 +136,17 @@ int predict_stream(const Predictor& predictor, std::ostream& out, int64_t top_k,
 
 Command add_predict(CLI::App& app) {
   struct State {
-    std::string run_dir, text, image, manifest, out, device;
+    std::string run_dir, text, image, audio, manifest, out, device;
     int64_t top_k = 3;
     bool rewrite = false;
   };
   auto s = std::make_shared<State>();
-  auto* cmd = app.add_subcommand("predict", "Top-k intents for a text and/or image, or a manifest");
+  auto* cmd = app.add_subcommand("predict", "Top-k intents for a text, image and/or audio, or a manifest");
   cmd->footer("Example:\n  mmintent predict runs/demo --text \"can i return these trousers?\" --image photo.png");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train'")->required();
   cmd->add_option("--text", s->text, "The message text");
   cmd->add_option("--image", s->image, "Path of the photo");
+  cmd->add_option("--audio", s->audio, "Path of the spoken message (WAV, FLAC or OGG)");
   cmd->add_option("--manifest", s->manifest,
                   "Predict every record of this manifest (- : JSONL from standard input, answered "
                   "on standard output as lines arrive)...");
@@ -186,12 +187,13 @@ Command add_predict(CLI::App& app) {
               std::cout << "\n";
               return kOk;
             }
-            if (s->text.empty() && s->image.empty()) {
-              return fail(kUsage, "give --text and/or --image, or --manifest");
+            if (s->text.empty() && s->image.empty() && s->audio.empty()) {
+              return fail(kUsage, "give --text, --image and/or --audio, or --manifest");
             }
             PredictInput input;
             input.text = s->text;
             input.image = s->image;
+            input.audio = s->audio;
             const auto prediction = predictor.predict(input, s->top_k);
             if (s->rewrite) {
               std::cout << to_json_line(predictor.rewrite(input, prediction), predictor.rewriter()) << "\n";

@@ -105,6 +105,7 @@ void write_manifests(const fs::path& out_dir, const Splits& splits, bool with_te
         if (with_text) line["text"] = record.text;
         if (with_image) line["image"] = record.image;
         line["label"] = record.label;
+        for (const auto& [key, value] : record.extra.items()) line[key] = value;
         out << line.dump() << '\n';
       }
       out.flush();

@@ -47,6 +47,8 @@ struct OutRecord {
   std::string text;
   std::string image;
   std::string label;
+  /// More fields, written after the label in this order (e.g. a spoken record's audio path).
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 
 using Splits = std::array<std::vector<OutRecord>, 3>;
@@ -54,6 +56,10 @@ using Splits = std::array<std::vector<OutRecord>, 3>;
 /// Writes OUT_DIR/{train,val,test}.jsonl: all three to temporary files first, then renamed.
 void write_manifests(const std::filesystem::path& out_dir, const Splits& splits, bool with_text, bool with_image,
                      ImportSummary& summary);
+
+/// SNIPS's three splits as import_snips writes them (snips.cpp), read and checked; adds the
+/// count checks and notes to `summary`. Shared with import_spoken_snips.
+Splits read_snips(const std::string& src_dir, const SnipsImportOptions& options, ImportSummary& summary);
 
 /// Fills summary.splits (per kind via `kind_of`) and num_labels.
 template <typename KindOf>

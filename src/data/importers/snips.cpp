@@ -104,8 +104,9 @@ std::string repair_utf8(const std::string& path, const std::string& bytes,
 
 }  // namespace
 
-ImportSummary import_snips(const std::string& src_dir, const std::string& out_dir,
-                           const SnipsImportOptions& options) {
+namespace detail {
+
+Splits read_snips(const std::string& src_dir, const SnipsImportOptions& options, ImportSummary& summary) {
   const fs::path dir(src_dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw DataError(src_dir, 0, "not a folder (expected the SNIPS files)");
@@ -135,9 +136,6 @@ ImportSummary import_snips(const std::string& src_dir, const std::string& out_di
     }
   }
 
-  ImportSummary summary;
-  summary.dataset = "snips";
-  summary.kind = "intent";
   std::size_t inner_breaks = 0;
   // Reads one file: the utterances of `intent`, in file order.
   auto read_file = [&](const fs::path& file, const std::string& intent) {
@@ -219,8 +217,6 @@ ImportSummary import_snips(const std::string& src_dir, const std::string& out_di
     for (const auto& text : validate) splits[2].push_back({text, "", intent});
   }
 
-  write_manifests(out_dir, splits, /*with_text=*/true, /*with_image=*/false, summary);
-  count_splits(splits, [](const OutRecord& r) { return r.label; }, summary);
   summary.checks.push_back({"train-file utterances (train + val)", train_file_total, 13784});
   summary.checks.push_back({"validate utterances (test)", validate_total, 700});
   summary.checks.push_back({"intents", train_intents.size(), 7});
@@ -244,6 +240,19 @@ ImportSummary import_snips(const std::string& src_dir, const std::string& out_di
     summary.notes.push_back(std::to_string(inner_breaks) +
                             " utterances keep a line break or tab inside the text (only outer whitespace is stripped)");
   }
+  return splits;
+}
+
+}  // namespace detail
+
+ImportSummary import_snips(const std::string& src_dir, const std::string& out_dir,
+                           const SnipsImportOptions& options) {
+  ImportSummary summary;
+  summary.dataset = "snips";
+  summary.kind = "intent";
+  const Splits splits = detail::read_snips(src_dir, options, summary);
+  write_manifests(out_dir, splits, /*with_text=*/true, /*with_image=*/false, summary);
+  count_splits(splits, [](const OutRecord& r) { return r.label; }, summary);
   return summary;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
-/// The built-in modality readers, "text" and "image" (data/modality.h). Internal.
+/// The built-in modality readers, "text", "image" and "audio" (data/modality.h). Internal.
 
+#include "mmintent/data/audio.h"
+#include "mmintent/data/audio_features.h"
 #include "mmintent/data/image.h"
 #include "mmintent/data/modality.h"
 
@@ -60,6 +62,33 @@ class ImageReader : public ModalityReader {
   std::vector<long> lines_;
   std::vector<DecodedImage> images_;  ///< the cache, empty when not caching
   std::vector<std::shared_ptr<const DecodedImage>> given_;  ///< empty when none was given
+};
+
+/// Decodes every clip once up front (mono, resampled, cut: data/audio.h) and keeps it as 16-bit
+/// samples (AudioOptions::cache), or only checks it (decoded again per batch); collates log-mel
+/// features [B,T,n_mels] (T the batch's longest, at least 1; zero past each length),
+/// normalised per utterance, SpecAugment-ed when training, with lengths in frames and the mask.
+class AudioReader : public ModalityReader {
+ public:
+  explicit AudioReader(const ReaderContext& context);
+  std::vector<std::string> prepare(const std::vector<std::string>& values,
+                                   const std::vector<long>& lines) override;
+  void retain(const std::vector<char>& keep) override;
+  bool present(int64_t i) const override { return !paths_.at(i).empty(); }
+  ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
+                        uint64_t seed) const override;
+  /// Sample i's features [frames x n_mels], frame-major, normalised and (with `augment`)
+  /// SpecAugment-ed.
+  std::vector<float> features(int64_t i, const AugmentOptions* augment, uint64_t seed) const;
+
+ private:
+  std::string manifest_;
+  AudioOptions audio_;
+  int64_t threads_;
+  std::shared_ptr<const LogMelExtractor> extractor_;
+  std::vector<std::string> paths_;
+  std::vector<long> lines_;
+  std::vector<std::vector<int16_t>> clips_;  ///< the cache, empty when not caching
 };
 
 }  // namespace mmintent::detail

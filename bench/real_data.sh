@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command per real-data benchmark: import the data set, train and evaluate the config,
 # and print the figure the README's results table quotes, with the wall time.
-#   bench/real_data.sh clinc150|clinc150_threshold|snips|fashion_mnist [KEY=VALUE overrides...]
+#   bench/real_data.sh clinc150|clinc150_threshold|snips|spoken_snips|fashion_mnist [KEY=VALUE overrides...]
 # Expects a build in build/ (scripts/build.sh); the data comes from ../shared/data and
 # /usr/share/datasets/fashion-mnist and is written to data/generated/ (git-ignored).
 set -euo pipefail
@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
-name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|snips|fashion_mnist [overrides]}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|snips|spoken_snips|fashion_mnist [overrides]}"
 shift
 
 case "$name" in
@@ -22,6 +22,14 @@ case "$name" in
   snips)
     "$bin" import snips "$shared/snips" data/generated/snips
     config=configs/snips.yaml
+    extra=()
+    ;;
+  spoken_snips)
+    # Synthetic speech (espeak-ng; docs/SPEECH.md): about a minute to write, kept between runs.
+    if [ ! -f data/generated/spoken_snips/test.jsonl ]; then
+      "$bin" import spoken-snips "$shared/snips" data/generated/spoken_snips
+    fi
+    config=configs/spoken_snips.yaml
     extra=()
     ;;
   fashion_mnist)
@@ -52,3 +60,20 @@ if "oos" in test:
         line += f" (threshold {o['threshold']:.4f}, chosen on val)"
 print(f"{line}; train + eval wall time {seconds} s")
 PY
+
+if [ "$name" = spoken_snips ]; then
+  # Accuracy per noise level of the test split (the manifest's "snr": clean, 20 dB, ...).
+  "$bin" predict "$run_dir" --manifest data/generated/spoken_snips/test.jsonl --out "$run_dir/test_predictions.jsonl" > /dev/null
+  python3 - data/generated/spoken_snips/test.jsonl "$run_dir/test_predictions.jsonl" <<'PY'
+import json, sys
+from collections import defaultdict
+records = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+right, total = defaultdict(int), defaultdict(int)
+for p in (json.loads(l) for l in open(sys.argv[2]) if l.strip()):
+    r = records[p["line"] - 1]
+    total[r["snr"]] += 1
+    right[r["snr"]] += p["top"][0]["intent"] == r["label"]
+order = sorted(total, key=lambda s: (s != "clean", -float(s.split()[0]) if s != "clean" else 0))
+print("spoken_snips test accuracy by noise: " + ", ".join(f"{s} {right[s] / total[s]:.4f} ({total[s]})" for s in order))
+PY
+fi

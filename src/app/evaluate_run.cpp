@@ -49,7 +49,10 @@ std::vector<DecisionSample> samples_of(const Predictions& p, const OosSetup& oos
 std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
   std::vector<SampleInfo> out;
   out.reserve(d.size());
-  for (const auto& r : d.records()) out.push_back({r.text, r.image});
+  for (const auto& r : d.records()) {
+    const auto audio = r.inputs.find("audio");
+    out.push_back({r.text, r.image, audio == r.inputs.end() ? std::string() : audio->second});
+  }
   return out;
 }
 

@@ -99,6 +99,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   const auto mopts = manifest_read_options(c, /*require_label=*/true);
   fo.plugins = mopts.fields.plugins;
   fo.allow_missing_plugins = mopts.allow_missing_plugins;
+  fo.path_inputs = mopts.path_inputs;
   const FeedbackLog log_records = read_feedback(options.feedback, data.labels, fo);
   for (const auto& s : log_records.skipped) log::warn("tune", "skipped " + s);
   const auto dopts = dataset_options(c);

@@ -5,6 +5,8 @@
 #include <sndfile.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -35,13 +37,7 @@ double bessel_i0(double x) {
 
 /// For a file libsndfile refuses: what is wrong with a RIFF/WAVE header, when its "fmt " chunk
 /// gives no channels or a sample rate of 0 (libsndfile only says its SF_INFO is incomplete).
-std::string wav_header_problem(const std::string& path) {
-  std::string head(4096, '\0');
-  {
-    std::ifstream in(path, std::ios::binary);
-    in.read(head.data(), static_cast<std::streamsize>(head.size()));
-    head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
-  }
+std::string wav_header_problem(const std::string& head) {
   if (head.size() < 12 || head.compare(0, 4, "RIFF") != 0 || head.compare(8, 4, "WAVE") != 0) return "";
   auto u16 = [&](size_t at) { return unsigned(uint8_t(head[at])) | unsigned(uint8_t(head[at + 1])) << 8; };
   auto u32 = [&](size_t at) { return uint32_t(u16(at)) | uint32_t(u16(at + 2)) << 16; };
@@ -57,6 +53,57 @@ std::string wav_header_problem(const std::string& path) {
     at += 8 + size + (size & 1);
   }
   return "";
+}
+
+/// Checks an opened file's header and decodes it (mono, resampled, cut); `name` for messages.
+DecodedAudio decode_open(SNDFILE* file, const SF_INFO& info, const std::string& name, const AudioOptions& options) {
+  // libsndfile reads a file whose header claims more samples than it holds as far as they go,
+  // and says so only in its log ("data : 3200 (should be 1600)"): a cut-short file is refused.
+  {
+    char log[4096] = {0};
+    sf_command(file, SFC_GET_LOG_INFO, log, sizeof log);
+    const std::string text(log);
+    for (size_t at = text.find("data :"); at != std::string::npos; at = text.find("data :", at + 1)) {
+      if (at != 0 && text[at - 1] != '\n') continue;
+      const auto end = text.find('\n', at);
+      const std::string line = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      if (line.find("(should be") != std::string::npos) {
+        throw DataError(name, 0, "audio file is cut short: its header and its size disagree (" + line + ")");
+      }
+    }
+  }
+  if (info.samplerate <= 0) {
+    throw DataError(name, 0, "audio header gives a sample rate of " + std::to_string(info.samplerate));
+  }
+  if (info.channels <= 0 || info.channels > 64) {
+    throw DataError(name, 0, "audio header gives " + std::to_string(info.channels) + " channels");
+  }
+  const double claimed = double(info.frames) / double(info.samplerate);
+  if (info.frames < 0 || claimed > options.max_file_seconds) {
+    throw DataError(name, 0, "audio header claims " + std::to_string(claimed) + " s (more than " +
+                                 std::to_string(options.max_file_seconds) + " s): refused as corrupt");
+  }
+  // Read at most what max_seconds keeps, at the file's rate (plus the resampler's margin).
+  const auto keep = std::min<sf_count_t>(
+      info.frames, static_cast<sf_count_t>(std::ceil(options.max_seconds * info.samplerate)) + 64);
+  std::vector<float> interleaved(static_cast<size_t>(keep) * static_cast<size_t>(info.channels));
+  const sf_count_t got = sf_readf_float(file, interleaved.data(), keep);
+  if (got < keep) {
+    throw DataError(name, 0, "audio file is cut short: its header gives " + std::to_string(info.frames) +
+                                 " frames, " + std::to_string(got) + " could be read");
+  }
+  std::vector<float> mono(static_cast<size_t>(got));
+  for (sf_count_t f = 0; f < got; ++f) {
+    double sum = 0;
+    for (int c = 0; c < info.channels; ++c) sum += interleaved[static_cast<size_t>(f * info.channels + c)];
+    mono[static_cast<size_t>(f)] = static_cast<float>(sum / info.channels);
+  }
+  DecodedAudio out;
+  out.sample_rate = options.sample_rate;
+  out.samples = resample(mono, info.samplerate, options.sample_rate);
+  const auto max_samples = static_cast<size_t>(std::llround(options.max_seconds * double(options.sample_rate)));
+  if (out.samples.size() > max_samples) out.samples.resize(max_samples);
+  return out;
 }
 
 }  // namespace
@@ -216,57 +263,53 @@ DecodedAudio decode_audio_file(const std::string& path, const AudioOptions& opti
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> file(sf_open(path.c_str(), SFM_READ, &info), &sf_close);
   if (!file) {
     const std::string why = sf_strerror(nullptr);
-    const std::string header = wav_header_problem(path);
+    std::string head(4096, '\0');
+    {
+      std::ifstream in(path, std::ios::binary);
+      in.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+    }
+    const std::string header = wav_header_problem(head);
     if (!header.empty()) throw DataError(path, 0, header);
     throw DataError(path, 0, "not an audio file libsndfile reads (" + why + ")");
   }
-  // libsndfile reads a file whose header claims more samples than it holds as far as they go,
-  // and says so only in its log ("data : 3200 (should be 1600)"): a cut-short file is refused.
-  {
-    char log[4096] = {0};
-    sf_command(file.get(), SFC_GET_LOG_INFO, log, sizeof log);
-    const std::string text(log);
-    for (size_t at = text.find("data :"); at != std::string::npos; at = text.find("data :", at + 1)) {
-      if (at != 0 && text[at - 1] != '\n') continue;
-      const auto end = text.find('\n', at);
-      const std::string line = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
-      if (line.find("(should be") != std::string::npos) {
-        throw DataError(path, 0, "audio file is cut short: its header and its size disagree (" + line + ")");
-      }
-    }
+  return decode_open(file.get(), info, path, options);
+}
+
+DecodedAudio decode_audio_bytes(const std::string& bytes, const std::string& name, const AudioOptions& options) {
+  if (bytes.empty()) throw DataError(name, 0, "audio file is empty");
+  struct Reader {
+    const std::string* bytes;
+    sf_count_t at = 0;
+  } reader{&bytes};
+  SF_VIRTUAL_IO io{};
+  io.get_filelen = [](void* r) -> sf_count_t { return static_cast<sf_count_t>(static_cast<Reader*>(r)->bytes->size()); };
+  io.seek = [](sf_count_t offset, int whence, void* r) -> sf_count_t {
+    auto* x = static_cast<Reader*>(r);
+    const auto size = static_cast<sf_count_t>(x->bytes->size());
+    const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? x->at : size;
+    x->at = std::clamp<sf_count_t>(base + offset, 0, size);
+    return x->at;
+  };
+  io.read = [](void* out, sf_count_t count, void* r) -> sf_count_t {
+    auto* x = static_cast<Reader*>(r);
+    const auto n = std::min<sf_count_t>(count, static_cast<sf_count_t>(x->bytes->size()) - x->at);
+    if (n <= 0) return 0;
+    std::memcpy(out, x->bytes->data() + x->at, static_cast<size_t>(n));
+    x->at += n;
+    return n;
+  };
+  io.write = [](const void*, sf_count_t, void*) -> sf_count_t { return 0; };
+  io.tell = [](void* r) -> sf_count_t { return static_cast<Reader*>(r)->at; };
+  SF_INFO info{};
+  std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> file(sf_open_virtual(&io, SFM_READ, &info, &reader), &sf_close);
+  if (!file) {
+    const std::string why = sf_strerror(nullptr);
+    const std::string header = wav_header_problem(bytes.substr(0, 4096));
+    if (!header.empty()) throw DataError(name, 0, header);
+    throw DataError(name, 0, "not an audio file libsndfile reads (" + why + ")");
   }
-  if (info.samplerate <= 0) {
-    throw DataError(path, 0, "audio header gives a sample rate of " + std::to_string(info.samplerate));
-  }
-  if (info.channels <= 0 || info.channels > 64) {
-    throw DataError(path, 0, "audio header gives " + std::to_string(info.channels) + " channels");
-  }
-  const double claimed = double(info.frames) / double(info.samplerate);
-  if (info.frames < 0 || claimed > options.max_file_seconds) {
-    throw DataError(path, 0, "audio header claims " + std::to_string(claimed) + " s (more than " +
-                                 std::to_string(options.max_file_seconds) + " s): refused as corrupt");
-  }
-  // Read at most what max_seconds keeps, at the file's rate (plus the resampler's margin).
-  const auto keep = std::min<sf_count_t>(
-      info.frames, static_cast<sf_count_t>(std::ceil(options.max_seconds * info.samplerate)) + 64);
-  std::vector<float> interleaved(static_cast<size_t>(keep) * static_cast<size_t>(info.channels));
-  const sf_count_t got = sf_readf_float(file.get(), interleaved.data(), keep);
-  if (got < keep) {
-    throw DataError(path, 0, "audio file is cut short: its header gives " + std::to_string(info.frames) +
-                                 " frames, " + std::to_string(got) + " could be read");
-  }
-  std::vector<float> mono(static_cast<size_t>(got));
-  for (sf_count_t f = 0; f < got; ++f) {
-    double sum = 0;
-    for (int c = 0; c < info.channels; ++c) sum += interleaved[static_cast<size_t>(f * info.channels + c)];
-    mono[static_cast<size_t>(f)] = static_cast<float>(sum / info.channels);
-  }
-  DecodedAudio out;
-  out.sample_rate = options.sample_rate;
-  out.samples = resample(mono, info.samplerate, options.sample_rate);
-  const auto max_samples = static_cast<size_t>(std::llround(options.max_seconds * double(options.sample_rate)));
-  if (out.samples.size() > max_samples) out.samples.resize(max_samples);
-  return out;
+  return decode_open(file.get(), info, name, options);
 }
 
 }  // namespace mmintent

@@ -84,6 +84,7 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       r.image_pixels.reset();
     }
     if (!options_.uses("text")) r.text.clear();
+    if (!options_.uses("audio")) r.audio_samples.reset();
     for (auto it = r.inputs.begin(); it != r.inputs.end();) {
       it = options_.uses(it->first) ? std::next(it) : r.inputs.erase(it);
     }
@@ -103,6 +104,12 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       bool any = false;
       for (int64_t i = 0; i < n; ++i) any |= static_cast<bool>(decoded[i] = records_[i].image_pixels);
       if (any) static_cast<detail::ImageReader&>(*reader).set_decoded(std::move(decoded));
+    }
+    if (name == "audio") {  // clips decoded in memory likewise
+      std::vector<std::shared_ptr<const DecodedAudio>> decoded(n);
+      bool any = false;
+      for (int64_t i = 0; i < n; ++i) any |= static_cast<bool>(decoded[i] = records_[i].audio_samples);
+      if (any) static_cast<detail::AudioReader&>(*reader).set_decoded(std::move(decoded));
     }
     std::vector<std::string> values(n);
     for (int64_t i = 0; i < n; ++i) values[i] = record_value(records_[i], name);

@@ -85,7 +85,8 @@ class RecordReader {
       std::string value;
       if (it != object.end() && !it->is_null()) value = it->is_string() ? it->get<std::string>() : it->dump();
       if (!is_blank(value)) {
-        r.inputs[modality] = value;
+        const bool relative_path = options_.path_inputs.count(modality) && !base_dir_.empty() && fs::path(value).is_relative();
+        r.inputs[modality] = relative_path ? (base_dir_ / value).string() : value;
       } else if (!options_.allow_missing_plugins.count(modality)) {
         fail(line, it == object.end() ? "missing field '" + field + "' (the run's model uses " + modality + ")"
                                       : "empty value in field '" + field + "' (" + modality + ")");

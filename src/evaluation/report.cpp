@@ -260,6 +260,7 @@ ClassificationMetrics write_split_report(const std::string& run_dir, const std::
     } else {
       line["text"] = samples[indices[row]].text;
       line["image"] = samples[indices[row]].image;
+      if (!samples[indices[row]].audio.empty()) line["audio"] = samples[indices[row]].audio;
     }
     line["gold"] = label_names[gold[row]];
     line["top"] = top;

@@ -143,7 +143,7 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     if (c.model.uses("image") && in.image.empty() && !in.image_pixels && !c.data.allow_missing_image) {
       throw DataError("<request>", line, "this model needs an image (the run was trained without allow_missing_image)");
     }
-    if (c.model.uses("audio") && in.audio.empty() && !c.data.allow_missing_audio) {
+    if (c.model.uses("audio") && in.audio.empty() && !in.audio_samples && !c.data.allow_missing_audio) {
       throw DataError("<request>", line, "this model needs audio (the run was trained without allow_missing_audio)");
     }
     for (const auto& name : c.model.modalities) {
@@ -160,7 +160,11 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     r.image = in.image_pixels ? std::string() : in.image;
     r.image_pixels = in.image_pixels;
     r.inputs = in.inputs;
-    if (c.model.uses("audio") && !in.audio.empty()) r.inputs["audio"] = in.audio;
+    if (c.model.uses("audio") && in.audio_samples) {
+      r.audio_samples = in.audio_samples;
+    } else if (c.model.uses("audio") && !in.audio.empty()) {
+      r.inputs["audio"] = in.audio;
+    }
     r.line = line;
     m.records.push_back(std::move(r));
   }

@@ -1,6 +1,7 @@
 #include "serve/request.h"
 
 #include "mmintent/core/modality.h"
+#include "mmintent/data/audio.h"
 #include "mmintent/data/image.h"
 #include "mmintent/error.h"
 
@@ -36,6 +37,19 @@ std::string field_before(const std::string& body, std::size_t pos) {
 /// The plug-in value as a manifest holds it (Record::inputs): a string's text, else compact JSON.
 std::string plugin_value(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
+/// The bytes of an uploaded file: base64, or a base64 data: URL as a browser's FileReader gives
+/// it (`kind`: "image" or "audio", for the message).
+std::string file_bytes(std::string text, const std::string& field, const std::string& kind) {
+  if (text.rfind("data:", 0) == 0) {
+    const auto comma = text.find(',');
+    if (comma == std::string::npos || comma < 7 || text.compare(comma - 7, 7, ";base64") != 0) {
+      throw RequestError(400, field, "a data: URL must be base64 (data:" + kind + "/...;base64,...)");
+    }
+    text.erase(0, comma + 1);
+  }
+  return decode_base64(text, field);
+}
+
 PredictRequest parse_one(const json& j, const PredictRules& rules, const std::string& prefix) {
   const Config& c = *rules.config;
   if (!j.is_object()) throw RequestError(400, prefix.empty() ? "" : prefix, "expected a JSON object, found " + type_name(j));
@@ -50,15 +64,7 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
       if (v.is_null()) continue;
       if (!v.is_string()) throw RequestError(400, name(key), "must be a base64 string (the image file's bytes), found " + type_name(v));
       if (!c.model.uses("image")) throw RequestError(400, name(key), "this model does not use images");
-      std::string text = v.get<std::string>();
-      if (text.rfind("data:", 0) == 0) {  // a data: URL, as a browser's FileReader gives it
-        const auto comma = text.find(',');
-        if (comma == std::string::npos || comma < 7 || text.compare(comma - 7, 7, ";base64") != 0) {
-          throw RequestError(400, name(key), "a data: URL must be base64 (data:image/...;base64,...)");
-        }
-        text.erase(0, comma + 1);
-      }
-      std::string bytes = decode_base64(text, name(key));
+      std::string bytes = file_bytes(v.get<std::string>(), name(key), "image");
       try {
         r.input.image_pixels = std::make_shared<const DecodedImage>(decode_image(
             std::vector<uint8_t>(bytes.begin(), bytes.end()), c.data.image, name(key)));
@@ -69,6 +75,22 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
         throw RequestError(400, name(key), message);
       }
       r.image_bytes = std::move(bytes);
+    } else if (key == "audio") {
+      if (v.is_null()) continue;
+      if (!v.is_string()) {
+        throw RequestError(400, name(key), "must be a base64 string (the audio file's bytes: WAV, FLAC, OGG), found " + type_name(v));
+      }
+      if (!c.model.uses("audio")) throw RequestError(400, name(key), "this model does not use audio");
+      std::string bytes = file_bytes(v.get<std::string>(), name(key), "audio");
+      try {
+        r.input.audio_samples = std::make_shared<const DecodedAudio>(decode_audio_bytes(bytes, name(key), c.data.audio));
+      } catch (const DataError& e) {
+        std::string message = e.what();
+        const std::string lead = name(key) + ": ";
+        if (message.rfind(lead, 0) == 0) message.erase(0, lead.size());
+        throw RequestError(400, name(key), message);
+      }
+      r.audio_bytes = std::move(bytes);
     } else if (key == "top_k") {
       if (!v.is_number_integer() || v.get<int64_t>() < 1) {
         throw RequestError(400, name(key), "must be an integer >= 1, found " + (v.is_number() ? v.dump() : type_name(v)));
@@ -83,7 +105,7 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
         r.plugin_values[key] = v;
       }
     } else {
-      std::string known = "text, image, top_k, rewrite";
+      std::string known = "text, image, audio, top_k, rewrite";
       for (const auto& m : c.model.modalities) {
         if (!is_builtin_modality(m)) known += ", " + m;
       }
@@ -96,6 +118,9 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
   }
   if (c.model.uses("image") && !r.input.image_pixels && !c.data.allow_missing_image) {
     throw RequestError(400, name("image"), "this model needs an image (it was trained without allow_missing_image)");
+  }
+  if (c.model.uses("audio") && !r.input.audio_samples && !c.data.allow_missing_audio) {
+    throw RequestError(400, name("audio"), "this model needs audio (it was trained without allow_missing_audio)");
   }
   for (const auto& m : c.model.modalities) {
     if (is_builtin_modality(m) || r.input.inputs.count(m)) continue;
@@ -168,7 +193,7 @@ FeedbackRequest parse_feedback(const std::string& body, const PredictRules& rule
       f.corrected_to = known_intent(key, v);
     } else if (key == "predicted") {
       f.predicted = known_intent(key, v);
-    } else if (key == "text" || key == "image" || (rules.config->model.uses(key) && !is_builtin_modality(key))) {
+    } else if (key == "text" || key == "image" || key == "audio" || (rules.config->model.uses(key) && !is_builtin_modality(key))) {
       inputs[key] = v;
     } else {
       throw RequestError(400, key, "unknown field (known: id, reaction, corrected_to; without an id: predicted and the inputs)");
@@ -193,6 +218,7 @@ FeedbackRequest parse_feedback(const std::string& body, const PredictRules& rule
   PredictRequest in = parse_one(inputs, rules, "");
   f.text = in.input.text;
   f.image_bytes = std::move(in.image_bytes);
+  f.audio_bytes = std::move(in.audio_bytes);
   f.plugin_values = std::move(in.plugin_values);
   return f;
 }

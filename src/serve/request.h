@@ -33,6 +33,7 @@ struct PredictRequest {
   int64_t top_k = 3;
   bool rewrite = false;
   std::string image_bytes;  ///< the uploaded image file (decoded from base64), "" for none
+  std::string audio_bytes;  ///< the uploaded audio file (decoded from base64), "" for none
   /// Plug-in modalities' values as sent (for the feedback log).
   std::map<std::string, nlohmann::json> plugin_values;
 };
@@ -45,6 +46,7 @@ struct FeedbackRequest {
   std::string corrected_to;  ///< corrected only
   std::string text;          ///< whole-record form
   std::string image_bytes;   ///< whole-record form, the image file
+  std::string audio_bytes;   ///< whole-record form, the audio file
   std::string predicted;     ///< whole-record form
   std::map<std::string, nlohmann::json> plugin_values;  ///< whole-record form
 };
@@ -59,9 +61,10 @@ struct PredictRules {
 };
 
 /// Parses a JSON body: an object (`batch` false) or an array of objects (`batch` true). Fields:
-/// "text" (string), "image" (base64 of a PNG/JPEG/... file, optionally as a data: URL),
+/// "text" (string), "image" (base64 of a PNG/JPEG/... file, optionally as a data: URL), "audio"
+/// (base64 of a WAV/FLAC/OGG file, likewise),
 /// "top_k" (integer >= 1), "rewrite" (boolean), and one per plug-in modality by its name.
-/// Images are decoded here, with the run's image options. Throws RequestError: 400 for
+/// Images and audio are decoded here, with the run's image and audio options. Throws RequestError: 400 for
 /// malformed JSON, ill-formed UTF-8, a wrong type, an unknown field, a missing text or image
 /// the model needs, bad base64 or an image that cannot be decoded or is above max_pixels.
 std::vector<PredictRequest> parse_predict(const std::string& body, const PredictRules& rules, bool& batch);

@@ -63,6 +63,14 @@ std::string image_extension(const std::string& b) {
   return ".img";
 }
 
+/// The file extension of an audio file's bytes (cosmetic, as image_extension's).
+std::string audio_extension(const std::string& b) {
+  if (b.size() > 12 && b.compare(0, 4, "RIFF") == 0 && b.compare(8, 4, "WAVE") == 0) return ".wav";
+  if (b.compare(0, 4, "fLaC") == 0) return ".flac";
+  if (b.compare(0, 4, "OggS") == 0) return ".ogg";
+  return ".audio";
+}
+
 std::string utc_now() {
   char buf[32];
   const std::time_t t = std::time(nullptr);
@@ -74,7 +82,7 @@ std::string utc_now() {
 
 /// What the server showed for a prediction, kept for its feedback.
 struct Shown {
-  std::string text, image_bytes, predicted, decision, version;
+  std::string text, image_bytes, audio_bytes, predicted, decision, version;
   double probability = 0;
   std::map<std::string, nlohmann::json> plugin_values;
   bool answered = false;  ///< feedback was recorded
@@ -125,6 +133,8 @@ struct Server::Impl {
   std::unique_ptr<serve::FeedbackLogWriter> feedback;
   std::string images_dir;     ///< where uploaded images of feedback records go
   std::string images_folder;  ///< the same, relative to the log's folder
+  std::string audio_dir;      ///< where uploaded audio of feedback records goes
+  std::string audio_folder;   ///< the same, relative to the log's folder
   std::mutex shown_mutex;
   std::map<std::string, Shown> shown;  ///< by prediction id
   std::deque<std::string> shown_order;  ///< oldest first
@@ -237,6 +247,7 @@ struct Server::Impl {
         Shown s;
         s.text = requests[i].input.text;
         s.image_bytes = requests[i].image_bytes;
+        s.audio_bytes = requests[i].audio_bytes;
         s.predicted = p.top.at(0).intent;
         s.probability = p.top.at(0).probability;
         s.decision = to_string(p.decision);
@@ -285,6 +296,7 @@ struct Server::Impl {
       id = next_id();
       s.text = f.text;
       s.image_bytes = std::move(f.image_bytes);
+      s.audio_bytes = std::move(f.audio_bytes);
       s.predicted = f.predicted;
       s.plugin_values = std::move(f.plugin_values);
     }
@@ -298,6 +310,14 @@ struct Server::Impl {
         const std::string name = id + image_extension(s.image_bytes);
         serve::write_file_durably(images_dir + "/" + name, s.image_bytes);
         line["image"] = images_folder + "/" + name;
+      }
+      if (!s.audio_bytes.empty()) {
+        const std::string name = id + audio_extension(s.audio_bytes);
+        std::error_code ec;
+        std::filesystem::create_directories(audio_dir, ec);
+        if (ec) throw Error("cannot create " + audio_dir + ": " + ec.message());
+        serve::write_file_durably(audio_dir + "/" + name, s.audio_bytes);
+        line["audio"] = audio_folder + "/" + name;
       }
       for (const auto& [modality, value] : s.plugin_values) {
         // A prediction from a model before a reload may carry a modality the current one lacks.
@@ -524,6 +544,8 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
     m.images_dir = (log.parent_path() / m.images_folder).string();
     fs::create_directories(m.images_dir, ec);
     if (ec) throw Error("serve.feedback_log: cannot create " + m.images_dir + ": " + ec.message());
+    m.audio_folder = log.stem().string() + "_audio";
+    m.audio_dir = (log.parent_path() / m.audio_folder).string();  // made at the first upload
     m.feedback = std::make_unique<serve::FeedbackLogWriter>(config.feedback_log);
   }
   if (!config.tls.cert.empty()) {

@@ -9,6 +9,7 @@
 #include "mmintent/run/run_directory.h"
 #include "mmintent/run/setup.h"
 #include "mmintent/training/checkpoint.h"
+#include "support/audio.h"
 #include "support/cli.h"
 #include "support/fixture.h"
 #include "support/support.h"
@@ -146,6 +147,7 @@ TEST_F(ExportTest, ErrorsNameTheRunOrTheFormat) {
 struct ArchitectureCase {
   std::string name;
   std::vector<std::string> overrides;
+  bool tones = false;  ///< train on support/audio.h's tone fixture (audio) instead
 };
 
 std::ostream& operator<<(std::ostream& os, const ArchitectureCase& c) { return os << c.name; }
@@ -181,7 +183,9 @@ TEST_P(ExportNetworkTest, OnnxAndTorchScriptGiveMmintentsLogits) {
   const auto run_dir = (dir_.path() / "run").string();
   auto overrides = GetParam().overrides;
   overrides.push_back("train.epochs=1");
-  test::train_quietly(test::write_fixture(dir_.path(), run_dir), overrides);
+  test::train_quietly(GetParam().tones ? test::write_tone_fixture(dir_.path(), run_dir)
+                                       : test::write_fixture(dir_.path(), run_dir),
+                      overrides);
 
   // mmintent's model and logits on inputs no loader would refuse, at B=6, T=11.
   const RunDirectory run(run_dir);
@@ -208,6 +212,16 @@ TEST_P(ExportNetworkTest, OnnxAndTorchScriptGiveMmintentsLogits) {
       add("text_ids", ids);
       add("text_lengths", lengths);
       add("text_mask", mask);
+    } else if (modality == "audio") {
+      const int64_t frames = 41, mels = model->options.audio().n_mels();
+      const auto lengths = torch::tensor(std::vector<int64_t>{41, 13, 1, 0, 27, 5});
+      auto features = torch::randn({B, frames, mels});
+      features.masked_fill_((torch::arange(frames).unsqueeze(0) >= lengths.unsqueeze(1)).unsqueeze(2), 0.f);
+      const auto mask = (lengths > 0).to(torch::kFloat);
+      batch.inputs["audio"] = {features, lengths, mask};
+      add("audio", features);
+      add("audio_lengths", lengths);
+      add("audio_mask", mask);
     } else {
       const auto& image = config.data.image;
       const auto pixels = torch::randn({B, model->options.image().in_channels(), image.height, image.width});
@@ -291,7 +305,12 @@ INSTANTIATE_TEST_SUITE_P(
                           "model.text_encoder.pooling=mean", "model.head.hidden=[]"}},
         ArchitectureCase{"ImageOnlyNoNormNoPool",
                          {"model.modalities=[image]", "model.image_encoder.batch_norm=false",
-                          "model.image_encoder.pool=none"}}),
+                          "model.image_encoder.pool=none"}},
+        ArchitectureCase{"AudioBiGru2Mean", {"model.audio_encoder.num_layers=2"}, /*tones=*/true},
+        ArchitectureCase{"AudioLstmLast",
+                         {"model.audio_encoder.type=lstm", "model.audio_encoder.bidirectional=false",
+                          "model.audio_encoder.pooling=last"},
+                         /*tones=*/true}),
     [](const ::testing::TestParamInfo<ArchitectureCase>& info) { return info.param.name; });
 
 TEST_F(ExportTest, OnnxWithoutPyTorchSaysWhatToInstallAndLeavesNothing) {

@@ -41,7 +41,7 @@ Predictions six_samples() {
 
 std::vector<SampleInfo> six_infos() {
   std::vector<SampleInfo> s;
-  for (int i = 0; i < 6; ++i) s.push_back({"text " + std::to_string(i), "img/" + std::to_string(i) + ".png"});
+  for (int i = 0; i < 6; ++i) s.push_back({"text " + std::to_string(i), "img/" + std::to_string(i) + ".png", ""});
   return s;
 }
 

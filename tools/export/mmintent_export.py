@@ -6,7 +6,8 @@ header's metadata. This script, on Debian's python3-torch and nothing of mminten
 same network in PyTorch under the same parameter names, loads the weights strictly (every name and
 shape must match) and writes the model as ONNX or TorchScript. Its inputs are what mmintent's data
 loader gives the model (token ids and normalised pixels, see docs/EXPORT.md); its output is the
-logits [B, K].
+logits [B, K]. Audio's input is its log-mel features [B, frames, n_mels] as mmintent's loader
+computes them (docs/SPEECH.md).
 
   mmintent_export.py export WEIGHTS.safetensors --format onnx|torchscript --out FILE
   mmintent_export.py run MODEL.pt INPUTS.json          (TorchScript; prints {"logits": [[...]]})
@@ -55,15 +56,15 @@ def read_safetensors(path):
     return header.get("__metadata__", {}), tensors
 
 
-class TextEncoder(nn.Module):
-    """mmintent's TextEncoder (src/models/text_encoder.cpp) in eval mode, under its names."""
+class Recurrent(nn.Module):
+    """mmintent's RecurrentPooling (src/models/recurrent.cpp): an LSTM/GRU stack over padded
+    sequences and the pooling over each sequence's real steps; registered as `rnn`'s owner."""
 
-    def __init__(self, a):
+    def __init__(self, a, input_size):
         super().__init__()
         self.a = a
-        self.embedding = nn.Embedding(a["vocab_size"], a["embedding_dim"], padding_idx=0)
         kind = nn.LSTM if a["type"] == "lstm" else nn.GRU
-        self.rnn = kind(a["embedding_dim"], a["hidden_size"], num_layers=a["num_layers"],
+        self.rnn = kind(input_size, a["hidden_size"], num_layers=a["num_layers"],
                         bidirectional=a["bidirectional"], batch_first=True)
 
     def direction(self, x, layer, reverse):
@@ -76,13 +77,13 @@ class TextEncoder(nn.Module):
             out = torch._VF.gru(x, h0, params, True, 1, 0.0, False, False, True)[0]
         return out
 
-    def forward(self, ids, lengths):
+    def encode(self, x, lengths):
+        """x [B,T,D], lengths [B] -> [B, hidden * directions]."""
         lengths = lengths.clamp(min=1).unsqueeze(1)            # [B,1], as mmintent's safe_lengths
-        position = torch.ones_like(ids).cumsum(1) - 1          # [B,T]: 0, 1, ..., T-1
+        position = (torch.ones_like(x[:, :, 0], dtype=torch.long).cumsum(1) - 1)  # [B,T]: 0, 1, ..., T-1
         inside = position < lengths                            # [B,T]
         # Reversed within each length; an involution, and the identity on padding.
         flip = torch.where(inside, lengths - 1 - position, position)
-        x = self.embedding(ids)
         h = self.a["hidden_size"]
         for layer in range(self.a["num_layers"]):
             forward = self.direction(x, layer, False)
@@ -106,6 +107,43 @@ class TextEncoder(nn.Module):
         if self.a["pooling"] == "mean":
             return (x * mask.to(x.dtype)).sum(1) / lengths.to(x.dtype)
         return x.masked_fill(~mask, float("-inf")).amax(1)
+
+
+class TextEncoder(Recurrent):
+    """mmintent's TextEncoder (src/models/text_encoder.cpp) in eval mode, under its names."""
+
+    def __init__(self, a):
+        super().__init__(a, a["embedding_dim"])
+        self.embedding = nn.Embedding(a["vocab_size"], a["embedding_dim"], padding_idx=0)
+
+    def forward(self, ids, lengths):
+        return self.encode(self.embedding(ids), lengths)
+
+
+def subsampled(lengths):
+    """Frames left after the audio encoder's two stride-2 convolutions (0 stays 0)."""
+    for _ in range(2):
+        lengths = torch.where(lengths > 0, torch.div(lengths - 1, 2, rounding_mode="floor") + 1, lengths)
+    return lengths
+
+
+class AudioEncoder(Recurrent):
+    """mmintent's AudioEncoder (src/models/audio_encoder.cpp) in eval mode, under its names."""
+
+    def __init__(self, a):
+        mels = int(subsampled(torch.tensor(a["n_mels"])))
+        super().__init__(a, a["channels"] * mels)
+        self.conv1 = nn.Conv2d(1, a["channels"], 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(a["channels"], a["channels"], 3, stride=2, padding=1)
+
+    def forward(self, features, lengths):
+        half = torch.where(lengths > 0, torch.div(lengths - 1, 2, rounding_mode="floor") + 1, lengths)
+        x = torch.relu(self.conv1(features.unsqueeze(1)))          # [B,C,T/2,M/2]
+        steps = torch.ones_like(x[:, 0, :, 0], dtype=torch.long).cumsum(1) - 1
+        x = x * (steps < half.unsqueeze(1)).to(x.dtype).unsqueeze(1).unsqueeze(3)
+        x = torch.relu(self.conv2(x))                               # [B,C,T/4,M/4]
+        x = x.permute(0, 2, 1, 3).flatten(2)
+        return self.encode(x, subsampled(lengths))
 
 
 class ImageEncoder(nn.Module):
@@ -150,9 +188,13 @@ class IntentClassifier(nn.Module):
             elif name == "image":
                 self.image_encoder = ImageEncoder(a["image"])
                 dims.append(a["image"]["out_dim"])
+            elif name == "audio":
+                self.audio_encoder = AudioEncoder(a["audio"])
+                u = a["audio"]
+                dims.append(u["hidden_size"] * (2 if u["bidirectional"] else 1))
             else:
-                fail(f"modality '{name}': this script rebuilds the text and image encoders only "
-                     "(safetensors export carries any model)")
+                fail(f"modality '{name}' is a plug-in: this script rebuilds the text, image and audio "
+                     "encoders only (safetensors export carries any model)")
         n, total = len(dims), sum(dims)
         self.gated = n > 1 and a["fusion"]["type"] == "gated"
         self.fusion_dim = a["fusion"]["dim"]
@@ -177,7 +219,8 @@ class IntentClassifier(nn.Module):
     def input_names(self):
         names = []
         for m in self.modalities:
-            names += ["text_ids", "text_lengths", "text_mask"] if m == "text" else ["image", "image_mask"]
+            names += {"text": ["text_ids", "text_lengths", "text_mask"], "image": ["image", "image_mask"],
+                      "audio": ["audio", "audio_lengths", "audio_mask"]}[m]
         return names
 
     def forward(self, *inputs):
@@ -185,6 +228,9 @@ class IntentClassifier(nn.Module):
         for m in self.modalities:
             if m == "text":
                 f, mask = self.text_encoder(inputs[i], inputs[i + 1]), inputs[i + 2]
+                i += 3
+            elif m == "audio":
+                f, mask = self.audio_encoder(inputs[i], inputs[i + 1]), inputs[i + 2]
                 i += 3
             else:
                 f, mask = self.image_encoder(inputs[i]), inputs[i + 1]
@@ -219,6 +265,10 @@ def example_inputs(model, a, batch=2, steps=5):
         if m == "text":
             out += [torch.ones(batch, steps, dtype=torch.long), torch.full((batch,), steps, dtype=torch.long),
                     torch.ones(batch)]
+        elif m == "audio":
+            frames = 4 * steps
+            out += [torch.zeros(batch, frames, a["audio"]["n_mels"]), torch.full((batch,), frames, dtype=torch.long),
+                    torch.ones(batch)]
         else:
             i = a["image"]
             out += [torch.zeros(batch, i["in_channels"], i["height"], i["width"]), torch.ones(batch)]
@@ -247,7 +297,7 @@ def export(args):
             else:
                 axes = {"logits": {0: "batch"}}
                 for name in names:
-                    axes[name] = {"text_ids": {0: "batch", 1: "steps"},
+                    axes[name] = {"text_ids": {0: "batch", 1: "steps"}, "audio": {0: "batch", 1: "frames"},
                                   "image": {0: "batch", 2: "height", 3: "width"}}.get(name, {0: "batch"})
                 torch.onnx.export(model, example, tmp, input_names=names, output_names=["logits"],
                                   dynamic_axes=axes, opset_version=14)

@@ -156,7 +156,8 @@ struct ServeConfig {
   /// Log each request's text and result (off: only method, path, status and time).
   bool log_requests = false;
   /// POST /v1/feedback appends here, in the format `mmintent tune --feedback` reads; uploaded
-  /// images go to <log name>_images/ beside it. Empty: feedback is off (404).
+  /// images go to <log name>_images/ beside it, uploaded audio to <log name>_audio/. Empty:
+  /// feedback is off (404).
   std::string feedback_log;
   /// Predictions remembered for feedback by id (the oldest forgotten first).
   int64_t feedback_window = 10000;

@@ -50,6 +50,10 @@ struct DecodedAudio {
 /// no channels or absurdly many frames, or a file cut short.
 DecodedAudio decode_audio_file(const std::string& path, const AudioOptions& options);
 
+/// decode_audio_file for a file's bytes in memory (e.g. a served request's upload); `name`
+/// stands for the file in messages.
+DecodedAudio decode_audio_bytes(const std::string& bytes, const std::string& name, const AudioOptions& options);
+
 /// Writes `audio` (mono, samples clipped to [-1, 1]) as a 16-bit PCM WAV file at
 /// audio.sample_rate, to a temporary file renamed into place. Throws DataError(path, 0, ...) when
 /// it cannot be written.

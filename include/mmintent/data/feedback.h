@@ -49,6 +49,8 @@ struct FeedbackReadOptions {
   /// Plug-in modalities the run uses: modality name -> field (as ManifestFields::plugins).
   std::map<std::string, std::string> plugins;
   std::set<std::string> allow_missing_plugins;  ///< as ManifestReadOptions
+  /// Plug-ins (and "audio") whose values are file paths, resolved against the log's folder.
+  std::set<std::string> path_inputs;
 };
 
 struct FeedbackLog {

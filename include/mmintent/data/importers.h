@@ -138,7 +138,9 @@ struct SpokenSnipsImportOptions {
 /// manifests whose records hold `text` (the transcript), `label`, `audio` (the path relative to
 /// OUT_DIR) and how it was spoken (`voice`, `rate`, `pitch`, `noise`, `snr`, `seconds`), plus
 /// OUT_DIR/README.md saying what the synthetic speech is and is not. Each split has its own
-/// voice variants. Deterministic for a seed (espeak-ng's version aside). Throws as import_snips
+/// voice variants. The split and each utterance's voice, rate, pitch, level and noise are
+/// deterministic for a seed; the samples vary slightly from run to run (espeak-ng carries state
+/// from one utterance to the next: a few milliseconds of timing). Throws as import_snips
 /// for the SNIPS files, Error for bad options or when espeak-ng cannot start or lacks an
 /// accent, DataError for a file it cannot write.
 ImportSummary import_spoken_snips(const std::string& src_dir, const std::string& out_dir,

@@ -13,6 +13,7 @@
 namespace mmintent {
 
 struct DecodedImage;  // data/image.h
+struct DecodedAudio;  // data/audio.h
 
 /// How a manifest is laid out. `automatic` picks by extension: .jsonl/.json, .csv, .tsv.
 enum class ManifestFormat { automatic, jsonl, csv, tsv };
@@ -56,6 +57,10 @@ struct Record {
   /// decode_image), at the model's size and channels; when set, it is the record's image and
   /// `image` only names it in messages. Never read from a manifest.
   std::shared_ptr<const DecodedImage> image_pixels;
+  /// Audio already decoded in memory (e.g. a served request's upload, data/audio.h's
+  /// decode_audio_bytes) at the run's sample rate; when set, it is the record's audio. Never
+  /// read from a manifest.
+  std::shared_ptr<const DecodedAudio> audio_samples;
 };
 
 /// What to read and how strict to be.

@@ -14,11 +14,12 @@
 
 namespace mmintent {
 
-/// What a sample looked like, for the misclassified listing: its text and image path as they
-/// appear in the manifest (either may be empty when the sample lacks that modality).
+/// What a sample looked like, for the misclassified listing: its text and image and audio paths
+/// as they appear in the manifest (any may be empty when the sample lacks that modality).
 struct SampleInfo {
   std::string text;
   std::string image;
+  std::string audio;
 };
 
 struct SplitReportOptions {

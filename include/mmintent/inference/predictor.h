@@ -51,6 +51,9 @@ struct PredictInput {
   std::shared_ptr<const DecodedImage> image_pixels;
   /// An audio file's path (WAV, FLAC, OGG: data/audio.h); may be empty likewise.
   std::string audio;
+  /// Or the audio already in memory: decode_audio_bytes (data/audio.h) of an upload with the
+  /// run's config().data.audio options. When set, `audio` is ignored.
+  std::shared_ptr<const DecodedAudio> audio_samples;
   /// Plug-in modalities' values by modality name, as a manifest holds them (Record::inputs).
   std::map<std::string, std::string> inputs;
 };

@@ -28,11 +28,22 @@ std::vector<std::string> AudioReader::prepare(const std::vector<std::string>& va
   std::vector<std::string> errors(n);
   // Every clip is decoded once up front, in parallel: kept (the cache) or only checked, so a
   // bad file is an error or a skip before training, never a failure mid-epoch.
+  if (!given_.empty() && static_cast<int64_t>(given_.size()) != n) {
+    throw Error("AudioReader: " + std::to_string(given_.size()) + " decoded clips for " + std::to_string(n) + " records");
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(given_.size()); ++i) {
+    if (given_[i] && given_[i]->sample_rate != audio_.sample_rate) {
+      errors[i] = "the decoded audio is at " + std::to_string(given_[i]->sample_rate) + " Hz, the model takes " +
+                  std::to_string(audio_.sample_rate) + " Hz";
+    } else if (given_[i] && given_[i]->samples.empty()) {
+      errors[i] = "the audio holds no samples";
+    }
+  }
   if (audio_.cache) clips_.assign(n, {});
   std::atomic<int64_t> next{0};
   auto work = [&] {
     for (int64_t i = next++; i < n; i = next++) {
-      if (paths_[i].empty()) continue;
+      if (paths_[i].empty() || (!given_.empty() && given_[i])) continue;
       try {
         DecodedAudio clip = decode_audio_file(paths_[i], audio_);
         if (clip.samples.empty()) {
@@ -63,11 +74,14 @@ void AudioReader::retain(const std::vector<char>& keep) {
   retain_where(paths_, keep);
   retain_where(lines_, keep);
   if (!clips_.empty()) retain_where(clips_, keep);
+  if (!given_.empty()) retain_where(given_, keep);
 }
 
 std::vector<float> AudioReader::features(int64_t i, const AugmentOptions* augment, uint64_t seed) const {
   std::vector<float> samples;
-  if (!clips_.empty()) {
+  if (!given_.empty() && given_.at(i)) {
+    samples = given_[i]->samples;
+  } else if (!clips_.empty()) {
     const auto& clip = clips_.at(i);
     samples.resize(clip.size());
     for (size_t k = 0; k < clip.size(); ++k) samples[k] = float(clip[k]) * (1.0f / 32767.0f);

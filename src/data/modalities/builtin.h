@@ -74,9 +74,14 @@ class AudioReader : public ModalityReader {
   std::vector<std::string> prepare(const std::vector<std::string>& values,
                                    const std::vector<long>& lines) override;
   void retain(const std::vector<char>& keep) override;
-  bool present(int64_t i) const override { return !paths_.at(i).empty(); }
+  bool present(int64_t i) const override {
+    return !paths_.at(i).empty() || (!given_.empty() && given_.at(i));
+  }
   ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
                         uint64_t seed) const override;
+  /// Clips already decoded in memory (Record::audio_samples), one per record (null: read the
+  /// path); set before prepare.
+  void set_decoded(std::vector<std::shared_ptr<const DecodedAudio>> clips) { given_ = std::move(clips); }
   /// Sample i's features [frames x n_mels], frame-major, normalised and (with `augment`)
   /// SpecAugment-ed.
   std::vector<float> features(int64_t i, const AugmentOptions* augment, uint64_t seed) const;
@@ -89,6 +94,7 @@ class AudioReader : public ModalityReader {
   std::vector<std::string> paths_;
   std::vector<long> lines_;
   std::vector<std::vector<int16_t>> clips_;  ///< the cache, empty when not caching
+  std::vector<std::shared_ptr<const DecodedAudio>> given_;  ///< empty when none was given
 };
 
 }  // namespace mmintent::detail

@@ -116,7 +116,8 @@ nlohmann::ordered_json architecture(IntentClassifierImpl& model, const Config& c
       const auto& au = o.audio();
       a["audio"] = {{"n_mels", au.n_mels()}, {"channels", au.channels()}, {"type", au.type()},
                     {"hidden_size", au.hidden_size()}, {"num_layers", au.num_layers()},
-                    {"bidirectional", au.bidirectional()}, {"pooling", au.pooling()}};
+                    {"bidirectional", au.bidirectional()}, {"pooling", au.pooling()},
+                    {"global_norm", au.global_norm()}};
     }
   }
   a["fusion"] = {{"type", o.fusion().type()}, {"dim", o.fusion().dim()}};

@@ -8,6 +8,7 @@
 #include "mmintent/policy/rewrite.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/feature_stats.h"
 #include "mmintent/training/optimization.h"
 #include "steps.h"
 
@@ -19,6 +20,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -318,6 +320,7 @@ class TrainingRun {
   }
 
   FitResult train(Trainer& trainer) {
+    if (!resuming_ || nothing_to_resume()) fit_feature_stats_on_train(trainer);  // a resumed model has them
     if (resuming_) {
       if (nothing_to_resume()) {
         // Stopped before its first epoch ended: nothing to continue, so start from the
@@ -338,6 +341,24 @@ class TrainingRun {
     auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
     auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
     return trainer.fit(*train_loader, val_loader.get());
+  }
+
+  /// data.audio.normalize global: the per-band statistics of the training split's features
+  /// (without augmentation), on every rank alike, into the model before its first step.
+  void fit_feature_stats_on_train(Trainer& trainer) {
+    const auto& fused = c_.model.modalities;
+    if (c_.data.audio.normalize != "global" || std::find(fused.begin(), fused.end(), "audio") == fused.end()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto loader = make_loader(c_, data_.train, /*training=*/false);
+    const auto stats = fit_feature_stats(trainer.model(), *loader);
+    if (!stats) return;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "global normalisation fitted on %lld training clips (%lld frames) in %.1f s: band means %.2f .. %.2f",
+                  static_cast<long long>(stats->samples), static_cast<long long>(stats->frames), secs,
+                  stats->mean.min().item<double>(), stats->mean.max().item<double>());
+    log::info("audio", line);
   }
 
   /// Evaluation of the final (best) weights: calibration (calibration.json), then on

@@ -30,6 +30,7 @@ IntentClassifierOptions Config::model_options(int64_t vocab_size, int64_t num_cl
   o.image(image);
   auto audio = model.audio_encoder;
   audio.n_mels(data.audio.n_mels);
+  audio.global_norm(data.audio.normalize == "global");
   o.audio(audio);
   o.fusion(model.fusion);
   o.head(model.head);

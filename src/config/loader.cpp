@@ -370,7 +370,7 @@ template <class V> void visit(V& v, AudioOptions& c) {
   v.field("hop_ms", c.hop_ms, Check::range(1, 200));
   v.field("f_min", c.f_min, Check::ge(0));
   v.field("f_max", c.f_max, Check::ge(0));
-  v.field("normalize", c.normalize, Check::one_of({"utterance", "none"}));
+  v.field("normalize", c.normalize, Check::one_of({"utterance", "global", "none"}));
   v.field("cache", c.cache);
 }
 template <class V> void visit(V& v, SpecAugmentOptions& c) {

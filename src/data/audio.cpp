@@ -123,7 +123,9 @@ void validate(const AudioOptions& o) {
   if (!(o.f_max == 0 || (o.f_max > o.f_min && o.f_max <= nyquist))) {
     fail("f_max", "must be 0 (sample_rate / 2) or in (f_min, sample_rate / 2], found " + std::to_string(o.f_max));
   }
-  if (o.normalize != "utterance" && o.normalize != "none") fail("normalize", "must be utterance or none, found '" + o.normalize + "'");
+  if (o.normalize != "utterance" && o.normalize != "global" && o.normalize != "none") {
+    fail("normalize", "must be utterance, global or none, found '" + o.normalize + "'");
+  }
 }
 
 namespace {

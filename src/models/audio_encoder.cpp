@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <stdexcept>
+#include <string>
+
 namespace mmintent {
 
 AudioEncoderImpl::AudioEncoderImpl(AudioEncoderOptions options_) : options(std::move(options_)) {
@@ -24,6 +27,12 @@ void AudioEncoderImpl::reset() {
                                                                     options.channels(), 3)
                                                            .stride(2).padding(1)));
   dropout_ = register_module("dropout", torch::nn::Dropout(options.dropout()));
+  if (options.global_norm()) {
+    feature_mean_ = register_buffer("feature_mean", torch::zeros({options.n_mels()}));
+    feature_std_ = register_buffer("feature_std", torch::ones({options.n_mels()}));
+  } else {
+    feature_mean_ = feature_std_ = torch::Tensor();
+  }
   detail::RecurrentOptions rnn;
   rnn.input_size = options.channels() * subsampled(options.n_mels());
   rnn.type = options.type();
@@ -34,6 +43,19 @@ void AudioEncoderImpl::reset() {
   rnn.pooling = options.pooling();
   rnn.rnn_kernel = options.rnn_kernel();
   rnn_ = detail::RecurrentPooling(*this, std::move(rnn), "AudioEncoder");
+}
+
+void AudioEncoderImpl::set_feature_stats(const torch::Tensor& mean, const torch::Tensor& std) {
+  if (!options.global_norm()) {
+    throw std::invalid_argument("AudioEncoder: feature statistics need global_norm (data.audio.normalize: global)");
+  }
+  const auto M = options.n_mels();
+  if (mean.dim() != 1 || mean.size(0) != M || std.dim() != 1 || std.size(0) != M) {
+    throw std::invalid_argument("AudioEncoder: feature statistics must be [" + std::to_string(M) + "] each");
+  }
+  torch::NoGradGuard no_grad;
+  feature_mean_.copy_(mean.to(feature_mean_.device(), feature_mean_.scalar_type()));
+  feature_std_.copy_(std.to(feature_std_.device(), feature_std_.scalar_type()).clamp_min(1e-5));
 }
 
 torch::Tensor AudioEncoderImpl::forward(const torch::Tensor& features, const torch::Tensor& lengths) {
@@ -50,7 +72,15 @@ torch::Tensor AudioEncoderImpl::forward(const torch::Tensor& features, const tor
     h[b] = h[b] > 0 ? (h[b] - 1) / 2 + 1 : 0;
     f[b] = subsampled(f[b]);
   }
-  auto x = torch::relu(conv1_->forward(features.unsqueeze(1)));  // [B,C,T/2,M/2]
+  auto input = features;
+  if (options.global_norm()) {
+    // Normalised padding would be -mean/std: zero it again, as the contract above needs.
+    const auto real = (torch::arange(features.size(1), torch::kLong).unsqueeze(0) < lengths.to(torch::kCPU, torch::kLong).unsqueeze(1))
+                          .to(features.device(), features.scalar_type())
+                          .unsqueeze(2);  // [B,T,1]
+    input = (features - feature_mean_.to(features.scalar_type())) / feature_std_.to(features.scalar_type()) * real;
+  }
+  auto x = torch::relu(conv1_->forward(input.unsqueeze(1)));  // [B,C,T/2,M/2]
   // Past each utterance's own frames the first convolution gives relu(bias), not the zeros a
   // shorter batch would pad with: zero them, so the second convolution sees the same either way.
   const auto valid = torch::arange(x.size(2), torch::kLong).unsqueeze(0) < half.unsqueeze(1);  // [B,T/2]

@@ -75,6 +75,13 @@ std::vector<std::string> IntentClassifierImpl::modalities() const {
   return out;
 }
 
+std::shared_ptr<ModalityEncoderImpl> IntentClassifierImpl::encoder(const std::string& modality) const {
+  for (const auto& [name, encoder] : encoders_) {
+    if (name == modality) return encoder;
+  }
+  return nullptr;
+}
+
 torch::Tensor IntentClassifierImpl::fuse(const Batch& batch) {
   std::vector<torch::Tensor> features, masks;
   for (const auto& [name, encoder] : encoders_) {

@@ -4,6 +4,7 @@
 // exit 4 naming it.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "mmintent/config/loader.h"
+#include "mmintent/data/audio.h"
+#include "mmintent/data/audio_features.h"
+#include "mmintent/run/run_directory.h"
+#include "mmintent/run/setup.h"
 #include "support/audio.h"
 #include "support/cli.h"
 #include "support/support.h"
@@ -77,6 +83,56 @@ TEST_F(AudioEndToEndTest, TrainsOnTonesPredictsAndRefusesACorruptFile) {
   const auto missing = cli({"predict", run.string(), "--text", "hello"});
   EXPECT_EQ(missing.code, 4) << missing.dump();
   EXPECT_NE(missing.error_line().find("needs audio"), std::string::npos) << missing.dump();
+}
+
+/// data.audio.normalize global: the training split's band statistics are fitted before training,
+/// logged, kept in model.pt (not the initial zeros and ones) and used again by eval, which
+/// gives the report's accuracy back.
+TEST_F(AudioEndToEndTest, GlobalNormalisationIsFittedOnTrainAndKeptInTheRun) {
+  const auto train = cli({"train", config_, "data.audio.normalize=global", "output.dir=runs/global"});
+  ASSERT_EQ(train.code, 0) << train.dump();
+  EXPECT_NE(train.err.find("global normalisation fitted on"), std::string::npos) << train.dump();
+  const auto run = dir_.path() / "runs" / "global";
+  std::ifstream in(run / "report.json");
+  const auto report = nlohmann::json::parse(in);
+  const double accuracy = report["test"]["accuracy"].get<double>();
+  EXPECT_GE(accuracy, 0.9) << report.dump();
+
+  const RunDirectory run_dir(run.string());
+  const Config config = run_dir.load_config();
+  EXPECT_EQ(config.data.audio.normalize, "global");
+  auto model = load_run_model(run_dir, config, load_run_data(run_dir, config), c10::Device(c10::kCPU));
+  auto buffers = model->named_buffers();
+  ASSERT_TRUE(buffers.contains("audio_encoder.feature_mean"));
+  // Computed here without the loader: every training file decoded, its log-mel frames summed.
+  std::vector<double> sum(32, 0.0), sum_sq(32, 0.0);
+  int64_t frames = 0;
+  const LogMelExtractor mel(config.data.audio);
+  std::ifstream manifest(dir_.path() / "data" / "train.jsonl");
+  for (std::string line; std::getline(manifest, line);) {
+    const auto clip = decode_audio_file((dir_.path() / "data" / nlohmann::json::parse(line).at("audio").get<std::string>()).string(),
+                                        config.data.audio);
+    const auto f = mel.compute(clip.samples.data(), static_cast<int64_t>(clip.samples.size()));
+    for (size_t k = 0; k < f.size(); ++k) {
+      sum[k % 32] += f[k];
+      sum_sq[k % 32] += double(f[k]) * f[k];
+    }
+    frames += static_cast<int64_t>(f.size()) / 32;
+  }
+  ASSERT_EQ(frames > 0, true);
+  const auto mean = buffers["audio_encoder.feature_mean"];
+  const auto std = buffers["audio_encoder.feature_std"];
+  ASSERT_EQ(mean.numel(), 32);
+  for (int64_t d = 0; d < 32; ++d) {
+    const double m = sum[d] / double(frames);
+    EXPECT_NEAR(mean[d].item<double>(), m, 1e-3 * (1 + std::abs(m))) << "band " << d;
+    EXPECT_NEAR(std[d].item<double>(), std::sqrt(sum_sq[d] / double(frames) - m * m), 1e-3) << "band " << d;
+  }
+
+  const auto eval = cli({"eval", run.string(), "--json"});
+  ASSERT_EQ(eval.code, 0) << eval.dump();
+  const auto j = nlohmann::json::parse(eval.out);
+  EXPECT_DOUBLE_EQ(j.at("metrics").at("accuracy").get<double>(), accuracy) << eval.out;
 }
 
 }  // namespace

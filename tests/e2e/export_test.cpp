@@ -307,6 +307,7 @@ INSTANTIATE_TEST_SUITE_P(
                          {"model.modalities=[image]", "model.image_encoder.batch_norm=false",
                           "model.image_encoder.pool=none"}},
         ArchitectureCase{"AudioBiGru2Mean", {"model.audio_encoder.num_layers=2"}, /*tones=*/true},
+        ArchitectureCase{"AudioGlobalNormGru", {"data.audio.normalize=global"}, /*tones=*/true},
         ArchitectureCase{"AudioLstmLast",
                          {"model.audio_encoder.type=lstm", "model.audio_encoder.bidirectional=false",
                           "model.audio_encoder.pooling=last"},

@@ -49,6 +49,44 @@ TEST_F(AudioEncoderTest, AnUtterancesEncodingDoesNotDependOnItsBatchsPadding) {
   }
 }
 
+TEST_F(AudioEncoderTest, GlobalNormalisationUsesItsBuffersAndKeepsPaddingOutOfTheEncoding) {
+  const auto options = AudioEncoderOptions().n_mels(16).channels(4).hidden_size(8).num_layers(1).pooling("mean");
+  AudioEncoder plain(options);
+  AudioEncoder normed(AudioEncoderOptions(options).global_norm(true));
+  EXPECT_THROW(plain->set_feature_stats(torch::zeros({16}), torch::ones({16})), std::invalid_argument);
+  EXPECT_THROW(normed->set_feature_stats(torch::zeros({15}), torch::ones({16})), std::invalid_argument);
+  // Same weights; the buffers are named as checkpoints and exports know them.
+  {
+    torch::NoGradGuard no_grad;
+    auto src = plain->named_parameters();
+    for (auto& p : normed->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  auto buffers = normed->named_buffers();
+  ASSERT_TRUE(buffers.contains("feature_mean"));
+  ASSERT_TRUE(buffers.contains("feature_std"));
+  EXPECT_TRUE(plain->named_buffers().is_empty());
+  const auto mean = torch::randn({16}) * 5 - 10;
+  const auto std = torch::rand({16}) + 0.5;
+  normed->set_feature_stats(mean, std);
+  EXPECT_TRUE(torch::equal(buffers["feature_mean"], mean));
+  plain->eval();
+  normed->eval();
+  // Raw features in; the same as normalising them by hand (padding zero) for the plain encoder.
+  auto raw = torch::randn({2, 30, 16}) * 3 - 10;
+  const auto lengths = torch::tensor({30, 17}, torch::kLong);
+  raw[1].narrow(0, 17, 13).zero_();
+  auto by_hand = (raw - mean) / std;
+  by_hand[1].narrow(0, 17, 13).zero_();
+  EXPECT_TRUE(torch::allclose(normed->forward(raw, lengths), plain->forward(by_hand, lengths), 1e-4, 1e-5));
+  // Padded further, sample 1 encodes the same.
+  auto longer = torch::zeros({2, 60, 16});
+  longer.narrow(1, 0, 30).copy_(raw);
+  EXPECT_TRUE(torch::allclose(normed->forward(longer, lengths)[1], normed->forward(raw, lengths)[1], 1e-4, 1e-5));
+  // A deviation of zero does not divide by zero.
+  normed->set_feature_stats(mean, torch::zeros({16}));
+  EXPECT_TRUE(torch::isfinite(normed->forward(raw, lengths)).all().item<bool>());
+}
+
 TEST_F(AudioEncoderTest, TheClassifierFusesAudioAndMasksMissingAudio) {
   auto options = IntentClassifierOptions().num_classes(3).modalities({"audio", "text"});
   options.text(TextEncoderOptions().vocab_size(10).embedding_dim(4).hidden_size(4));

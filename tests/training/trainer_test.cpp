@@ -43,7 +43,8 @@ class TrainerTest : public test::SeededTest {
     TrainerOptions t;
     t.epochs = epochs;
     t.device = "cpu";
-    t.files = RunDirectory(run_dir).trainer_files();
+    // No run directory: nothing written (RunDirectory("") would write into the working directory).
+    if (!run_dir.empty()) t.files = RunDirectory(run_dir).trainer_files();
     t.progress = "none";
     t.optimizer.lr = 0.01;
     t.scheduler.type = "cosine";

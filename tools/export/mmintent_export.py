@@ -135,9 +135,17 @@ class AudioEncoder(Recurrent):
         super().__init__(a, a["channels"] * mels)
         self.conv1 = nn.Conv2d(1, a["channels"], 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(a["channels"], a["channels"], 3, stride=2, padding=1)
+        self.global_norm = bool(a.get("global_norm", False))
+        if self.global_norm:  # data.audio.normalize: global, the training set's band statistics
+            self.register_buffer("feature_mean", torch.zeros(a["n_mels"]))
+            self.register_buffer("feature_std", torch.ones(a["n_mels"]))
 
     def forward(self, features, lengths):
         half = torch.where(lengths > 0, torch.div(lengths - 1, 2, rounding_mode="floor") + 1, lengths)
+        if self.global_norm:  # normalised, then the padding set back to zero
+            frames = torch.ones_like(features[:, :, 0], dtype=torch.long).cumsum(1) - 1
+            real = (frames < lengths.unsqueeze(1)).to(features.dtype).unsqueeze(2)
+            features = (features - self.feature_mean) / self.feature_std * real
         x = torch.relu(self.conv1(features.unsqueeze(1)))          # [B,C,T/2,M/2]
         steps = torch.ones_like(x[:, 0, :, 0], dtype=torch.long).cumsum(1) - 1
         x = x * (steps < half.unsqueeze(1)).to(x.dtype).unsqueeze(1).unsqueeze(3)

@@ -26,6 +26,8 @@ struct AudioOptions {
   double f_min = 20.0;        ///< lowest filter edge (Hz)
   double f_max = 0.0;         ///< highest filter edge (Hz); 0 = sample_rate / 2
   /// "utterance": each utterance's bands to zero mean and unit variance over its frames;
+  /// "global": each band with the training set's mean and standard deviation, fitted before
+  /// training and kept in the model (the reader gives raw values; models/audio_encoder.h);
   /// "none": raw log-mel values.
   std::string normalize = "utterance";
   /// Decode every clip once up front and keep it in memory (16-bit samples: 32 kB per second

@@ -4,7 +4,8 @@
 /// mel bands) and an LSTM or GRU stack with padding-aware pooling (models/detail/recurrent.h,
 /// the text encoder's; the fused CPU kernel on the CPU). Padded frames must be zero: they then
 /// act as the convolutions' own zero padding, so an utterance's encoding does not depend on
-/// how much its batch padded it.
+/// how much its batch padded it. With global_norm the bands are first normalised with the
+/// training set's statistics (the frames past each length set back to zero).
 
 #include "mmintent/models/detail/recurrent.h"
 #include "mmintent/models/modality_encoder.h"
@@ -36,6 +37,11 @@ struct AudioEncoderOptions {
   TORCH_ARG(std::string, pooling) = "mean";
   /// auto | fused | native, as the text encoder's.
   TORCH_ARG(std::string, rnn_kernel) = "auto";
+  /// Normalises each mel band with the training set's mean and standard deviation
+  /// (`data.audio.normalize: global`): kept as the buffers feature_mean and feature_std (so in
+  /// every checkpoint and export), set by set_feature_stats before training (the training run
+  /// fits them: training/feature_stats.h). Until then they are 0 and 1.
+  TORCH_ARG(bool, global_norm) = false;
 };
 
 class AudioEncoderImpl : public ModalityEncoderImpl {
@@ -50,12 +56,17 @@ class AudioEncoderImpl : public ModalityEncoderImpl {
   int64_t output_dim() const override { return rnn_.output_dim(); }
   /// Frames left of `frames` input frames after the front end's two stride-2 convolutions.
   static int64_t subsampled(int64_t frames);
+  /// Sets the global normalisation's per-band mean and standard deviation ([n_mels] each; a
+  /// deviation below 1e-5 is raised to it). Throws std::invalid_argument without global_norm
+  /// or for other shapes.
+  void set_feature_stats(const torch::Tensor& mean, const torch::Tensor& std);
 
   AudioEncoderOptions options;
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
+  torch::Tensor feature_mean_, feature_std_;  ///< [n_mels] buffers, with global_norm only
   detail::RecurrentPooling rnn_;
 };
 TORCH_MODULE(AudioEncoder);

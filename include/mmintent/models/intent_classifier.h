@@ -67,6 +67,8 @@ class IntentClassifierImpl : public torch::nn::Module {
   torch::Tensor fuse(const Batch& batch);
   /// The modalities fused, in order.
   std::vector<std::string> modalities() const;
+  /// The encoder of `modality`, or null when the model does not fuse it.
+  std::shared_ptr<ModalityEncoderImpl> encoder(const std::string& modality) const;
 
   IntentClassifierOptions options;
 

@@ -286,7 +286,13 @@ class TrainingRun {
   /// now, so that a refused --resume (another architecture, a truncated file) leaves the run
   /// directory as it was.
   void check_resume_point() {
-    if (!resuming_ || nothing_to_resume()) return;
+    if (!resuming_ || nothing_to_resume()) {
+      if (!c_.model.init.from.empty()) {
+        auto probe = build_model(c_, data_);
+        apply_warm_start(*probe, /*log=*/false);
+      }
+      return;
+    }
     auto probe = build_model(c_, data_);
     auto probe_optimizer = make_optimizer(probe->parameters(), c_.trainer_options().optimizer);
     load_checkpoint(resume_checkpoint().string(), *probe, probe_optimizer.get(), c10::Device(c10::kCPU),
@@ -320,7 +326,10 @@ class TrainingRun {
   }
 
   FitResult train(Trainer& trainer) {
-    if (!resuming_ || nothing_to_resume()) fit_feature_stats_on_train(trainer);  // a resumed model has them
+    if (!resuming_ || nothing_to_resume()) {  // a resumed model has both in its checkpoint
+      apply_warm_start(*trainer.model(), /*log=*/true);
+      fit_feature_stats_on_train(trainer);
+    }
     if (resuming_) {
       if (nothing_to_resume()) {
         // Stopped before its first epoch ended: nothing to continue, so start from the
@@ -341,6 +350,29 @@ class TrainingRun {
     auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
     auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
     return trainer.fit(*train_loader, val_loader.get());
+  }
+
+  /// model.init: the weights taken from another run, before the first step. Also run on a
+  /// probe model before the run directory is written, so a bad file or part is refused first.
+  void apply_warm_start(torch::nn::Module& model, bool log) const {
+    const auto& init = c_.model.init;
+    if (init.from.empty()) return;
+    if (!fs::exists(init.from)) {
+      throw ConfigError(c_.source, "model.init.from", 0, "'" + init.from + "' does not exist (a run directory or a checkpoint file)");
+    }
+    const std::string file = fs::is_directory(init.from) ? RunDirectory(init.from).weights_file().string() : init.from;
+    WarmStart w;
+    try {
+      w = warm_start(model, file, init.modules);
+    } catch (const CheckpointError& e) {
+      throw ConfigError(c_.source, "model.init", 0, e.what());
+    }
+    if (!log) return;
+    std::string what = init.modules.empty() ? std::string("every matching tensor") : "";
+    for (const auto& m : init.modules) what += (what.empty() ? "" : ", ") + m;
+    log::info("init", "model.init: " + std::to_string(w.tensors) + " tensors (" + std::to_string(w.values) +
+                          " values) of " + what + " from " + file +
+                          (w.skipped.empty() ? "" : "; " + std::to_string(w.skipped.size()) + " left as initialised (not in the file or shaped differently)"));
   }
 
   /// data.audio.normalize global: the per-band statistics of the training split's features

@@ -27,7 +27,7 @@ struct Check {
   std::optional<double> min, max;
   bool min_exclusive = false;
   std::vector<std::string> choices;
-  enum class Path { none, input_file, output_dir } path = Path::none;
+  enum class Path { none, input_file, input_any, output_dir } path = Path::none;
   bool optional_path = true;  ///< an empty path is allowed
 
   static Check none() { return {}; }
@@ -39,6 +39,9 @@ struct Check {
     Check c; c.path = Path::input_file; c.optional_path = optional; return c;
   }
   static Check output_dir() { Check c; c.path = Path::output_dir; return c; }
+  /// A file or a directory, resolved but not checked here: what needs it checks it (a finished
+  /// run's config stays loadable when, say, the run it was warm-started from is gone).
+  static Check input_path() { Check c; c.path = Path::input_any; return c; }
 };
 
 std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
@@ -464,6 +467,10 @@ template <class V> void visit(V& v, HeadOptions& c) {
   v.field("hidden", c.hidden(), Check::range(1, 65536));
   v.field("dropout", c.dropout(), Check::range(0, 0.95));
 }
+template <class V> void visit(V& v, InitConfig& c) {
+  v.field("from", c.from, Check::input_path());
+  v.field("modules", c.modules);
+}
 template <class V> void visit(V& v, ModelConfig& c) {
   v.field("modalities", c.modalities, Check::one_of(modality_names()));
   v.section("text_encoder", c.text_encoder);
@@ -472,6 +479,7 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.section("fusion", c.fusion);
   v.section("head", c.head);
   v.field("plugins", c.plugins);
+  v.section("init", c.init);
 }
 template <class V> void visit(V& v, OptimizerOptions& c) {
   v.field("type", c.type, Check::one_of({"adamw", "sgd"}));

@@ -11,7 +11,9 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <sstream>
+#include <string>
 
 namespace mmintent {
 namespace fs = std::filesystem;
@@ -222,6 +224,68 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
     throw CheckpointError("cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg);
   }
   return data;
+}
+
+WarmStart warm_start(torch::nn::Module& model, const std::string& path, const std::vector<std::string>& prefixes) {
+  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
+  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
+  torch::serialize::InputArchive weights;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path, c10::Device(c10::kCPU));
+    c10::IValue v;
+    if (!archive.try_read("format_version", v)) {
+      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
+    }
+    archive.read("model", weights);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    throw CheckpointError("cannot read checkpoint '" + path + "': " + msg);
+  }
+  auto under = [](const std::string& name, const std::string& prefix) {
+    return name == prefix || name.rfind(prefix + ".", 0) == 0;
+  };
+  std::vector<std::pair<std::string, at::Tensor>> targets;
+  for (auto& p : model.named_parameters(true)) targets.emplace_back(p.key(), p.value());
+  for (auto& b : model.named_buffers(true)) targets.emplace_back(b.key(), b.value());
+  for (const auto& prefix : prefixes) {
+    bool any = false;
+    for (const auto& [name, t] : targets) any |= under(name, prefix);
+    if (!any) {
+      std::set<std::string> parts;
+      for (const auto& [name, t] : targets) parts.insert(name.substr(0, name.find('.')));
+      std::string list;
+      for (const auto& part : parts) list += (list.empty() ? "" : ", ") + part;
+      throw CheckpointError("'" + prefix + "' names no part of this model (its parts: " + list + ")");
+    }
+  }
+  WarmStart out;
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    bool wanted = prefixes.empty();
+    for (const auto& prefix : prefixes) wanted |= under(name, prefix);
+    if (!wanted) continue;
+    at::Tensor t;
+    const bool found = weights.try_read(name, t);
+    if (!found || !t.sizes().equals(target.sizes())) {
+      if (prefixes.empty()) {
+        out.skipped.push_back(name);
+        continue;
+      }
+      throw CheckpointError("checkpoint '" + path + "': " +
+                            (found ? "tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", but this model's is " +
+                                         shape_str(target.sizes())
+                                   : "has no tensor '" + name + "'") +
+                            " (a part taken needs the same architecture)");
+    }
+    target.copy_(t);
+    ++out.tensors;
+    out.values += t.numel();
+  }
+  return out;
 }
 
 }  // namespace mmintent

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <torch/torch.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -133,6 +134,43 @@ TEST_F(AudioEndToEndTest, GlobalNormalisationIsFittedOnTrainAndKeptInTheRun) {
   ASSERT_EQ(eval.code, 0) << eval.dump();
   const auto j = nlohmann::json::parse(eval.out);
   EXPECT_DOUBLE_EQ(j.at("metrics").at("accuracy").get<double>(), accuracy) << eval.out;
+}
+
+/// model.init: a second run takes its audio encoder from a first (its log says so, and its
+/// model starts from those weights); a part the model lacks is exit 3 naming the key, before
+/// the run directory is written.
+TEST_F(AudioEndToEndTest, WarmStartTakesTheAudioEncoderFromAnotherRun) {
+  ASSERT_EQ(cli({"train", config_, "train.epochs=2"}).code, 0);
+  const auto first = dir_.path() / "runs" / "audio";
+  const auto second = cli({"train", config_, "train.epochs=1", "train.optimizer.lr=1e-9", "model.init.from=" + first.string(),
+                           "model.init.modules=[audio_encoder]", "output.dir=runs/warm"});
+  ASSERT_EQ(second.code, 0) << second.dump();
+  EXPECT_NE(second.err.find("model.init: "), std::string::npos) << second.dump();
+  EXPECT_NE(second.err.find("of audio_encoder from " + (first / "model.pt").string()), std::string::npos) << second.dump();
+  // With a learning rate of 1e-9 the encoder is still the first run's.
+  const auto load = [](const fs::path& dir) {
+    const RunDirectory run(dir.string());
+    const Config config = run.load_config();
+    return load_run_model(run, config, load_run_data(run, config), c10::Device(c10::kCPU));
+  };
+  auto a = load(first), b = load(dir_.path() / "runs" / "warm");
+  auto pb = b->named_parameters();
+  for (const auto& p : a->named_parameters()) {
+    if (p.key().rfind("audio_encoder.", 0) == 0) {
+      EXPECT_TRUE(torch::allclose(p.value(), pb[p.key()], 0, 1e-6)) << p.key();
+    }
+  }
+
+  const auto bad = cli({"train", config_, "model.init.from=" + first.string(), "model.init.modules=[speech_encoder]",
+                        "output.dir=runs/bad"});
+  EXPECT_EQ(bad.code, 3) << bad.dump();
+  EXPECT_NE(bad.error_line().find("model.init"), std::string::npos) << bad.dump();
+  EXPECT_NE(bad.error_line().find("'speech_encoder' names no part of this model"), std::string::npos) << bad.dump();
+  EXPECT_FALSE(fs::exists(dir_.path() / "runs" / "bad"));
+  const auto missing = cli({"train", config_, "model.init.from=nowhere", "output.dir=runs/bad"});
+  EXPECT_EQ(missing.code, 3) << missing.dump();
+  EXPECT_NE(missing.error_line().find("does not exist"), std::string::npos) << missing.dump();
+  EXPECT_FALSE(fs::exists(dir_.path() / "runs" / "bad"));
 }
 
 }  // namespace

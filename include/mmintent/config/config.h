@@ -66,6 +66,17 @@ struct DataConfig {
   LoaderConfig loader;
 };
 
+/// Warm start (`model.init`): parameters copied from another run's weights before the first
+/// step (training/checkpoint.h: warm_start), e.g. an audio encoder trained on a larger speech set.
+struct InitConfig {
+  /// A run directory (its model.pt) or a checkpoint file; empty: random initialisation.
+  std::string from;
+  /// Name prefixes of the tensors taken (e.g. audio_encoder): each must name a part of this
+  /// model, whose every tensor the file must hold with the same shape. Empty: every tensor
+  /// whose name and shape match, the rest left as initialised.
+  std::vector<std::string> modules;
+};
+
 struct ModelConfig {
   std::vector<std::string> modalities{"text", "image"};
   TextEncoderOptions text_encoder;
@@ -75,6 +86,7 @@ struct ModelConfig {
   HeadOptions head;
   /// Plug-in modalities' settings (core/modality.h), by modality name.
   std::map<std::string, ModalitySettings> plugins;
+  InitConfig init;
 
   bool uses(const std::string& modality) const;
 };

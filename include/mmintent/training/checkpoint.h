@@ -53,4 +53,18 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
                                torch::optim::Optimizer* optimizer, const c10::Device& device,
                                bool restore_rng);
 
+/// What warm_start copied.
+struct WarmStart {
+  int64_t tensors = 0;  ///< tensors copied
+  int64_t values = 0;   ///< their elements
+  std::vector<std::string> skipped;  ///< without prefixes: the model's tensors the file lacks or shapes differently
+};
+
+/// Copies into `model` the weights of the checkpoint `path` (e.g. a run's model.pt) under each
+/// of `prefixes` (e.g. "audio_encoder"): every model tensor whose name starts with "prefix." (or
+/// is the prefix) must be in the file with the same shape. Empty `prefixes`: every tensor whose
+/// name and shape match. Throws CheckpointError naming the file and the tensor, or the prefix
+/// that names no part of the model.
+WarmStart warm_start(torch::nn::Module& model, const std::string& path, const std::vector<std::string>& prefixes);
+
 }  // namespace mmintent

@@ -122,12 +122,12 @@ TEST_F(AudioEndToEndTest, GlobalNormalisationIsFittedOnTrainAndKeptInTheRun) {
   }
   ASSERT_EQ(frames > 0, true);
   const auto mean = buffers["audio_encoder.feature_mean"];
-  const auto std = buffers["audio_encoder.feature_std"];
+  const auto deviation = buffers["audio_encoder.feature_std"];
   ASSERT_EQ(mean.numel(), 32);
   for (int64_t d = 0; d < 32; ++d) {
     const double m = sum[d] / double(frames);
     EXPECT_NEAR(mean[d].item<double>(), m, 1e-3 * (1 + std::abs(m))) << "band " << d;
-    EXPECT_NEAR(std[d].item<double>(), std::sqrt(sum_sq[d] / double(frames) - m * m), 1e-3) << "band " << d;
+    EXPECT_NEAR(deviation[d].item<double>(), std::sqrt(sum_sq[d] / double(frames) - m * m), 1e-3) << "band " << d;
   }
 
   const auto eval = cli({"eval", run.string(), "--json"});

@@ -66,8 +66,8 @@ TEST_F(AudioEncoderTest, GlobalNormalisationUsesItsBuffersAndKeepsPaddingOutOfTh
   ASSERT_TRUE(buffers.contains("feature_std"));
   EXPECT_TRUE(plain->named_buffers().is_empty());
   const auto mean = torch::randn({16}) * 5 - 10;
-  const auto std = torch::rand({16}) + 0.5;
-  normed->set_feature_stats(mean, std);
+  const auto deviation = torch::rand({16}) + 0.5;
+  normed->set_feature_stats(mean, deviation);
   EXPECT_TRUE(torch::equal(buffers["feature_mean"], mean));
   plain->eval();
   normed->eval();
@@ -75,7 +75,7 @@ TEST_F(AudioEncoderTest, GlobalNormalisationUsesItsBuffersAndKeepsPaddingOutOfTh
   auto raw = torch::randn({2, 30, 16}) * 3 - 10;
   const auto lengths = torch::tensor({30, 17}, torch::kLong);
   raw[1].narrow(0, 17, 13).zero_();
-  auto by_hand = (raw - mean) / std;
+  auto by_hand = (raw - mean) / deviation;
   by_hand[1].narrow(0, 17, 13).zero_();
   EXPECT_TRUE(torch::allclose(normed->forward(raw, lengths), plain->forward(by_hand, lengths), 1e-4, 1e-5));
   // Padded further, sample 1 encodes the same.

@@ -46,6 +46,37 @@ void write_state(torch::serialize::OutputArchive& archive, const StateDict& stat
   for (const auto& [name, tensor] : state) archive.write(name, tensor);
 }
 
+/// A LibTorch error as one line naming the file.
+CheckpointError unreadable(const std::string& path, const std::exception& e) {
+  std::string msg = e.what();
+  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  return CheckpointError("cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg);
+}
+
+/// `path` loaded onto `device`: an existing file, an mmintent checkpoint of the format this
+/// build reads. Throws CheckpointError naming the file.
+torch::serialize::InputArchive open_checkpoint(const std::string& path, const c10::Device& device) {
+  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
+  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
+  torch::serialize::InputArchive archive;
+  c10::IValue v;
+  try {
+    archive.load_from(path, device);
+    if (!archive.try_read("format_version", v)) {
+      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
+    }
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw unreadable(path, e);
+  }
+  if (v.toInt() != kFormatVersion) {
+    throw CheckpointError("'" + path + "' has checkpoint format " + std::to_string(v.toInt()) +
+                          ", this build reads " + std::to_string(kFormatVersion));
+  }
+  return archive;
+}
+
 StateDict read_state(torch::serialize::InputArchive& archive, const torch::nn::Module& shape_of) {
   StateDict out;
   for (const auto& [name, ref] : copy_state(shape_of)) {
@@ -147,21 +178,9 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
 CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model,
                                torch::optim::Optimizer* optimizer, const c10::Device& device,
                                bool restore_rng) {
-  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
-  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
   CheckpointData data;
+  auto archive = open_checkpoint(path, device);
   try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path, device);
-    c10::IValue v;
-    if (!archive.try_read("format_version", v)) {
-      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
-    }
-    if (v.toInt() != kFormatVersion) {
-      throw CheckpointError("'" + path + "' has checkpoint format " +
-                            std::to_string(v.toInt()) + ", this build reads " +
-                            std::to_string(kFormatVersion));
-    }
     torch::serialize::InputArchive weights;
     archive.read("model", weights);
     load_state(model, read_state(weights, model), "checkpoint '" + path + "'");
@@ -219,31 +238,18 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
   } catch (const CheckpointError&) {
     throw;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    throw CheckpointError("cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg);
+    throw unreadable(path, e);
   }
   return data;
 }
 
 WarmStart warm_start(torch::nn::Module& model, const std::string& path, const std::vector<std::string>& prefixes) {
-  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
-  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
+  auto archive = open_checkpoint(path, c10::Device(c10::kCPU));
   torch::serialize::InputArchive weights;
   try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path, c10::Device(c10::kCPU));
-    c10::IValue v;
-    if (!archive.try_read("format_version", v)) {
-      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
-    }
     archive.read("model", weights);
-  } catch (const CheckpointError&) {
-    throw;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    throw CheckpointError("cannot read checkpoint '" + path + "': " + msg);
+    throw unreadable(path, e);
   }
   auto under = [](const std::string& name, const std::string& prefix) {
     return name == prefix || name.rfind(prefix + ".", 0) == 0;

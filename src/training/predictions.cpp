@@ -24,8 +24,8 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
     logits = logits.to(torch::kFloat);
     if (b.labels.defined()) {
       // Labels past the model's classes (out-of-scope samples that are not a trained class)
-      // have no loss.
-      const auto known = b.labels.lt(logits.size(1));
+      // and label-less samples (-1: a rejection in a feedback log) have no loss.
+      const auto known = b.labels.lt(logits.size(1)).logical_and(b.labels.ge(0));
       const auto n_known = known.sum().item<int64_t>();
       if (n_known > 0) {
         loss_sum += torch::nn::functional::cross_entropy(

@@ -276,6 +276,41 @@ TEST_F(TrainerTest, LabelsPastTheModelsClassesAreLeftOutOfValidationMetrics) {
   EXPECT_GT(p.labels.ge(6).sum().item<int64_t>(), 0);
 }
 
+/// One fixed batch, served once per pass.
+class OneBatchSource : public BatchSource {
+ public:
+  explicit OneBatchSource(Batch b) : batch_(std::move(b)) {}
+  void start_epoch(int64_t) override { served_ = false; }
+  std::optional<Batch> next() override {
+    if (served_) return std::nullopt;
+    served_ = true;
+    return batch_;
+  }
+  int64_t num_batches() const override { return 1; }
+  int64_t num_samples() const override { return batch_.size(); }
+  int64_t batch_size_at(int64_t) const override { return batch_.size(); }
+
+ private:
+  Batch batch_;
+  bool served_ = false;
+};
+
+TEST_F(TrainerTest, LabelLessSamplesHaveNoLossInPredictions) {
+  // A rejection in a feedback log has label -1: predicted like any sample, but without a loss.
+  test::SyntheticSource data(16, 16, 4, false);
+  Batch b = data.all();
+  b.labels = b.labels.clone();
+  b.labels.narrow(0, 0, 4).fill_(-1);
+  Trainer trainer(IntentClassifier(model_options()), trainer_options("", 1));
+  OneBatchSource source(b);
+  const auto p = collect_predictions(trainer.model(), source, torch::kCPU);
+  EXPECT_EQ(p.labels.size(0), 16);
+  EXPECT_EQ(p.loss_samples, 12);
+  const auto logp = torch::log(p.probs.narrow(0, 4, 12));
+  const double expected = -logp.gather(1, b.labels.narrow(0, 4, 12).unsqueeze(1)).mean().item<double>();
+  EXPECT_NEAR(p.loss, expected, 1e-4);
+}
+
 TEST_F(TrainerTest, DeviceStrings) {
   EXPECT_EQ(resolve_device("cpu").type(), c10::kCPU);
   EXPECT_THROW(resolve_device("tpu"), Error);

@@ -46,6 +46,7 @@ add_library(mmintent SHARED
   evaluation/report.cpp
   evaluation/plots.cpp
   evaluation/calibration.cpp
+  evaluation/off_policy.cpp
   policy/decision.cpp
   policy/rewrite.cpp
   run/run_parts.cpp

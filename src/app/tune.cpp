@@ -10,12 +10,15 @@
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/loss.h"
+#include "mmintent/training/predictions.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -69,6 +72,43 @@ void freeze_encoders(IntentClassifier& model) {
   }
 }
 
+/// The most probable class of every sample of `data` under `model` (in the data set's order).
+std::vector<int64_t> greedy_classes(IntentClassifier& model, std::shared_ptr<const MultimodalDataset> data,
+                                    const Config& c, const c10::Device& device) {
+  auto loader = make_loader(c, data, /*training=*/false);
+  const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  const auto top = p.probs.argmax(1).contiguous();
+  std::vector<int64_t> out(static_cast<size_t>(data->size()), -1);
+  for (int64_t j = 0; j < top.size(0); ++j) {
+    out[static_cast<size_t>(p.indices[j].item<int64_t>())] = top[j].item<int64_t>();
+  }
+  return out;
+}
+
+/// The logged outcomes of `held` seen from the policy that shows the class in `greedy`.
+std::vector<LoggedOutcome> outcomes(const MultimodalDataset& held, const std::vector<int64_t>& greedy) {
+  std::vector<LoggedOutcome> out;
+  for (int64_t i = 0; i < held.size(); ++i) {
+    LoggedOutcome o;
+    o.reward = held.label(i) >= 0 && held.label(i) == held.shown(i) ? 1.0 : 0.0;
+    o.propensity = held.propensity(i);
+    o.target = greedy[static_cast<size_t>(i)] == held.shown(i) ? 1.0 : 0.0;
+    out.push_back(o);
+  }
+  return out;
+}
+
+nlohmann::json estimate_json(const OffPolicyEstimate& e) {
+  return {{"value", e.value}, {"std_error", e.std_error}, {"ci95", {e.lower, e.upper}},
+          {"effective_samples", e.effective_samples}};
+}
+
+std::string estimate_text(const OffPolicyEstimate& e) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.4f [%.4f, %.4f]", e.value, e.lower, e.upper);
+  return buf;
+}
+
 }  // namespace
 
 TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& options) {
@@ -100,12 +140,40 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   fo.plugins = mopts.fields.plugins;
   fo.allow_missing_plugins = mopts.allow_missing_plugins;
   fo.path_inputs = mopts.path_inputs;
-  const FeedbackLog log_records = read_feedback(options.feedback, data.labels, fo);
-  for (const auto& s : log_records.skipped) log::warn("tune", "skipped " + s);
+  const FeedbackLog whole_log = read_feedback(options.feedback, data.labels, fo);
+  for (const auto& s : whole_log.skipped) log::warn("tune", "skipped " + s);
+  const auto objective = parse_objective(c.tune.objective);
+  const bool off_policy = objective != LossOptions::Objective::supervised;
+  if ((off_policy || c.tune.holdout > 0) &&
+      whole_log.with_propensity < static_cast<int64_t>(whole_log.records.size())) {
+    const auto it = std::find_if(whole_log.records.begin(), whole_log.records.end(),
+                                 [](const FeedbackRecord& r) { return r.propensity <= 0; });
+    throw DataError(options.feedback, it->line,
+                    std::string(off_policy ? "tune.objective: " + c.tune.objective : "tune.holdout") +
+                        " needs a 'propensity' on every record (the probability with which the "
+                        "product showed 'predicted', as `mmintent predict` and the server log it); "
+                        "this record has none (" + std::to_string(whole_log.with_propensity) + " of " +
+                        std::to_string(whole_log.records.size()) + " have one)");
+  }
+  const FeedbackSplit split = split_feedback(whole_log, c.tune.holdout, static_cast<uint64_t>(c.runtime.seed));
+  const FeedbackLog& log_records = split.kept;
+  if (log_records.records.empty()) {
+    throw DataError(options.feedback, 0, "tune.holdout " + std::to_string(c.tune.holdout) + " leaves no record to train on");
+  }
+  if (c.tune.holdout > 0 && split.held_out.records.empty()) {
+    throw DataError(options.feedback, 0, "tune.holdout " + std::to_string(c.tune.holdout) +
+                                             " held out no record (" + std::to_string(whole_log.records.size()) +
+                                             " in the log): raise it, or set it to 0");
+  }
   const auto dopts = dataset_options(c);
   auto feedback = std::make_shared<MultimodalDataset>(feedback_manifest(log_records), &data.labels,
                                                       data.tokenizer, dopts);
   if (feedback->size() == 0) throw DataError(options.feedback, 0, "no feedback sample is left");
+  std::shared_ptr<MultimodalDataset> held_out;
+  if (!split.held_out.records.empty()) {
+    held_out = std::make_shared<MultimodalDataset>(feedback_manifest(split.held_out), &data.labels,
+                                                   data.tokenizer, dopts);
+  }
 
   std::shared_ptr<MultimodalDataset> replay;
   if (c.tune.replay_ratio > 0) {
@@ -133,6 +201,8 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   const auto device = resolve_device(c.runtime.device);
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = load_run_model(base, c, data, device);
+  std::vector<int64_t> base_greedy;
+  if (held_out) base_greedy = greedy_classes(model, held_out, c, device);
   if (c.tune.freeze_encoders) freeze_encoders(model);
   TuneRunResult result;
   result.run_dir = out.str();
@@ -149,7 +219,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   ro.seed = static_cast<uint64_t>(c.runtime.seed);
   if (c.data.augment.enabled) ro.augment = std::make_shared<AugmentOptions>(c.data.augment);
   FeedbackReplaySource source(feedback, replay, ro);
-  result.accepted = log_records.accepted;
+  result.accepted = log_records.accepted;  // the records trained on (not the held-out ones)
   result.corrected = log_records.corrected;
   result.rejected = log_records.rejected;
   result.replay_per_epoch = source.replay_per_pass();
@@ -161,6 +231,8 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
                             {"rejected", result.rejected},
                             {"replay_per_epoch", result.replay_per_epoch},
                             {"replay_mix", c.tune.replay_mix},
+                            {"objective", c.tune.objective},
+                            {"held_out", held_out ? held_out->size() : 0},
                             {"trainable_parameters", result.trainable_parameters},
                             {"parameters", result.parameters}};
   if (!source.replay_per_class().empty()) {
@@ -187,10 +259,42 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   t.scheduler = SchedulerOptions{};
   t.scheduler.type = c.tune.scheduler;
   t.loss.rejection_weight = c.tune.rejection_weight;
+  t.loss.objective = objective;
+  t.loss.max_inverse_propensity = c.tune.clip;
+  t.loss.baseline = c.tune.baseline;
   t.early_stopping.min_epochs = std::min(t.early_stopping.min_epochs, t.epochs);
   Trainer trainer(model, t);
   auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
   result.fit = trainer.fit(source, val_loader.get());
+
+  // 5b. The off-policy estimate on the held-out log: the tuned model's final weights (those
+  //     model.pt holds) against the base run's, each showing its most probable intent.
+  if (held_out) {
+    auto tuned = load_run_model(out, c, data, device);
+    OffPolicyReport r;
+    r.held_out = held_out->size();
+    const auto base_log = outcomes(*held_out, base_greedy);
+    const auto tuned_log = outcomes(*held_out, greedy_classes(tuned, held_out, c, device));
+    for (const auto& o : base_log) r.logged_reward += o.reward / static_cast<double>(base_log.size());
+    r.base_ips = ips_estimate(base_log);
+    r.base_snips = snips_estimate(base_log);
+    r.tuned_ips = ips_estimate(tuned_log);
+    r.tuned_snips = snips_estimate(tuned_log);
+    std::vector<long> lines;
+    for (const auto& record : split.held_out.records) lines.push_back(record.line);
+    provenance["off_policy"] = {{"held_out", r.held_out},
+                                {"held_out_lines", lines},
+                                {"logged_reward", r.logged_reward},
+                                {"policy", "the most probable intent"},
+                                {"base", {{"ips", estimate_json(r.base_ips)}, {"snips", estimate_json(r.base_snips)}}},
+                                {"tuned", {{"ips", estimate_json(r.tuned_ips)}, {"snips", estimate_json(r.tuned_snips)}}}};
+    out.write_atomically(out.tune_file(), provenance.dump(2) + "\n");
+    log::info("tune", "off-policy estimate of the reward on " + std::to_string(r.held_out) +
+                          " held-out records (logged " + std::to_string(r.logged_reward) +
+                          "): tuned IPS " + estimate_text(r.tuned_ips) + ", SNIPS " + estimate_text(r.tuned_snips) +
+                          "; base IPS " + estimate_text(r.base_ips) + ", SNIPS " + estimate_text(r.base_snips));
+    result.off_policy = r;
+  }
 
   // 6. What the run serves besides its weights, fitted on val for the tuned weights as `train`
   //    fits it (calibration.json, oos.json, decision.json); then the reports, as `eval` makes

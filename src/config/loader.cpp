@@ -544,6 +544,13 @@ template <class V> void visit(V& v, TuneConfig& c) {
   v.field("replay_mix", c.replay_mix, Check::one_of({"training", "uniform"}));
   v.field("rejection_weight", c.rejection_weight, Check::ge(0));
   v.field("freeze_encoders", c.freeze_encoders);
+  v.field("objective", c.objective, Check::one_of({"supervised", "ips", "snips"}));
+  v.field("clip", c.clip, Check::range(1, 1e9));
+  v.field("baseline", c.baseline, Check::range(0, 1));
+  v.field("holdout", c.holdout, Check::range(0, 0.9));
+}
+template <class V> void visit(V& v, ExploreOptions& c) {
+  v.field("epsilon", c.epsilon, Check::range(0, 1));
 }
 template <class V> void visit(V& v, CalibrationOptions& c) {
   v.field("enabled", c.enabled);
@@ -553,6 +560,7 @@ template <class V> void visit(V& v, DecisionOptions& c) {
   v.field("min_confidence", c.min_confidence, Check::range(-1, 1));
   v.field("clarify_margin", c.clarify_margin, Check::range(-1, 1));
   v.field("target_precision", c.target_precision, Check::range(0, 1));
+  v.section("explore", c.explore);
 }
 template <class V> void visit(V& v, RewriteOptions& c) {
   v.field("fillers", c.fillers);

@@ -59,6 +59,8 @@ Batch Batch::to(const c10::Device& device, bool non_blocking) const {
   b.indices = indices;
   b.soft_targets = move(soft_targets, device, non_blocking);
   b.rejected = move(rejected, device, non_blocking);
+  b.shown = move(shown, device, non_blocking);
+  b.propensity = move(propensity, device, non_blocking);
   return b;
 }
 
@@ -72,6 +74,8 @@ Batch Batch::pin_memory() const {
   b.labels = pin(labels);
   b.soft_targets = pin(soft_targets);
   b.rejected = pin(rejected);
+  b.shown = pin(shown);
+  b.propensity = pin(propensity);
   return b;  // lengths and indices stay on the CPU (see to())
 }
 
@@ -126,7 +130,6 @@ Batch concat_batches(const std::vector<Batch>& parts) {
 
   // Optional targets: fill the parts that lack them with "hard" rows / "nothing rejected".
   int64_t K = -1;
-  bool any_rejected = false;
   for (const auto& p : parts) {
     if (p.soft_targets.defined()) {
       if (K >= 0 && p.soft_targets.size(1) != K) {
@@ -136,7 +139,6 @@ Batch concat_batches(const std::vector<Batch>& parts) {
       }
       K = p.soft_targets.size(1);
     }
-    any_rejected = any_rejected || p.rejected.defined();
   }
   if (K >= 0) {
     std::vector<at::Tensor> ts;
@@ -146,13 +148,20 @@ Batch concat_batches(const std::vector<Batch>& parts) {
     }
     out.soft_targets = at::cat(ts, 0);
   }
-  if (any_rejected) {
+  // A [B] field that some parts lack: those parts get `fill`.
+  auto cat_optional = [&parts](at::Tensor Batch::*field, double fill, at::ScalarType type) {
+    bool any = false;
+    for (const auto& p : parts) any = any || (p.*field).defined();
+    if (!any) return at::Tensor();
     std::vector<at::Tensor> ts;
     for (const auto& p : parts) {
-      ts.push_back(p.rejected.defined() ? p.rejected : at::full({p.size()}, -1, at::kLong));
+      ts.push_back((p.*field).defined() ? p.*field : at::full({p.size()}, fill, type));
     }
-    out.rejected = at::cat(ts, 0);
-  }
+    return at::cat(ts, 0);
+  };
+  out.rejected = cat_optional(&Batch::rejected, -1, at::kLong);
+  out.shown = cat_optional(&Batch::shown, -1, at::kLong);
+  out.propensity = cat_optional(&Batch::propensity, 0, at::kFloat);
   return out;
 }
 

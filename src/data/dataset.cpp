@@ -64,6 +64,14 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
           what = "rejected intent";
         }
       }
+      int64_t shown = -1;
+      if (unknown.empty() && !r.shown.empty()) {
+        shown = labels->find(r.shown);
+        if (shown < 0) {
+          unknown = r.shown;
+          what = "shown intent";
+        }
+      }
       if (!unknown.empty() || (idx < 0 && rejected < 0)) {
         const std::string msg = what + " '" + unknown +
                                 "' is not in the label map (built from the training split or "
@@ -78,6 +86,8 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       labels_.push_back(idx);
       soft_.push_back(std::move(soft));
       rejected_.push_back(rejected);
+      shown_.push_back(shown);
+      propensity_.push_back(shown >= 0 ? static_cast<float>(r.propensity) : 0.0f);
     }
     if (!options_.uses("image")) {
       r.image.clear();
@@ -135,6 +145,8 @@ MultimodalDataset::MultimodalDataset(Manifest manifest, const LabelMap* labels,
       retain_where(labels_, keep);
       retain_where(soft_, keep);
       retain_where(rejected_, keep);
+      retain_where(shown_, keep);
+      retain_where(propensity_, keep);
     }
     for (auto& [name, reader] : readers_) reader->retain(keep);
   }
@@ -183,10 +195,11 @@ Batch MultimodalDataset::collate(const std::vector<int64_t>& indices, const Augm
     batch.labels = at::empty({B}, at::kLong);
     auto* lab = batch.labels.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) lab[b] = labels_[indices[b]];
-    bool any_soft = false, any_rejected = false;
+    bool any_soft = false, any_rejected = false, any_shown = false;
     for (auto i : indices) {
       any_soft = any_soft || !soft_[i].empty();
       any_rejected = any_rejected || rejected_[i] >= 0;
+      any_shown = any_shown || shown_[i] >= 0;
     }
     if (any_soft) {
       batch.soft_targets = at::zeros({B, num_classes_}, at::kFloat);
@@ -199,6 +212,16 @@ Batch MultimodalDataset::collate(const std::vector<int64_t>& indices, const Augm
       batch.rejected = at::empty({B}, at::kLong);
       auto* rej = batch.rejected.data_ptr<int64_t>();
       for (int64_t b = 0; b < B; ++b) rej[b] = rejected_[indices[b]];
+    }
+    if (any_shown) {
+      batch.shown = at::empty({B}, at::kLong);
+      batch.propensity = at::empty({B}, at::kFloat);
+      auto* a = batch.shown.data_ptr<int64_t>();
+      auto* p = batch.propensity.data_ptr<float>();
+      for (int64_t b = 0; b < B; ++b) {
+        a[b] = shown_[indices[b]];
+        p[b] = propensity_[indices[b]];
+      }
     }
   }
   return batch;

@@ -62,6 +62,15 @@ class RecordReader {
       fail(line, "field 'corrected_to' is only for reaction 'corrected', found reaction '" +
                      *reaction + "'");
     }
+    if (const auto it = object.find("propensity"); it != object.end() && !it->is_null()) {
+      if (!it->is_number()) fail(line, std::string("field 'propensity' must be a number, found ") + it->type_name());
+      const double p = it->get<double>();
+      if (!(p > 0 && p <= 1)) {
+        fail(line, "field 'propensity' must be in (0, 1] (the probability with which the product "
+                   "showed 'predicted'), found " + it->dump());
+      }
+      r.propensity = p;
+    }
     if (options_.use_text) {
       const auto text = string_field(object, "text", line);
       if (text && !is_blank(*text)) {
@@ -163,6 +172,7 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   }
   detail::for_each_line(data, 0, [&](long line_no, std::string& line) {
     FeedbackRecord r = reader.read(detail::parse_json_line(path, line_no, line), line_no);
+    if (r.propensity > 0) ++log.with_propensity;
     switch (r.reaction) {
       case Reaction::accepted: ++log.accepted; break;
       case Reaction::corrected: ++log.corrected; break;
@@ -172,6 +182,41 @@ FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
   });
   if (log.records.empty()) throw DataError(path, 0, "the feedback log has no records");
   return log;
+}
+
+FeedbackSplit split_feedback(const FeedbackLog& log, double share, uint64_t seed) {
+  if (!(share >= 0 && share < 1)) throw Error("split_feedback: the held-out share must be in [0, 1)");
+  FeedbackSplit split;
+  split.kept.path = split.held_out.path = log.path;
+  split.kept.skipped = log.skipped;
+  for (const auto& r : log.records) {
+    // FNV-1a over the input, then splitmix64 with the seed: stable across platforms and runs.
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto add = [&h](const std::string& s) {
+      for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
+      h = (h ^ 0x1f) * 0x100000001b3ull;  // a separator, so ("ab", "") != ("a", "b")
+    };
+    add(r.text);
+    add(r.image);
+    for (const auto& [name, value] : r.inputs) {
+      add(name);
+      add(value);
+    }
+    uint64_t z = h ^ (seed * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+    FeedbackLog& side = u < share ? split.held_out : split.kept;
+    if (r.propensity > 0) ++side.with_propensity;
+    switch (r.reaction) {
+      case Reaction::accepted: ++side.accepted; break;
+      case Reaction::corrected: ++side.corrected; break;
+      case Reaction::rejected: ++side.rejected; break;
+    }
+    side.records.push_back(r);
+  }
+  return split;
 }
 
 Manifest feedback_manifest(const FeedbackLog& log) {
@@ -188,6 +233,10 @@ Manifest feedback_manifest(const FeedbackLog& log) {
       case Reaction::accepted: r.label = f.predicted; break;
       case Reaction::corrected: r.label = f.corrected_to; break;
       case Reaction::rejected: r.rejected = f.predicted; break;
+    }
+    if (f.propensity > 0) {
+      r.shown = f.predicted;
+      r.propensity = f.propensity;
     }
     m.records.push_back(std::move(r));
   }

@@ -11,6 +11,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
+#include <random>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -18,6 +20,16 @@
 
 namespace mmintent {
 namespace fs = std::filesystem;
+
+namespace {
+/// splitmix64 of a ^ (b times an odd constant): 64 well-mixed bits from two values.
+uint64_t mix_bits(uint64_t a, uint64_t b) {
+  uint64_t z = a ^ (b * 0xD6E8FEB86659FD93ull) ^ 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+}  // namespace
 
 struct Predictor::Impl {
   Config config;
@@ -34,12 +46,17 @@ struct Predictor::Impl {
   double temperature = 1.0;  ///< calibration.json
   DecisionThresholds thresholds;  ///< decision.json or the config
   std::optional<Rewriter> rewriter;
+  double epsilon = 0;  ///< decision.explore.epsilon
+  /// Exploration draws: a manifest's record draws from (runtime.seed, its line), so that
+  /// `predict --manifest` is reproducible; a request from (a per-process nonce, a counter).
+  uint64_t nonce = 0;
+  mutable std::atomic<uint64_t> calls{0};
 
-  std::vector<Prediction> run(Manifest manifest, int64_t top_k) const {
-    return run(MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options), top_k);
+  std::vector<Prediction> run(Manifest manifest, int64_t top_k, uint64_t draw_base) const {
+    return run(MultimodalDataset(std::move(manifest), nullptr, data.tokenizer, dataset_options), top_k, draw_base);
   }
 
-  std::vector<Prediction> run(const MultimodalDataset& dataset, int64_t top_k) const {
+  std::vector<Prediction> run(const MultimodalDataset& dataset, int64_t top_k, uint64_t draw_base) const {
     std::vector<Prediction> out;
     const int64_t n = dataset.size();
     const int64_t bs = std::max<int64_t>(1, config.data.loader.eval_batch_size);
@@ -78,6 +95,11 @@ struct Predictor::Impl {
           p.out_of_scope =
               oos_threshold >= 0 ? row[order[0]] < oos_threshold : order[0] == oos_class;
         }
+        const int64_t i = start + b;
+        const auto shown = choose_shown(order[0], num_classes, epsilon,
+                                        mix_bits(draw_base, static_cast<uint64_t>(dataset.records()[i].line)));
+        p.shown = IntentScore{data.labels.name(shown.intent), row[shown.intent]};
+        p.propensity = shown.propensity;
         const auto d = decide(row, num_classes, p.out_of_scope, oos_class, thresholds);
         p.decision = d.decision;
         if (d.decision == Decision::clarify) {
@@ -122,6 +144,10 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   impl->temperature = serving.temperature;
   impl->thresholds = serving.thresholds;
   impl->rewriter.emplace(impl->config.rewrite, impl->data.labels.names(), run.config_file().string());
+  impl->epsilon = options.explore_epsilon >= 0 ? options.explore_epsilon : impl->config.decision.explore.epsilon;
+  if (impl->epsilon > 1) throw Error("decision.explore.epsilon must be in [0, 1], found " + std::to_string(impl->epsilon));
+  impl->nonce = std::random_device{}();
+  impl->nonce = (impl->nonce << 32) ^ std::random_device{}();
   return Predictor(std::move(impl));
 }
 
@@ -168,7 +194,7 @@ std::vector<Prediction> Predictor::predict_batch(const std::vector<PredictInput>
     r.line = line;
     m.records.push_back(std::move(r));
   }
-  return impl_->run(std::move(m), top_k);
+  return impl_->run(std::move(m), top_k, mix_bits(impl_->nonce, impl_->calls.fetch_add(1)));
 }
 
 RewrittenRequest Predictor::rewrite(const PredictInput& input, const Prediction& prediction) const {
@@ -227,7 +253,7 @@ ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, in
   const MultimodalDataset dataset(std::move(m), nullptr, impl_->data.tokenizer, options);
   result.skipped = dataset.skipped();  // the manifest's skipped records, then bad images
   const auto& records = dataset.records();
-  const auto scores = impl_->run(dataset, top_k);
+  const auto scores = impl_->run(dataset, top_k, static_cast<uint64_t>(c.runtime.seed));
   result.predicted = static_cast<int64_t>(records.size());
 
   // One output line per record of the manifest, in line order: a prediction, or
@@ -286,6 +312,8 @@ ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, in
       for (const auto& s : scores[i].top) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
       if (!impl_->oos_label.empty()) j["out_of_scope"] = scores[i].out_of_scope;
       j["decision"] = to_string(scores[i].decision);
+      j["shown"] = scores[i].shown.intent;
+      j["propensity"] = scores[i].propensity;
       if (!scores[i].candidates.empty()) {
         j["candidates"] = nlohmann::json::array();
         for (const auto& s : scores[i].candidates) {

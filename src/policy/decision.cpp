@@ -47,6 +47,29 @@ Decision rule(const DecisionSample& s, const DecisionThresholds& t) {
 
 }  // namespace
 
+double shown_propensity(int64_t intent, int64_t greedy, int64_t num_intents, double epsilon) {
+  return (intent == greedy ? 1.0 - epsilon : 0.0) + epsilon / static_cast<double>(num_intents);
+}
+
+Shown choose_shown(int64_t greedy, int64_t num_intents, double epsilon, uint64_t random) {
+  if (num_intents < 1) throw Error("choose_shown: no intents to show");
+  if (greedy < 0 || greedy >= num_intents) {
+    throw Error("choose_shown: intent " + std::to_string(greedy) + " is not among the " +
+                std::to_string(num_intents));
+  }
+  if (!(epsilon >= 0 && epsilon <= 1)) throw Error("decision.explore.epsilon must be in [0, 1]");
+  // Two independent draws from one 64-bit value (splitmix64 finaliser for the second).
+  const double u = static_cast<double>(random >> 11) * 0x1.0p-53;  // [0, 1)
+  uint64_t z = random + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  Shown s;
+  s.intent = u < epsilon ? static_cast<int64_t>(z % static_cast<uint64_t>(num_intents)) : greedy;
+  s.propensity = shown_propensity(s.intent, greedy, num_intents, epsilon);
+  return s;
+}
+
 std::string to_string(Decision decision) {
   switch (decision) {
     case Decision::accept: return "accept";

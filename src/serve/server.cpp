@@ -81,9 +81,10 @@ std::string utc_now() {
 }
 
 /// What the server showed for a prediction, kept for its feedback.
-struct Shown {
+struct ShownPrediction {
   std::string text, image_bytes, audio_bytes, predicted, decision, version;
-  double probability = 0;
+  double probability = 0;  ///< the model's probability of `predicted` (the intent shown)
+  double propensity = 0;   ///< the policy's probability of showing it (decision.explore)
   std::map<std::string, nlohmann::json> plugin_values;
   bool answered = false;  ///< feedback was recorded
 };
@@ -136,7 +137,7 @@ struct Server::Impl {
   std::string audio_dir;      ///< where uploaded audio of feedback records goes
   std::string audio_folder;   ///< the same, relative to the log's folder
   std::mutex shown_mutex;
-  std::map<std::string, Shown> shown;  ///< by prediction id
+  std::map<std::string, ShownPrediction> shown;  ///< by prediction id
   std::deque<std::string> shown_order;  ///< oldest first
   uint64_t id_salt = 0;
   std::atomic<uint64_t> id_counter{0};
@@ -241,15 +242,18 @@ struct Server::Impl {
       if (rw) j["request"] = rw->request;
       j["out_of_scope"] = p.out_of_scope;
       j["top"] = scores(p.top, rewriter);
+      j["shown"] = p.shown.intent;
+      j["propensity"] = p.propensity;
       metrics.add("mmintent_predictions_total", {{"decision", to_string(p.decision)}});
       if (p.out_of_scope) metrics.add("mmintent_out_of_scope_total", {});
       if (feedback) {
-        Shown s;
+        ShownPrediction s;
         s.text = requests[i].input.text;
         s.image_bytes = requests[i].image_bytes;
         s.audio_bytes = requests[i].audio_bytes;
-        s.predicted = p.top.at(0).intent;
-        s.probability = p.top.at(0).probability;
+        s.predicted = p.shown.intent;
+        s.probability = p.shown.probability;
+        s.propensity = p.propensity;
         s.decision = to_string(p.decision);
         s.version = m->version;
         s.plugin_values = requests[i].plugin_values;
@@ -264,7 +268,7 @@ struct Server::Impl {
     res.set_content(dump(batch ? out : out[0]), "application/json");
   }
 
-  void remember(const std::string& id, Shown s) {
+  void remember(const std::string& id, ShownPrediction s) {
     std::lock_guard<std::mutex> lock(shown_mutex);
     shown.emplace(id, std::move(s));
     shown_order.push_back(id);
@@ -279,7 +283,7 @@ struct Server::Impl {
     const auto m = model();
     serve::PredictRules rules{&m->predictor->config(), config.top_k, config.max_inputs};
     auto f = serve::parse_feedback(req.body, rules, m->predictor->intents());
-    Shown s;
+    ShownPrediction s;
     std::string id = f.id;
     if (!id.empty()) {
       std::lock_guard<std::mutex> lock(shown_mutex);
@@ -328,6 +332,7 @@ struct Server::Impl {
       line["predicted"] = s.predicted;
       if (!f.id.empty()) {
         line["probability"] = s.probability;
+        line["propensity"] = s.propensity;
         line["decision"] = s.decision;
       }
       line["reaction"] = f.reaction;

@@ -20,6 +20,8 @@ void check_options(const LossOptions& options, int64_t num_classes) {
                 " entries, but there are " + std::to_string(num_classes) + " classes");
   }
   if (!(options.rejection_weight >= 0)) throw Error("loss.rejection_weight must be >= 0");
+  if (!(options.max_inverse_propensity >= 1)) throw Error("loss: the inverse propensity clip must be >= 1");
+  if (!(options.baseline >= 0 && options.baseline <= 1)) throw Error("loss: the baseline must be in [0, 1]");
 }
 
 /// The class weights as a [K] tensor on the logits' device, or undefined when there are none.
@@ -44,6 +46,13 @@ torch::Tensor hard_loss(const at::Tensor& logits, const at::Tensor& labels,
 
 }  // namespace
 
+LossOptions::Objective parse_objective(const std::string& name) {
+  if (name == "supervised") return LossOptions::Objective::supervised;
+  if (name == "ips") return LossOptions::Objective::ips;
+  if (name == "snips") return LossOptions::Objective::snips;
+  throw Error("objective '" + name + "' is not one of supervised, ips, snips");
+}
+
 at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
                            const LossOptions& options) {
   check_options(options, logits.size(1));
@@ -59,7 +68,8 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
   }
   const auto& soft = batch.soft_targets;
   const auto& rejected = batch.rejected;
-  if (!soft.defined() && !rejected.defined()) return hard_loss(logits, batch.labels, options);
+  const bool bandit = options.objective != LossOptions::Objective::supervised && batch.shown.defined();
+  if (!soft.defined() && !rejected.defined() && !bandit) return hard_loss(logits, batch.labels, options);
   if (soft.defined() && (soft.dim() != 2 || soft.size(0) != B || soft.size(1) != K)) {
     std::string found;
     for (auto s : soft.sizes()) found += (found.empty() ? "" : ",") + std::to_string(s);
@@ -70,8 +80,19 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
     throw Error("loss: rejected must be [" + std::to_string(B) + "]");
   }
 
+  if (bandit && (batch.shown.dim() != 1 || batch.shown.size(0) != B || !batch.propensity.defined() ||
+                 batch.propensity.dim() != 1 || batch.propensity.size(0) != B)) {
+    throw Error("loss: shown and propensity must both be [" + std::to_string(B) + "]");
+  }
+
   const auto zero = torch::zeros({B}, logits.options());
   auto hard_rows = batch.labels.ge(0);
+  torch::Tensor logged;  // [B] bool: samples that learn through the off-policy objective
+  if (bandit) {
+    logged = batch.shown.ge(0);
+    // Acceptances learn only through their reward; corrections keep their label.
+    hard_rows = hard_rows.logical_and(logged.logical_not().logical_or(batch.labels.ne(batch.shown)));
+  }
   torch::Tensor soft_rows;
   if (soft.defined()) {
     soft_rows = soft.sum(1).gt(0);
@@ -88,9 +109,26 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
     }
     loss = loss + torch::where(soft_rows, ce, zero);
   }
+  if (bandit) {
+    const auto a = batch.shown.clamp_min(0).unsqueeze(1);
+    const auto pi = torch::softmax(logits, 1).gather(1, a).squeeze(1);
+    const auto p0 = batch.propensity.to(logits.scalar_type());
+    const auto inverse = p0.clamp_min(1.0 / options.max_inverse_propensity).reciprocal();
+    const auto w = torch::where(logged, pi * inverse, zero);
+    const auto reward = batch.labels.eq(batch.shown).to(logits.scalar_type());
+    torch::Tensor term;
+    if (options.objective == LossOptions::Objective::ips) {
+      term = (options.baseline - reward) * w;
+    } else {  // snips: the batch's logged samples normalise each other
+      const auto n = logged.sum().clamp_min(1).to(logits.scalar_type());
+      term = -reward * w / (w.sum() / n).clamp_min(1e-12);
+    }
+    loss = loss + torch::where(logged, term, zero);
+  }
   if (rejected.defined() && options.rejection_weight > 0) {
     // log(1 - p_r) = logsumexp of the other logits - logsumexp of all: stable even as p_r -> 1.
-    const auto has = rejected.ge(0);
+    auto has = rejected.ge(0);
+    if (bandit) has = has.logical_and(logged.logical_not());  // a logged rejection is a reward of 0
     const auto r = rejected.clamp_min(0).unsqueeze(1);
     const auto others = logits.scatter(1, r, -std::numeric_limits<double>::infinity());
     const auto log_not_r = torch::logsumexp(others, 1) - torch::logsumexp(logits, 1);

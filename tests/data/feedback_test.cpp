@@ -140,6 +140,12 @@ TEST(FeedbackTest, BadRecordsAreDataErrorsNamingFileAndLine) {
       {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"score\": 1e999}",
        "not valid JSON"},
       {"[1, 2]", "expected a JSON object, found array"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"propensity\": 0}",
+       "field 'propensity' must be in (0, 1]"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"propensity\": 1.5}",
+       "field 'propensity' must be in (0, 1]"},
+      {"{\"text\": \"x\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"propensity\": \"0.5\"}",
+       "field 'propensity' must be a number, found string"},
   };
   for (const auto& c : cases) {
     const auto path = dir.write("fb.jsonl", good + c.line + "\n" + good);
@@ -178,6 +184,60 @@ TEST(FeedbackTest, DatasetKeepsRejectionsAsLabelLessSamples) {
   ASSERT_TRUE(b.rejected.defined());
   EXPECT_TRUE(b.rejected.equal(torch::tensor({-1, 2, -1}, torch::kLong)));
   EXPECT_FALSE(d.collate({0, 2}, nullptr, 0).rejected.defined());
+}
+
+TEST(FeedbackTest, PropensitiesBecomeShownIntentsOfTheBatch) {
+  TempDir dir;
+  const auto path = dir.write("fb.jsonl",
+                              "{\"text\": \"a\", \"predicted\": \"refund\", \"reaction\": \"accepted\", \"propensity\": 0.9}\n"
+                              "{\"text\": \"b\", \"predicted\": \"track\", \"reaction\": \"rejected\", \"propensity\": 0.02}\n"
+                              "{\"text\": \"c\", \"predicted\": \"track\", \"reaction\": \"corrected\", "
+                              "\"corrected_to\": \"exchange\", \"propensity\": 1}\n"
+                              "{\"text\": \"d\", \"predicted\": \"track\", \"reaction\": \"accepted\"}\n");
+  const auto log = read_feedback(path, labels(), text_only());
+  EXPECT_EQ(log.with_propensity, 3);
+  EXPECT_DOUBLE_EQ(log.records[1].propensity, 0.02);
+  EXPECT_EQ(log.records[3].propensity, 0);
+  MultimodalDataset d(feedback_manifest(log), &labels(), nullptr, no_modalities());
+  auto b = d.collate({0, 1, 2, 3}, nullptr, 0);
+  EXPECT_TRUE(b.labels.equal(torch::tensor({1, -1, 0, 2}, torch::kLong)));
+  ASSERT_TRUE(b.shown.defined());
+  EXPECT_TRUE(b.shown.equal(torch::tensor({1, 2, 2, -1}, torch::kLong)));
+  EXPECT_TRUE(b.propensity.allclose(torch::tensor({0.9f, 0.02f, 1.0f, 0.0f})));
+  EXPECT_FALSE(d.collate({3}, nullptr, 0).shown.defined());
+  // Mixed with a part that has none (a replay batch): -1 and 0 there.
+  auto mixed = concat_batches({d.collate({0}, nullptr, 0), d.collate({3}, nullptr, 0)});
+  EXPECT_TRUE(mixed.shown.equal(torch::tensor({1, -1}, torch::kLong)));
+  EXPECT_TRUE(mixed.propensity.allclose(torch::tensor({0.9f, 0.0f})));
+}
+
+TEST(FeedbackTest, HoldOutSplitKeepsRepeatsTogetherAndDependsOnlyOnTheSeed) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 400; ++i) {
+    const int q = i % 100;  // 100 distinct requests, each asked 4 times
+    text += "{\"text\": \"request " + std::to_string(q) + "\", \"predicted\": \"refund\", \"reaction\": \"" +
+            (i % 2 ? "accepted" : "rejected") + "\", \"propensity\": 0.5}\n";
+  }
+  const auto log = read_feedback(dir.write("fb.jsonl", text), labels(), text_only());
+  const auto a = split_feedback(log, 0.25, 7), b = split_feedback(log, 0.25, 7), c = split_feedback(log, 0.25, 8);
+  ASSERT_EQ(a.kept.records.size() + a.held_out.records.size(), 400u);
+  EXPECT_EQ(a.held_out.records.size(), b.held_out.records.size());
+  std::set<std::string> held, kept;
+  for (const auto& r : a.held_out.records) held.insert(r.text);
+  for (const auto& r : a.kept.records) kept.insert(r.text);
+  for (const auto& t : held) EXPECT_EQ(kept.count(t), 0u) << t << " is on both sides";
+  EXPECT_EQ(a.held_out.records.size(), 4 * held.size());
+  // About a quarter of the distinct requests (binomial, n = 100: 10 to 40 is > 4 sd).
+  EXPECT_GE(held.size(), 10u);
+  EXPECT_LE(held.size(), 40u);
+  EXPECT_EQ(a.held_out.accepted + a.held_out.rejected, static_cast<int64_t>(a.held_out.records.size()));
+  EXPECT_EQ(a.held_out.with_propensity, static_cast<int64_t>(a.held_out.records.size()));
+  std::set<std::string> held_c;
+  for (const auto& r : c.held_out.records) held_c.insert(r.text);
+  EXPECT_NE(held, held_c);  // another seed, another draw
+  EXPECT_TRUE(split_feedback(log, 0, 7).held_out.records.empty());
+  EXPECT_THROW(split_feedback(log, 1, 7), Error);
 }
 
 /// A data set of `n` label-only samples, all labelled `label`.

@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include <cmath>
 #include <filesystem>
+#include <vector>
 
 using namespace mmintent;
 
@@ -241,6 +243,53 @@ TEST(DecisionTest, RewriteReportListsChanges) {
   EXPECT_EQ(j["normalised_differs"], 2);
   ASSERT_EQ(j["changed"].size(), 1u);
   EXPECT_EQ(j["changed"][0]["after"], "book_hotel");
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ExploreTest, WithoutExplorationTheGreedyIntentIsShownWithPropensityOne) {
+  for (uint64_t r : {0ull, 1ull, 0xffffffffffffffffull, 123456789ull}) {
+    const auto s = choose_shown(2, 5, 0.0, r);
+    EXPECT_EQ(s.intent, 2);
+    EXPECT_DOUBLE_EQ(s.propensity, 1.0);
+  }
+}
+
+TEST(ExploreTest, ShownIntentsFollowTheirPropensities) {
+  // epsilon 0.2 over 4 intents, greedy 1: P(1) = 0.8 + 0.05, others 0.05 each.
+  const int64_t K = 4, greedy = 1;
+  const double eps = 0.2;
+  std::vector<int64_t> counts(K, 0);
+  const int n = 200000;
+  uint64_t x = 42;
+  for (int i = 0; i < n; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;  // any well-spread sequence
+    const auto s = choose_shown(greedy, K, eps, x);
+    ASSERT_GE(s.intent, 0);
+    ASSERT_LT(s.intent, K);
+    // The logged propensity is the policy's probability of what it showed: never 0 or 1.
+    ASSERT_DOUBLE_EQ(s.propensity, shown_propensity(s.intent, greedy, K, eps));
+    ASSERT_GT(s.propensity, 0);
+    ASSERT_LT(s.propensity, 1);
+    ++counts[s.intent];
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const double p = shown_propensity(k, greedy, K, eps);
+    const double sd = std::sqrt(p * (1 - p) / n);
+    EXPECT_NEAR(static_cast<double>(counts[k]) / n, p, 5 * sd) << "intent " << k;
+  }
+  EXPECT_DOUBLE_EQ(shown_propensity(1, 1, 4, 0.2), 0.85);
+  EXPECT_DOUBLE_EQ(shown_propensity(0, 1, 4, 0.2), 0.05);
+  // The same bits, the same choice.
+  EXPECT_EQ(choose_shown(1, 4, 0.2, 987654321).intent, choose_shown(1, 4, 0.2, 987654321).intent);
+}
+
+TEST(ExploreTest, BadArgumentsAreErrors) {
+  EXPECT_THROW(choose_shown(0, 0, 0.1, 1), Error);
+  EXPECT_THROW(choose_shown(4, 4, 0.1, 1), Error);
+  EXPECT_THROW(choose_shown(0, 4, 1.5, 1), Error);
 }
 
 }  // namespace

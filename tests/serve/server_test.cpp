@@ -93,9 +93,9 @@ class ServerTest : public ::testing::Test {
   void TearDown() override { stop(); }
 
   /// Starts a server on a free loopback port with `config` and returns its port.
-  int start(ServeConfig config = {}, const std::string& run_dir = "") {
+  int start(ServeConfig config = {}, const std::string& run_dir = "", const PredictorOptions& predictor = {}) {
     config.port = 0;
-    server_ = std::make_unique<Server>(run_dir.empty() ? run_dir_ : run_dir, config);
+    server_ = std::make_unique<Server>(run_dir.empty() ? run_dir_ : run_dir, config, predictor);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
     return port_;
@@ -394,6 +394,47 @@ TEST_F(ServerTest, FeedbackIsLoggedDurablyInTheFormatTuneReads) {
   EXPECT_NEAR(line["probability"].get<double>(), shown[0]["confidence"].get<double>(), 1e-12);
   EXPECT_EQ(line["model_version"], shown[0]["model_version"]);
   EXPECT_EQ(line["id"], shown[0]["id"]);
+  // Without exploration the top intent is shown, with propensity 1, and logged so.
+  EXPECT_EQ(shown[0]["shown"], shown[0]["top"][0]["intent"]);
+  EXPECT_EQ(shown[0]["propensity"].get<double>(), 1.0);
+  EXPECT_EQ(log.records[0].propensity, 1.0);
+}
+
+TEST_F(ServerTest, ExplorationShowsDrawnIntentsAndLogsTheirPropensities) {
+  const auto folder = dir_->path() / "feedback_explore";
+  fs::create_directories(folder);
+  ServeConfig config;
+  config.feedback_log = (folder / "feedback.jsonl").string();
+  PredictorOptions po;
+  po.explore_epsilon = 0.6;
+  start(config, "", po);
+  const auto intents = Predictor::load(run_dir_).intents();
+  const double K = static_cast<double>(intents.size());
+  int explored = 0;
+  std::vector<json> shown;
+  for (int i = 0; i < 40; ++i) {
+    const auto j = json::parse(post(request(i % 2).dump())->body);
+    const bool greedy = j["shown"] == j["top"][0]["intent"];
+    explored += !greedy;
+    EXPECT_NEAR(j["propensity"].get<double>(), (greedy ? 0.4 : 0.0) + 0.6 / K, 1e-12) << j.dump();
+    shown.push_back(j);
+  }
+  // P(another intent than the top one) = 0.6 (K - 1) / K: 40 draws, well inside [3, 37].
+  EXPECT_GE(explored, 3);
+  EXPECT_LE(explored, 37);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(client().Post("/v1/feedback", json{{"id", shown[i]["id"]}, {"reaction", "rejected"}}.dump(),
+                            "application/json")->status, 200);
+  }
+  stop();
+  // The log holds the intent shown and its propensity, which tune's off-policy objectives read.
+  const auto log = read_feedback(config.feedback_log, LabelMap::from_labels(intents));
+  ASSERT_EQ(log.records.size(), 4u);
+  EXPECT_EQ(log.with_propensity, 4);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(log.records[i].predicted, shown[i]["shown"]);
+    EXPECT_NEAR(log.records[i].propensity, shown[i]["propensity"].get<double>(), 1e-12);
+  }
 }
 
 TEST_F(ServerTest, FeedbackLogCutsAnUnfinishedLineLeftByAKilledServer) {

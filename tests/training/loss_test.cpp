@@ -242,3 +242,100 @@ TEST_F(TargetLossTest, TrainerLearnsFromMixedHardSoftAndRejectedTargets) {
 }
 
 }  // namespace
+
+namespace {
+
+/// Softmax of one row, by hand.
+std::vector<double> softmax_row(const std::vector<double>& z) {
+  std::vector<double> p;
+  for (double v : log_softmax_row(z)) p.push_back(std::exp(v));
+  return p;
+}
+
+/// Rows: 0 accepted (label 1 == shown 1, p0 0.8), 1 rejected (label -1, shown 2, p0 0.05),
+/// 2 corrected (label 0, shown 2, p0 0.004: clipped at 100), 3 a replayed training sample
+/// (label 2, nothing shown).
+struct BanditBatch {
+  std::vector<std::vector<double>> z = {{1.0, 0.5, -0.5}, {0.0, 2.0, 1.0}, {0.3, -0.2, 0.1}, {-1.0, 0.0, 1.5}};
+  at::Tensor logits() const {
+    std::vector<float> flat;
+    for (const auto& row : z) flat.insert(flat.end(), row.begin(), row.end());
+    return torch::tensor(flat, torch::kFloat).view({4, 3});
+  }
+  Batch batch() const {
+    Batch b;
+    b.labels = torch::tensor({1, -1, 0, 2}, torch::kLong);
+    b.rejected = torch::tensor({-1, 2, -1, -1}, torch::kLong);
+    b.shown = torch::tensor({1, 2, 2, -1}, torch::kLong);
+    b.propensity = torch::tensor({0.8f, 0.05f, 0.004f, 0.0f});
+    return b;
+  }
+};
+
+}  // namespace
+
+TEST_F(TargetLossTest, IpsObjectiveGivesTheHandComputedClippedTermsAndKeepsCorrectionsAndReplay) {
+  const BanditBatch bb;
+  LossOptions o;
+  o.objective = LossOptions::Objective::ips;
+  o.max_inverse_propensity = 100;
+  o.baseline = 0.25;
+  const auto loss = per_sample_loss(bb.logits(), bb.batch(), o);
+  const auto p0 = softmax_row(bb.z[0]), p1 = softmax_row(bb.z[1]), p2 = softmax_row(bb.z[2]);
+  // w = pi(shown) * min(1 / p0, 100); term = (baseline - reward) * w.
+  const double w0 = p0[1] / 0.8, w1 = p1[2] / 0.05, w2 = p2[2] * 100;  // 1 / 0.004 = 250 -> 100
+  EXPECT_NEAR(loss[0].item<double>(), (0.25 - 1) * w0, 1e-5);  // accepted: no cross-entropy
+  EXPECT_NEAR(loss[1].item<double>(), 0.25 * w1, 1e-5);        // rejected: no unlikelihood term
+  EXPECT_NEAR(loss[2].item<double>(), -log_softmax_row(bb.z[2])[0] + 0.25 * w2, 1e-5);  // correction
+  EXPECT_NEAR(loss[3].item<double>(), -log_softmax_row(bb.z[3])[2], 1e-5);             // replay
+  // Supervised ignores what was shown: the accepted row is its label's cross-entropy again.
+  LossOptions s;
+  const auto plain = per_sample_loss(bb.logits(), bb.batch(), s);
+  EXPECT_NEAR(plain[0].item<double>(), -log_softmax_row(bb.z[0])[1], 1e-5);
+  EXPECT_NEAR(plain[1].item<double>(), -std::log(1 - p1[2]), 1e-5);
+}
+
+TEST_F(TargetLossTest, SnipsObjectiveNormalisesByTheBatchsMeanWeightAndPushesRejectedIntentsDown) {
+  const BanditBatch bb;
+  LossOptions o;
+  o.objective = LossOptions::Objective::snips;
+  auto logits = bb.logits().requires_grad_(true);
+  const auto loss = per_sample_loss(logits, bb.batch(), o);
+  const auto p0 = softmax_row(bb.z[0]), p1 = softmax_row(bb.z[1]), p2 = softmax_row(bb.z[2]);
+  const double w0 = p0[1] / 0.8, w1 = p1[2] / 0.05, w2 = p2[2] * 100;
+  const double mean_w = (w0 + w1 + w2) / 3;
+  EXPECT_NEAR(loss[0].item<double>(), -w0 / mean_w, 1e-4);
+  EXPECT_NEAR(loss[1].item<double>(), 0.0, 1e-6);
+  EXPECT_NEAR(loss[2].item<double>(), -log_softmax_row(bb.z[2])[0], 1e-5);
+  // The bandit terms' mean over the three logged rows is minus the batch's SNIPS estimate,
+  // sum(r w) / sum(w) = w0 / (w0 + w1 + w2) (row 2's term is 0: its reward is 0).
+  EXPECT_NEAR((loss[0] + loss[1]).item<double>() / 3, -w0 / (w0 + w1 + w2), 1e-5);
+  loss.sum().backward();
+  const auto g = logits.grad();
+  // A gradient step raises the accepted intent and lowers the rejected one, though the
+  // rejected row's own term is 0 (self-normalisation is a baseline).
+  EXPECT_LT(g[0][1].item<double>(), 0);
+  EXPECT_GT(g[1][2].item<double>(), 0);
+}
+
+TEST_F(TargetLossTest, OffPolicyOptionsAreChecked) {
+  const BanditBatch bb;
+  LossOptions o;
+  o.objective = LossOptions::Objective::ips;
+  o.max_inverse_propensity = 0.5;
+  EXPECT_THROW(per_sample_loss(bb.logits(), bb.batch(), o), Error);
+  o.max_inverse_propensity = 100;
+  o.baseline = 1.5;
+  EXPECT_THROW(per_sample_loss(bb.logits(), bb.batch(), o), Error);
+  o.baseline = 0;
+  auto b = bb.batch();
+  b.propensity = at::Tensor();
+  EXPECT_THROW(per_sample_loss(bb.logits(), b, o), Error);
+  EXPECT_EQ(parse_objective("snips"), LossOptions::Objective::snips);
+  try {
+    parse_objective("reinforce");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("supervised, ips, snips"));
+  }
+}

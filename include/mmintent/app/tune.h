@@ -8,10 +8,12 @@
 /// into every pass so the model does not forget. With tune.freeze_encoders only the fusion and
 /// the head learn. The Trainer and the data pipeline are the ones `train` uses.
 
+#include "mmintent/evaluation/off_policy.h"
 #include "mmintent/metrics/classification.h"
 #include "mmintent/training/trainer.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,15 @@ struct TuneOptions {
   bool print_tables = true;   ///< print the evaluation tables to stdout
 };
 
+/// The off-policy estimates on the held-out part of the log (tune.holdout > 0): the expected
+/// reward of showing each policy's most probable intent, from the logged reactions.
+struct OffPolicyReport {
+  int64_t held_out = 0;       ///< held-out records
+  double logged_reward = 0;   ///< their mean reward: what the logging policy earned
+  OffPolicyEstimate base_ips, base_snips;    ///< the run before the tune
+  OffPolicyEstimate tuned_ips, tuned_snips;  ///< the tuned run
+};
+
 struct TuneRunResult {
   std::string run_dir;  ///< the new run directory
   FitResult fit;
@@ -34,16 +45,19 @@ struct TuneRunResult {
   int64_t replay_per_epoch = 0;       ///< training samples replayed per pass
   int64_t trainable_parameters = 0;   ///< parameters the tune updated
   int64_t parameters = 0;             ///< all parameters of the model
+  std::optional<OffPolicyReport> off_policy;  ///< with tune.holdout > 0
 };
 
 /// Tunes the run in `run_dir` on `options.feedback`, writing `options.out_dir`: config.yaml
 /// (the old run's effective config with the overrides, output.dir = the new directory),
 /// labels.json and the tokenizer (copied: the class order never changes), best.pt, last.pt,
-/// model.pt, metrics.jsonl, tune.json (base run, feedback log, counts), report.json and the
+/// model.pt, metrics.jsonl, tune.json (base run, feedback log, counts, the off-policy estimates
+/// with tune.holdout), report.json and the
 /// report files of eval.splits, oos.json where the run has out-of-scope handling, train.log.
 /// Nothing is written before the config, the feedback and the data have been checked.
 /// Throws ConfigError (bad override, out_dir equal to or inside the run, non-empty out_dir),
-/// DataError (feedback or manifest problems, naming file and line), CheckpointError (model.pt
+/// DataError (feedback or manifest problems, naming file and line; a record without propensity
+/// under tune.objective ips / snips or tune.holdout), CheckpointError (model.pt
 /// missing or of another architecture) or Error (not a run directory).
 TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& options);
 

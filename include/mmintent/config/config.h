@@ -128,6 +128,16 @@ struct TuneConfig {
   /// Train only the fusion and the head; the encoders (and their batch-norm statistics) stay
   /// as they are: fewer trainable parameters, less forgetting.
   bool freeze_encoders = false;
+  /// How the feedback teaches (training/loss.h): supervised (labels, rejections as a penalty)
+  /// or an off-policy objective on logged propensities, ips or snips (reward 1 accepted, 0
+  /// rejected or corrected; a correction also trains its label). ips and snips need a
+  /// "propensity" on every feedback record.
+  std::string objective = "supervised";
+  double clip = 100;     ///< ips / snips: the inverse propensity 1 / p0 is clipped to this
+  double baseline = 0;   ///< ips: the reward baseline (BanditNet's translation) in [0, 1]
+  /// Share of the feedback (whole distinct inputs, a seeded draw) held out of training for the
+  /// off-policy estimate of the tuned policy's reward (needs propensities); 0 = none.
+  double holdout = 0;
 };
 
 /// `mmintent serve`: the HTTP service (serve/server.h). Read from the run's config, then from

@@ -61,6 +61,9 @@ class MultimodalDataset {
   const std::vector<std::pair<int64_t, float>>& soft_label(int64_t i) const { return soft_.at(i); }
   /// The class a person rejected for sample i (Record::rejected), or -1.
   int64_t rejected(int64_t i) const { return rejected_.empty() ? -1 : rejected_.at(i); }
+  /// The intent shown for logged sample i (Record::shown), or -1; its propensity, or 0.
+  int64_t shown(int64_t i) const { return shown_.empty() ? -1 : shown_.at(i); }
+  float propensity(int64_t i) const { return propensity_.empty() ? 0.0f : propensity_.at(i); }
   /// Whether sample i carries `modality` (false when the data set does not use it).
   bool has(const std::string& modality, int64_t i) const;
   bool has_text(int64_t i) const { return has("text", i); }
@@ -77,7 +80,7 @@ class MultimodalDataset {
   /// Collates the samples `indices` into a batch (CPU tensors). Augmentation draws from
   /// `seed` and each sample's index, so it does not depend on threads or batch order. The
   /// batch has soft_targets [B,K] when one of its samples has a soft label, and rejected [B]
-  /// when one has a rejected intent (see Batch).
+  /// when one has a rejected intent, shown and propensity [B] when one is logged (see Batch).
   Batch collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
                 uint64_t seed) const;
 
@@ -87,6 +90,8 @@ class MultimodalDataset {
   std::vector<int64_t> labels_;
   std::vector<std::vector<std::pair<int64_t, float>>> soft_;  ///< per sample when labelled
   std::vector<int64_t> rejected_;  ///< per sample when labelled; -1 none
+  std::vector<int64_t> shown_;     ///< per sample when labelled; -1 none
+  std::vector<float> propensity_;  ///< per sample when labelled; 0 where shown_ is -1
   int64_t num_classes_ = 0;        ///< the label map's size (soft target width)
   /// One reader per modality used, in canonical order.
   std::vector<std::pair<std::string, std::unique_ptr<ModalityReader>>> readers_;

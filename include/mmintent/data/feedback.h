@@ -7,7 +7,9 @@
 ///   {"text": "...", "image": "photo.png", "predicted": "refund", "reaction": "accepted"}
 ///   {"text": "...", "predicted": "refund", "reaction": "corrected", "corrected_to": "exchange"}
 ///   {"text": "...", "predicted": "refund", "reaction": "rejected"}
-/// Other keys (ids, timestamps, probabilities) are ignored.
+/// Optionally "propensity": the probability with which the product's policy showed `predicted`
+/// (in (0, 1]; `mmintent predict` and the server write it), which the off-policy objectives of
+/// `mmintent tune` need (app/tune.h). Other keys (ids, timestamps) are ignored.
 
 #include "mmintent/core/batch.h"
 #include "mmintent/data/dataset.h"
@@ -36,6 +38,7 @@ struct FeedbackRecord {
   std::string predicted;     ///< the intent the model predicted (in the label map)
   Reaction reaction = Reaction::accepted;
   std::string corrected_to;  ///< the intent the person corrected it to (corrected only)
+  double propensity = 0;     ///< the policy's probability of showing `predicted`; 0: not logged
   long line = 0;             ///< 1-based line in the log
   /// Plug-in modalities' values by modality name, as in Record::inputs.
   std::map<std::string, std::string> inputs;
@@ -57,6 +60,7 @@ struct FeedbackLog {
   std::string path;
   std::vector<FeedbackRecord> records;
   int64_t accepted = 0, corrected = 0, rejected = 0;  ///< counts per reaction
+  int64_t with_propensity = 0;                        ///< records that carry a propensity
   /// "file:line: reason" for what was left out: only an unfinished last line (no newline at
   /// the end of the file and not valid JSON: a writer stopped in the middle of a record).
   std::vector<std::string> skipped;
@@ -66,15 +70,25 @@ struct FeedbackLog {
 /// DataError(path, line, reason) for a missing file, a line that is not a JSON object, a
 /// missing/unknown reaction, a missing or unknown `predicted` or `corrected_to` intent, a
 /// `corrected_to` on a reaction other than "corrected" or equal to `predicted`, a missing
-/// text or image the run needs, and a log without records. An unfinished last line (no final
+/// text or image the run needs, a propensity outside (0, 1], and a log without records. An unfinished last line (no final
 /// newline, not valid JSON) is left out and listed in FeedbackLog::skipped, so a log whose
 /// writer was killed mid-record still reads; an invalid line anywhere else is an error.
 FeedbackLog read_feedback(const std::string& path, const LabelMap& labels,
                           const FeedbackReadOptions& options = {});
 
+/// The log cut in two for off-policy evaluation: each distinct input (text, image and plug-in
+/// values together) goes to `held_out` with probability `share`, by a hash of the input and
+/// `seed`, so that repeats of one request never sit on both sides; counts are recomputed, and
+/// skipped stays with `kept`. Throws Error for a share outside [0, 1).
+struct FeedbackSplit {
+  FeedbackLog kept, held_out;
+};
+FeedbackSplit split_feedback(const FeedbackLog& log, double share, uint64_t seed);
+
 /// The training records the feedback stands for, in log order (same lines): an acceptance is
 /// labelled with the predicted intent (a confirmation), a correction with the corrected
-/// intent, a rejection has no label and names the predicted intent as Record::rejected.
+/// intent, a rejection has no label and names the predicted intent as Record::rejected. A record
+/// with a propensity also names the predicted intent as Record::shown, with its propensity.
 Manifest feedback_manifest(const FeedbackLog& log);
 
 struct FeedbackReplayOptions {

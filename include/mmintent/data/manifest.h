@@ -49,6 +49,11 @@ struct Record {
   /// An intent a person rejected for this input (feedback, see data/feedback.h); "" for none.
   /// A record with a rejected intent may have no label.
   std::string rejected;
+  /// A logged bandit sample (feedback with a propensity, data/feedback.h): the intent the
+  /// product showed and the probability its policy showed it with, in (0, 1]; "" and 0 for
+  /// none. Never read from a manifest.
+  std::string shown;
+  double propensity = 0;
   /// Plug-in modalities' values by modality name, as written: a JSON string's text, any other
   /// JSON value (a list of numbers, an object) as compact JSON, a CSV/TSV cell's text. Absent
   /// when the record lacks the modality.

@@ -36,6 +36,12 @@ struct Prediction {
   Decision decision = Decision::accept;
   /// clarify: the two most probable in-scope intents, most probable first; empty otherwise.
   std::vector<IntentScore> candidates;
+  /// The intent to show the person, with its probability: top[0] (the most probable class),
+  /// or with decision.explore.epsilon > 0 sometimes a uniformly drawn one (policy/decision.h),
+  /// and the probability with which the policy showed it (1 without exploration). A product
+  /// that explores shows `shown` and logs `propensity` with the person's reaction.
+  IntentScore shown;
+  double propensity = 1;
 };
 
 struct PredictInput {
@@ -63,6 +69,8 @@ struct PredictorOptions {
   /// use it (its default, auto: CUDA when available, else the CPU).
   std::string device;
   int64_t threads = 0;         ///< LibTorch intra-op threads; 0 = keep the current setting
+  /// decision.explore.epsilon to serve with (in [0, 1]); < 0: the run's config's.
+  double explore_epsilon = -1;
 };
 
 /// What Predictor::predict_manifest did.
@@ -89,8 +97,9 @@ class Predictor {
   RewrittenRequest rewrite(const PredictInput& input, const Prediction& prediction) const;
   /// Predicts every record of a manifest (labels optional) and writes one JSON line per record:
   /// {"line", "text", "image", "label" (if any), "top": [{"intent", "probability"}, ...],
-  /// "out_of_scope" (when the run has out-of-scope handling), "decision", "candidates"
-  /// (clarify only)}; with `rewrite`: {"line", "label" (if any), then to_json_line's fields}.
+  /// "out_of_scope" (when the run has out-of-scope handling), "decision", "shown",
+  /// "propensity", "candidates" (clarify only)}; exploration draws derive from runtime.seed and
+  /// each record's line, so a rerun shows the same intents; with `rewrite`: {"line", "label" (if any), then to_json_line's fields}.
   /// A record left out under `data.on_bad_sample: skip` (a bad line, an unreadable image) gets
   /// {"line", "skipped": reason} in its place, so every record of the manifest has its line.
   ManifestPredictions predict_manifest(const std::string& manifest_path,

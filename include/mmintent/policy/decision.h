@@ -15,6 +15,30 @@ enum class Decision { accept, clarify, fallback };
 /// "accept", "clarify" or "fallback".
 std::string to_string(Decision decision);
 
+/// Exploration when serving: `decision.explore: {epsilon}`. With probability 1 - epsilon the
+/// product shows the most probable intent, else one of the K intents drawn uniformly (the most
+/// probable one included), so every intent has a propensity >= epsilon / K and the feedback
+/// on shown intents teaches an off-policy learner (`tune.objective: ips|snips`).
+struct ExploreOptions {
+  double epsilon = 0;  ///< in [0, 1]; 0 = always the most probable intent
+};
+
+/// The intent shown and the probability the exploring policy had of showing it.
+struct Shown {
+  int64_t intent = -1;
+  double propensity = 1;
+};
+
+/// The probability that the exploring policy shows `intent` when `greedy` is the most probable
+/// of `num_intents`: (1 - epsilon) [intent == greedy] + epsilon / num_intents.
+double shown_propensity(int64_t intent, int64_t greedy, int64_t num_intents, double epsilon);
+
+/// The intent to show, drawn with the 64 random bits `random` (e.g. a seeded hash of the
+/// request): the greedy one with probability 1 - epsilon, else a uniform draw. Deterministic
+/// in its arguments. Throws mmintent::Error for num_intents < 1, greedy outside [0, K) or
+/// epsilon outside [0, 1].
+Shown choose_shown(int64_t greedy, int64_t num_intents, double epsilon, uint64_t random);
+
 /// The `decision:` config section. A threshold of -1 is chosen on the validation split (see
 /// choose_decision_thresholds). Usage: `decision: {min_confidence: -1, clarify_margin: 0.1}`.
 struct DecisionOptions {
@@ -24,6 +48,7 @@ struct DecisionOptions {
   double clarify_margin = 0;
   /// The precision of accepted predictions a chosen (-1) threshold aims for on val.
   double target_precision = 0.9;
+  ExploreOptions explore;  ///< `decision.explore`: what to show (see ExploreOptions)
 };
 
 /// The thresholds in force.

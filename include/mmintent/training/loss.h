@@ -1,12 +1,14 @@
 #pragma once
 /// The training loss: cross-entropy against hard labels (with optional label smoothing and class
-/// weights), cross-entropy against soft targets, and an unlikelihood penalty for rejected
-/// intents. Hard, soft and rejected samples may mix in one batch.
+/// weights), cross-entropy against soft targets, an unlikelihood penalty for rejected intents,
+/// and off-policy (bandit) objectives for logged samples. Hard, soft, rejected and logged samples
+/// may mix in one batch.
 
 #include "mmintent/core/batch.h"
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 namespace mmintent {
@@ -22,7 +24,26 @@ struct LossOptions {
   /// Weight of the unlikelihood term -log(1 - p_r) added for a sample whose intent r a person
   /// rejected (Batch::rejected). Not read from train.loss; `mmintent tune` sets it.
   double rejection_weight = 1.0;
+
+  /// How logged samples (Batch::shown >= 0) learn. supervised: as their labels say (an
+  /// acceptance as its label, a rejection through rejection_weight); `shown` is ignored.
+  /// ips / snips: from the reward r = [label == shown] of the intent shown with propensity p0,
+  /// through w = pi(shown | x) * min(1 / p0, max_inverse_propensity), pi the model's softmax:
+  ///   ips:   (baseline - r) * w per logged sample (clipped inverse propensity scoring; a
+  ///          baseline > 0 lets rejections push their intent down, BanditNet's translation);
+  ///   snips: -r * w / mean(w over the batch's logged samples) (the self-normalised estimator,
+  ///          whose gradient is that of ips with the batch's own estimate as baseline).
+  /// A corrected sample (label >= 0, label != shown) also learns its label by cross-entropy; an
+  /// accepted or rejected one only through the reward. Not read from train.loss; `mmintent
+  /// tune` sets it from tune.objective.
+  enum class Objective { supervised, ips, snips };
+  Objective objective = Objective::supervised;
+  double max_inverse_propensity = 100;  ///< clip of 1 / p0 (>= 1)
+  double baseline = 0;                  ///< ips's translation, in [0, 1]
 };
+
+/// "supervised" | "ips" | "snips"; throws Error naming the accepted values for others.
+LossOptions::Objective parse_objective(const std::string& name);
 
 /// Per-sample losses [B] for logits [B,K] and hard labels [B] (all in [0, K)).
 at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
@@ -32,8 +53,9 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
 /// sample (label >= 0, zero soft row) the smoothed, class-weighted cross-entropy of its label;
 /// for a soft sample -sum_k q_k log p_k times its expected class weight (equal to the KL
 /// divergence KL(q || p) up to the entropy of q, a constant); plus, where `rejected[i]` = r >= 0,
-/// rejection_weight * -log(1 - p_r). A sample with label -1, no soft row and no rejection
-/// contributes 0. Throws Error for out-of-range options or mismatched shapes.
+/// rejection_weight * -log(1 - p_r); with an off-policy objective, logged samples as
+/// LossOptions::objective says. A sample with label -1, no soft row, no rejection and nothing
+/// logged contributes 0. Throws Error for out-of-range options or mismatched shapes.
 at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
                            const LossOptions& options);
 

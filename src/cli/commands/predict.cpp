@@ -139,6 +139,7 @@ Command add_predict(CLI::App& app) {
     std::string run_dir, text, image, audio, manifest, out, device;
     int64_t top_k = 3;
     bool rewrite = false;
+    double explore = -1;
   };
   auto s = std::make_shared<State>();
   auto* cmd = app.add_subcommand("predict", "Top-k intents for a text, image and/or audio, or a manifest");
@@ -153,12 +154,17 @@ Command add_predict(CLI::App& app) {
   cmd->add_option("--out", s->out, "...into this JSONL file (- : standard output)");
   cmd->add_option("--top-k", s->top_k, "How many intents to list")->check(CLI::PositiveNumber);
   cmd->add_option("--device", s->device, "auto, cpu, cuda or cuda:N (default: the run's runtime.device, as for eval)");
+  cmd->add_option("--explore", s->explore,
+                  "Explore: show a uniformly drawn intent with this probability (decision.explore.epsilon; "
+                  "default: the run's); each output line gives the intent shown and its propensity")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("--rewrite", s->rewrite,
                 "Emit the request for the assistant behind as JSON lines (normalised text, decision, "
                 "rendered rewrite template), to stdout for --text, to --out for --manifest");
   return {cmd, [s]() -> int {
             PredictorOptions po;
             po.device = s->device;
+            po.explore_epsilon = s->explore;
             auto predictor = Predictor::load(s->run_dir, po);
             if (s->manifest == "-") {
               if (!s->out.empty() && s->out != "-") {

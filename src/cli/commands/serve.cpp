@@ -46,6 +46,7 @@ Command add_serve(CLI::App& app) {
             pthread_sigmask(SIG_BLOCK, &signals, nullptr);
             PredictorOptions po;
             po.device = s->device;
+            po.explore_epsilon = config.decision.explore.epsilon;  // the run's, or an override's
             configure_threads(static_cast<int>(config.runtime.threads));  // 0 = one per core
             Server server(s->run_dir, config.serve, po);
             const int port = server.bind();

@@ -1,0 +1,80 @@
+#include "mmintent/evaluation/off_policy.h"
+
+#include "mmintent/error.h"
+
+#include <cmath>
+#include <string>
+
+namespace mmintent {
+namespace {
+
+void check(const std::vector<LoggedOutcome>& log) {
+  if (log.empty()) throw Error("off-policy estimate: the log is empty");
+  for (size_t i = 0; i < log.size(); ++i) {
+    const auto& o = log[i];
+    if (!(o.propensity > 0 && o.propensity <= 1)) {
+      throw Error("off-policy estimate: outcome " + std::to_string(i) + " has propensity " +
+                  std::to_string(o.propensity) + ", outside (0, 1]");
+    }
+    if (!(o.target >= 0 && o.target <= 1)) {
+      throw Error("off-policy estimate: outcome " + std::to_string(i) + " has target probability " +
+                  std::to_string(o.target) + ", outside [0, 1]");
+    }
+  }
+}
+
+double effective_samples(double sum_w, double sum_w2) { return sum_w2 > 0 ? sum_w * sum_w / sum_w2 : 0; }
+
+}  // namespace
+
+OffPolicyEstimate ips_estimate(const std::vector<LoggedOutcome>& log, double clip, double z) {
+  check(log);
+  const double n = static_cast<double>(log.size());
+  double sum = 0, sum_w = 0, sum_w2 = 0;
+  std::vector<double> x(log.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    double w = log[i].target / log[i].propensity;
+    if (clip > 0 && w > clip) w = clip;
+    x[i] = log[i].reward * w;
+    sum += x[i];
+    sum_w += w;
+    sum_w2 += w * w;
+  }
+  OffPolicyEstimate e;
+  e.n = static_cast<int64_t>(log.size());
+  e.value = sum / n;
+  double ss = 0;
+  for (double v : x) ss += (v - e.value) * (v - e.value);
+  e.std_error = log.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
+  e.lower = e.value - z * e.std_error;
+  e.upper = e.value + z * e.std_error;
+  e.effective_samples = effective_samples(sum_w, sum_w2);
+  return e;
+}
+
+OffPolicyEstimate snips_estimate(const std::vector<LoggedOutcome>& log, double z) {
+  check(log);
+  double sum_w = 0, sum_wr = 0, sum_w2 = 0;
+  for (const auto& o : log) {
+    const double w = o.target / o.propensity;
+    sum_w += w;
+    sum_wr += w * o.reward;
+    sum_w2 += w * w;
+  }
+  OffPolicyEstimate e;
+  e.n = static_cast<int64_t>(log.size());
+  if (sum_w <= 0) return e;
+  e.value = sum_wr / sum_w;
+  double ss = 0;
+  for (const auto& o : log) {
+    const double w = o.target / o.propensity;
+    ss += w * w * (o.reward - e.value) * (o.reward - e.value);
+  }
+  e.std_error = std::sqrt(ss) / sum_w;
+  e.lower = e.value - z * e.std_error;
+  e.upper = e.value + z * e.std_error;
+  e.effective_samples = effective_samples(sum_w, sum_w2);
+  return e;
+}
+
+}  // namespace mmintent

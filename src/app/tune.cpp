@@ -6,6 +6,7 @@
 #include "mmintent/app/run.h"
 #include "mmintent/core/log.h"
 #include "mmintent/data/feedback.h"
+#include "mmintent/evaluation/calibration.h"
 #include "mmintent/error.h"
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
@@ -72,27 +73,47 @@ void freeze_encoders(IntentClassifier& model) {
   }
 }
 
-/// The most probable class of every sample of `data` under `model` (in the data set's order).
-std::vector<int64_t> greedy_classes(IntentClassifier& model, std::shared_ptr<const MultimodalDataset> data,
-                                    const Config& c, const c10::Device& device) {
+/// How a model sees the held-out log: its calibrated probabilities (temperature T) [N*K] and
+/// the most probable class of each sample, in the data set's order.
+struct PolicyView {
+  int64_t num_classes = 0;
+  std::vector<double> probs;
+  std::vector<int64_t> greedy;
+};
+
+PolicyView policy_view(IntentClassifier& model, std::shared_ptr<const MultimodalDataset> data,
+                       const Config& c, const c10::Device& device, double temperature) {
   auto loader = make_loader(c, data, /*training=*/false);
   const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
-  const auto top = p.probs.argmax(1).contiguous();
-  std::vector<int64_t> out(static_cast<size_t>(data->size()), -1);
-  for (int64_t j = 0; j < top.size(0); ++j) {
-    out[static_cast<size_t>(p.indices[j].item<int64_t>())] = top[j].item<int64_t>();
+  const auto probs = p.probs.to(torch::kDouble).contiguous();
+  PolicyView v;
+  v.num_classes = probs.size(1);
+  const int64_t n = data->size(), K = v.num_classes;
+  v.probs.assign(static_cast<size_t>(n * K), 0.0);
+  v.greedy.assign(static_cast<size_t>(n), -1);
+  for (int64_t j = 0; j < probs.size(0); ++j) {
+    const int64_t i = p.indices[j].item<int64_t>();
+    std::vector<double> row(probs[j].data_ptr<double>(), probs[j].data_ptr<double>() + K);
+    if (temperature != 1.0) row = softmax_with_temperature(logits_from_probabilities(row), K, temperature);
+    std::copy(row.begin(), row.end(), v.probs.begin() + i * K);
+    v.greedy[static_cast<size_t>(i)] = std::max_element(row.begin(), row.end()) - row.begin();
   }
-  return out;
+  return v;
 }
 
-/// The logged outcomes of `held` seen from the policy that shows the class in `greedy`.
-std::vector<LoggedOutcome> outcomes(const MultimodalDataset& held, const std::vector<int64_t>& greedy) {
+/// The logged outcomes of `held` seen from the policy that shows the most probable class of
+/// `view`, with that model's calibrated probabilities as the reward model (doubly robust).
+std::vector<LoggedOutcome> outcomes(const MultimodalDataset& held, const PolicyView& view) {
   std::vector<LoggedOutcome> out;
+  const int64_t K = view.num_classes;
   for (int64_t i = 0; i < held.size(); ++i) {
     LoggedOutcome o;
-    o.reward = held.label(i) >= 0 && held.label(i) == held.shown(i) ? 1.0 : 0.0;
+    const int64_t shown = held.shown(i), greedy = view.greedy[static_cast<size_t>(i)];
+    o.reward = held.label(i) >= 0 && held.label(i) == shown ? 1.0 : 0.0;
     o.propensity = held.propensity(i);
-    o.target = greedy[static_cast<size_t>(i)] == held.shown(i) ? 1.0 : 0.0;
+    o.target = greedy == shown ? 1.0 : 0.0;
+    o.model_reward_logged = std::clamp(view.probs[static_cast<size_t>(i * K + shown)], 0.0, 1.0);
+    o.model_reward_policy = std::clamp(view.probs[static_cast<size_t>(i * K + greedy)], 0.0, 1.0);
     out.push_back(o);
   }
   return out;
@@ -201,8 +222,8 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   const auto device = resolve_device(c.runtime.device);
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = load_run_model(base, c, data, device);
-  std::vector<int64_t> base_greedy;
-  if (held_out) base_greedy = greedy_classes(model, held_out, c, device);
+  PolicyView base_view;
+  if (held_out) base_view = policy_view(model, held_out, c, device, load_serving(base, c).temperature);
   if (c.tune.freeze_encoders) freeze_encoders(model);
   TuneRunResult result;
   result.run_dir = out.str();
@@ -267,35 +288,6 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
   result.fit = trainer.fit(source, val_loader.get());
 
-  // 5b. The off-policy estimate on the held-out log: the tuned model's final weights (those
-  //     model.pt holds) against the base run's, each showing its most probable intent.
-  if (held_out) {
-    auto tuned = load_run_model(out, c, data, device);
-    OffPolicyReport r;
-    r.held_out = held_out->size();
-    const auto base_log = outcomes(*held_out, base_greedy);
-    const auto tuned_log = outcomes(*held_out, greedy_classes(tuned, held_out, c, device));
-    for (const auto& o : base_log) r.logged_reward += o.reward / static_cast<double>(base_log.size());
-    r.base_ips = ips_estimate(base_log);
-    r.base_snips = snips_estimate(base_log);
-    r.tuned_ips = ips_estimate(tuned_log);
-    r.tuned_snips = snips_estimate(tuned_log);
-    std::vector<long> lines;
-    for (const auto& record : split.held_out.records) lines.push_back(record.line);
-    provenance["off_policy"] = {{"held_out", r.held_out},
-                                {"held_out_lines", lines},
-                                {"logged_reward", r.logged_reward},
-                                {"policy", "the most probable intent"},
-                                {"base", {{"ips", estimate_json(r.base_ips)}, {"snips", estimate_json(r.base_snips)}}},
-                                {"tuned", {{"ips", estimate_json(r.tuned_ips)}, {"snips", estimate_json(r.tuned_snips)}}}};
-    out.write_atomically(out.tune_file(), provenance.dump(2) + "\n");
-    log::info("tune", "off-policy estimate of the reward on " + std::to_string(r.held_out) +
-                          " held-out records (logged " + std::to_string(r.logged_reward) +
-                          "): tuned IPS " + estimate_text(r.tuned_ips) + ", SNIPS " + estimate_text(r.tuned_snips) +
-                          "; base IPS " + estimate_text(r.base_ips) + ", SNIPS " + estimate_text(r.base_snips));
-    result.off_policy = r;
-  }
-
   // 6. What the run serves besides its weights, fitted on val for the tuned weights as `train`
   //    fits it (calibration.json, oos.json, decision.json); then the reports, as `eval` makes
   //    them from model.pt.
@@ -305,6 +297,44 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
     // Nothing is chosen without val: the config's method and fixed threshold.
     save_oos(out, oos_setup(c, data.labels));
   }
+  // 6b. The off-policy estimate on the held-out log: the tuned model's final weights (those
+  //     model.pt holds, with the calibration just fitted) against the base run's, each showing
+  //     its most probable intent.
+  if (held_out) {
+    auto tuned = load_run_model(out, c, data, device);
+    OffPolicyReport r;
+    r.held_out = held_out->size();
+    const auto base_log = outcomes(*held_out, base_view);
+    const auto tuned_log =
+        outcomes(*held_out, policy_view(tuned, held_out, c, device, load_serving(out, c).temperature));
+    for (const auto& o : base_log) r.logged_reward += o.reward / static_cast<double>(base_log.size());
+    r.base_ips = ips_estimate(base_log);
+    r.base_snips = snips_estimate(base_log);
+    r.tuned_ips = ips_estimate(tuned_log);
+    r.tuned_snips = snips_estimate(tuned_log);
+    r.base_dr = dr_estimate(base_log);
+    r.tuned_dr = dr_estimate(tuned_log);
+    std::vector<long> lines;
+    for (const auto& record : split.held_out.records) lines.push_back(record.line);
+    provenance["off_policy"] = {{"held_out", r.held_out},
+                                {"held_out_lines", lines},
+                                {"logged_reward", r.logged_reward},
+                                {"policy", "the most probable intent"},
+                                {"reward_model", "the evaluated model's calibrated probability of the intent (dr)"},
+                                {"base", {{"ips", estimate_json(r.base_ips)}, {"snips", estimate_json(r.base_snips)},
+                                          {"dr", estimate_json(r.base_dr)}}},
+                                {"tuned", {{"ips", estimate_json(r.tuned_ips)}, {"snips", estimate_json(r.tuned_snips)},
+                                           {"dr", estimate_json(r.tuned_dr)}}}};
+    out.write_atomically(out.tune_file(), provenance.dump(2) + "\n");
+    log::info("tune", "off-policy estimate of the reward on " + std::to_string(r.held_out) +
+                          " held-out records (logged " + std::to_string(r.logged_reward) +
+                          ", tuned model's greedy policy): IPS " + estimate_text(r.tuned_ips) + ", SNIPS " +
+                          estimate_text(r.tuned_snips) + ", DR " + estimate_text(r.tuned_dr) + "; base IPS " +
+                          estimate_text(r.base_ips) + ", SNIPS " + estimate_text(r.base_snips) + ", DR " +
+                          estimate_text(r.base_dr));
+    result.off_policy = r;
+  }
+
   detail::write_learning_curve(out);
   for (const auto& split : c.eval.splits) {
     result.metrics[split] = evaluate_run(result.run_dir, split, options.print_tables);  // report.html too

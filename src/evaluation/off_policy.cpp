@@ -77,4 +77,36 @@ OffPolicyEstimate snips_estimate(const std::vector<LoggedOutcome>& log, double z
   return e;
 }
 
+OffPolicyEstimate dr_estimate(const std::vector<LoggedOutcome>& log, double z) {
+  check(log);
+  for (size_t i = 0; i < log.size(); ++i) {
+    const auto& o = log[i];
+    if (!(o.model_reward_logged >= 0 && o.model_reward_logged <= 1 && o.model_reward_policy >= 0 &&
+          o.model_reward_policy <= 1)) {
+      throw Error("off-policy estimate: outcome " + std::to_string(i) + " has a model reward outside [0, 1]");
+    }
+  }
+  const double n = static_cast<double>(log.size());
+  std::vector<double> x(log.size());
+  double sum = 0, sum_w = 0, sum_w2 = 0;
+  for (size_t i = 0; i < log.size(); ++i) {
+    const auto& o = log[i];
+    const double w = o.target / o.propensity;
+    x[i] = o.model_reward_policy + w * (o.reward - o.model_reward_logged);
+    sum += x[i];
+    sum_w += w;
+    sum_w2 += w * w;
+  }
+  OffPolicyEstimate e;
+  e.n = static_cast<int64_t>(log.size());
+  e.value = sum / n;
+  double ss = 0;
+  for (double v : x) ss += (v - e.value) * (v - e.value);
+  e.std_error = log.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
+  e.lower = e.value - z * e.std_error;
+  e.upper = e.value + z * e.std_error;
+  e.effective_samples = effective_samples(sum_w, sum_w2);
+  return e;
+}
+
 }  // namespace mmintent

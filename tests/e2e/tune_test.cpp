@@ -349,7 +349,7 @@ TEST_F(TuneTest, ExplorationLogsPropensitiesAndOffPolicyTuningEstimatesOnAHeldOu
   EXPECT_GT(held, 0);
   EXPECT_EQ(tune["feedback_samples"].get<int64_t>() + held, 120);
   for (const char* policy : {"base", "tuned"}) {
-    for (const char* estimator : {"ips", "snips"}) {
+    for (const char* estimator : {"ips", "snips", "dr"}) {
       const auto& e = tune["off_policy"][policy][estimator];
       const auto ci = e["ci95"];
       EXPECT_LE(ci[0].get<double>(), e["value"].get<double>()) << policy << " " << estimator;
@@ -360,6 +360,7 @@ TEST_F(TuneTest, ExplorationLogsPropensitiesAndOffPolicyTuningEstimatesOnAHeldOu
   // The base policy shows the top intent; its SNIPS estimate only counts the held-out records
   // where the log shows the top intent too, so it lies in [0, 1].
   EXPECT_LE(tune["off_policy"]["base"]["snips"]["value"].get<double>(), 1.0);
+  EXPECT_EQ(tune["off_policy"]["held_out_lines"].size(), static_cast<size_t>(held));
 }
 
 }  // namespace

@@ -29,12 +29,13 @@ struct TuneOptions {
 };
 
 /// The off-policy estimates on the held-out part of the log (tune.holdout > 0): the expected
-/// reward of showing each policy's most probable intent, from the logged reactions.
+/// reward of showing each policy's most probable intent, from the logged reactions; the doubly
+/// robust one uses each model's calibrated probabilities as its reward model.
 struct OffPolicyReport {
   int64_t held_out = 0;       ///< held-out records
   double logged_reward = 0;   ///< their mean reward: what the logging policy earned
-  OffPolicyEstimate base_ips, base_snips;    ///< the run before the tune
-  OffPolicyEstimate tuned_ips, tuned_snips;  ///< the tuned run
+  OffPolicyEstimate base_ips, base_snips, base_dr;     ///< the run before the tune
+  OffPolicyEstimate tuned_ips, tuned_snips, tuned_dr;  ///< the tuned run
 };
 
 struct TuneRunResult {

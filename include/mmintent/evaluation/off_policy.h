@@ -2,7 +2,9 @@
 /// Off-policy evaluation: what a new policy's reward would be, estimated from a log of another
 /// policy's choices (the shown intent, its propensity p0 and the reward it earned) before anyone
 /// serves the new one. Inverse propensity scoring (IPS) and its self-normalised form (SNIPS;
-/// Swaminathan & Joachims 2015), each with a normal-approximation confidence interval. Plain
+/// Swaminathan & Joachims 2015), each with a normal-approximation confidence interval, and the
+/// doubly robust estimate (Dudik, Langford & Li 2011), which adds a model of the reward so that
+/// requests where the evaluated policy chose otherwise than the log still count. Plain
 /// std::vector inputs, no LibTorch types.
 
 #include <cstdint>
@@ -15,6 +17,11 @@ struct LoggedOutcome {
   double reward = 0;      ///< what the logged choice earned (here 1 accepted, 0 otherwise)
   double propensity = 1;  ///< the logging policy's probability of that choice, in (0, 1]
   double target = 0;      ///< the evaluated policy's probability of the same choice, in [0, 1]
+  /// Doubly robust only: a model's expected reward for the logged choice, and for the choice
+  /// of the evaluated policy (its expectation under that policy), both in [0, 1]. Here: the
+  /// evaluated model's calibrated probability that the intent is the right one.
+  double model_reward_logged = 0;
+  double model_reward_policy = 0;
 };
 
 struct OffPolicyEstimate {
@@ -38,5 +45,12 @@ OffPolicyEstimate ips_estimate(const std::vector<LoggedOutcome>& log, double cli
 /// policy never makes a logged choice) the value is 0 with an interval of [0, 0] and
 /// effective_samples 0: the log says nothing about it. Throws as ips_estimate does.
 OffPolicyEstimate snips_estimate(const std::vector<LoggedOutcome>& log, double z = 1.96);
+
+/// Doubly robust: mean of model_reward_policy + (target / propensity) (reward -
+/// model_reward_logged); standard error sd / sqrt(n). Unbiased when either the propensities or
+/// the reward model are right; with a good reward model its variance is far below IPS's when
+/// the evaluated policy often chooses otherwise than the log. Throws as ips_estimate does, and
+/// for model rewards outside [0, 1].
+OffPolicyEstimate dr_estimate(const std::vector<LoggedOutcome>& log, double z = 1.96);
 
 }  // namespace mmintent

@@ -25,31 +25,39 @@ void check(const std::vector<LoggedOutcome>& log) {
 
 double effective_samples(double sum_w, double sum_w2) { return sum_w2 > 0 ? sum_w * sum_w / sum_w2 : 0; }
 
-}  // namespace
-
-OffPolicyEstimate ips_estimate(const std::vector<LoggedOutcome>& log, double clip, double z) {
-  check(log);
-  const double n = static_cast<double>(log.size());
+/// The mean of per-record terms x with its standard error (sample deviation / sqrt(n)) and
+/// interval, and the effective sample size of the weights w: what IPS and DR share.
+OffPolicyEstimate mean_estimate(const std::vector<double>& x, const std::vector<double>& w, double z) {
+  const double n = static_cast<double>(x.size());
   double sum = 0, sum_w = 0, sum_w2 = 0;
-  std::vector<double> x(log.size());
-  for (size_t i = 0; i < log.size(); ++i) {
-    double w = log[i].target / log[i].propensity;
-    if (clip > 0 && w > clip) w = clip;
-    x[i] = log[i].reward * w;
+  for (size_t i = 0; i < x.size(); ++i) {
     sum += x[i];
-    sum_w += w;
-    sum_w2 += w * w;
+    sum_w += w[i];
+    sum_w2 += w[i] * w[i];
   }
   OffPolicyEstimate e;
-  e.n = static_cast<int64_t>(log.size());
+  e.n = static_cast<int64_t>(x.size());
   e.value = sum / n;
   double ss = 0;
   for (double v : x) ss += (v - e.value) * (v - e.value);
-  e.std_error = log.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
+  e.std_error = x.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
   e.lower = e.value - z * e.std_error;
   e.upper = e.value + z * e.std_error;
   e.effective_samples = effective_samples(sum_w, sum_w2);
   return e;
+}
+
+}  // namespace
+
+OffPolicyEstimate ips_estimate(const std::vector<LoggedOutcome>& log, double clip, double z) {
+  check(log);
+  std::vector<double> x(log.size()), w(log.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    w[i] = log[i].target / log[i].propensity;
+    if (clip > 0 && w[i] > clip) w[i] = clip;
+    x[i] = log[i].reward * w[i];
+  }
+  return mean_estimate(x, w, z);
 }
 
 OffPolicyEstimate snips_estimate(const std::vector<LoggedOutcome>& log, double z) {
@@ -86,27 +94,13 @@ OffPolicyEstimate dr_estimate(const std::vector<LoggedOutcome>& log, double z) {
       throw Error("off-policy estimate: outcome " + std::to_string(i) + " has a model reward outside [0, 1]");
     }
   }
-  const double n = static_cast<double>(log.size());
-  std::vector<double> x(log.size());
-  double sum = 0, sum_w = 0, sum_w2 = 0;
+  std::vector<double> x(log.size()), w(log.size());
   for (size_t i = 0; i < log.size(); ++i) {
     const auto& o = log[i];
-    const double w = o.target / o.propensity;
-    x[i] = o.model_reward_policy + w * (o.reward - o.model_reward_logged);
-    sum += x[i];
-    sum_w += w;
-    sum_w2 += w * w;
+    w[i] = o.target / o.propensity;
+    x[i] = o.model_reward_policy + w[i] * (o.reward - o.model_reward_logged);
   }
-  OffPolicyEstimate e;
-  e.n = static_cast<int64_t>(log.size());
-  e.value = sum / n;
-  double ss = 0;
-  for (double v : x) ss += (v - e.value) * (v - e.value);
-  e.std_error = log.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
-  e.lower = e.value - z * e.std_error;
-  e.upper = e.value + z * e.std_error;
-  e.effective_samples = effective_samples(sum_w, sum_w2);
-  return e;
+  return mean_estimate(x, w, z);
 }
 
 }  // namespace mmintent

@@ -2,43 +2,12 @@
 
 #include "mmintent/error.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <fstream>
 #include <sstream>
 
 namespace mmintent::serve {
 namespace {
-
-std::string hex(const unsigned char* data, unsigned int n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (unsigned int i = 0; i < n; ++i) {
-    out[2 * i] = digits[data[i] >> 4];
-    out[2 * i + 1] = digits[data[i] & 15];
-  }
-  return out;
-}
-
-struct Sha256 {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  Sha256() {
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw Error("SHA-256: cannot initialise OpenSSL's digest");
-  }
-  ~Sha256() { EVP_MD_CTX_free(ctx); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const char* data, std::size_t n) {
-    if (EVP_DigestUpdate(ctx, data, n) != 1) throw Error("SHA-256: digest update failed");
-  }
-  std::string finish() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(ctx, digest, &n) != 1) throw Error("SHA-256: digest failed");
-    return hex(digest, n);
-  }
-};
 
 bool is_hex_digest(const std::string& s) {
   if (s.size() != 64) return false;
@@ -49,25 +18,6 @@ bool is_hex_digest(const std::string& s) {
 }
 
 }  // namespace
-
-std::string sha256_hex(const std::string& data) {
-  Sha256 h;
-  h.update(data.data(), data.size());
-  return h.finish();
-}
-
-std::string sha256_file_hex(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path);
-  Sha256 h;
-  std::vector<char> buffer(1 << 16);
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    h.update(buffer.data(), static_cast<std::size_t>(in.gcount()));
-  }
-  if (in.bad()) throw Error("cannot read " + path + ": read error");
-  return h.finish();
-}
 
 ApiKeys ApiKeys::load(const std::string& path, const std::string& key) {
   std::ifstream in(path);

@@ -1,16 +1,15 @@
 #pragma once
 /// API keys for the server: a file of hashed keys, one lowercase hex SHA-256 per line. Internal.
 
+#include "mmintent/core/digest.h"
+
 #include <string>
 #include <vector>
 
 namespace mmintent::serve {
 
-/// The lowercase hex SHA-256 of `data`.
-std::string sha256_hex(const std::string& data);
-/// The lowercase hex SHA-256 of a file's content; throws Error naming the file when it cannot
-/// be read.
-std::string sha256_file_hex(const std::string& path);
+using mmintent::sha256_file_hex;  // core/digest.h
+using mmintent::sha256_hex;
 
 class ApiKeys {
  public:

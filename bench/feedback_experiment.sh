@@ -7,7 +7,8 @@
 # ../shared/data), STREAM_SIZE (3000), STREAM_SEED (7), REUSE_BASE=1 (keep an existing
 # runs/feedback_base instead of training it again: for trying tune settings), BOUND=1 (also
 # train from scratch on "small" plus the streamed utterances with their true labels, into
-# runs/feedback_union: what the same data gives without the feedback loop, for comparison).
+# runs/feedback_union: what the same data gives without the feedback loop, for comparison),
+# TUNED (the tuned run, default runs/feedback_tuned).
 # Writes data/generated/clinc150{,_small}/, data/generated/feedback_experiment/ and
 # runs/feedback_{base,tuned}/ (all git-ignored). Exits 1 when the tuned model misses the
 # targets: test in-scope accuracy +2 points or more, small-train accuracy down 0.5 at most.
@@ -20,7 +21,7 @@ stream_size="${STREAM_SIZE:-3000}"
 stream_seed="${STREAM_SEED:-7}"
 work=data/generated/feedback_experiment
 base=runs/feedback_base
-tuned=runs/feedback_tuned
+tuned="${TUNED:-runs/feedback_tuned}"
 mkdir -p "$work"
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.0f}')"; }

@@ -120,6 +120,7 @@ add_executable(mmintent_cli
   cli/commands/predict.cpp
   cli/commands/calibrate.cpp
   cli/commands/tune.cpp
+  cli/commands/merge.cpp
   cli/commands/import.cpp
   cli/commands/serve.cpp
   cli/commands/export.cpp)

@@ -360,6 +360,10 @@ class TrainingRun {
     if (!fs::exists(init.from)) {
       throw ConfigError(c_.source, "model.init.from", 0, "'" + init.from + "' does not exist (a run directory or a checkpoint file)");
     }
+    if (fs::is_directory(init.from) && RunDirectory(init.from).has_adapter()) {
+      throw ConfigError(c_.source, "model.init.from", 0, "'" + init.from + "' holds a low-rank adapter, not weights: " +
+                                                          "'mmintent merge " + init.from + " --out DIR' makes plain weights of it");
+    }
     const std::string file = fs::is_directory(init.from) ? RunDirectory(init.from).weights_file().string() : init.from;
     WarmStart w;
     try {

@@ -11,6 +11,7 @@
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/checkpoint.h"
 #include "mmintent/training/loss.h"
 #include "mmintent/training/predictions.h"
 
@@ -59,17 +60,22 @@ void check_out_dir(const fs::path& dir, bool overwrite) {
   }
 }
 
-/// Freezes every modality's encoder: no gradients, and batch-norm statistics that no longer
-/// move (momentum 0), so the encoders leave the tune exactly as they entered it.
+/// Freezes `module`: no gradients, and batch-norm statistics that no longer move (momentum 0),
+/// so it leaves the tune exactly as it entered it.
+void freeze(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) p.set_requires_grad(false);
+  for (const auto& m : module.modules()) {
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) bn->options.momentum(0.0);
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m)) bn->options.momentum(0.0);
+  }
+}
+
+/// tune.method head: freezes every modality's encoder.
 void freeze_encoders(IntentClassifier& model) {
   for (const auto& child : model->named_children()) {
     const std::string& key = child.key();  // "<modality>_encoder" (models/intent_classifier.h)
     if (key.size() < 8 || key.compare(key.size() - 8, 8, "_encoder") != 0) continue;
-    for (auto& p : child.value()->parameters()) p.set_requires_grad(false);
-    for (const auto& m : child.value()->modules()) {
-      if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) bn->options.momentum(0.0);
-      if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m)) bn->options.momentum(0.0);
-    }
+    freeze(*child.value());
   }
 }
 
@@ -151,7 +157,24 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   configure_runtime(c);
 
   // 2. Read and check everything before writing anything.
+  const std::string method = c.tune.freeze_encoders ? "head" : c.tune.method;
+  std::string base_weights_sha256;
+  if (method == "lora") {
+    if (base.has_adapter()) {
+      throw ConfigError("", "tune.method", 0, "'" + base.str() + "' is itself an adapter run: an adapter over an "
+                        "adapter is not supported; 'mmintent merge " + base.str() + " --out DIR' makes plain "
+                        "weights of it to tune");
+    }
+    base_weights_sha256 = base.weights_digest();  // the weights the adapter will be trained over
+  }
   RunData data = load_run_data(base, c);
+  if (method == "lora") {
+    try {
+      LowRankAdapter(*build_model(c, data), c.tune.lora);  // the targets select a weight of this model
+    } catch (const c10::Error& e) {
+      throw ConfigError("", "tune.lora.targets", 0, e.what_without_backtrace());
+    }
+  }
   FeedbackReadOptions fo;
   fo.use_text = c.model.uses("text");
   fo.use_image = c.model.uses("image");
@@ -218,18 +241,32 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   out.save_labels(data.labels);
   out.save_config(c);
 
-  // 4. The old weights, optionally with frozen encoders.
+  // A rerun over an old --out: no weights of another method are left to be read.
+  for (const auto& stale : method == "lora" ? std::vector<fs::path>{out.weights_file()}
+                                            : std::vector<fs::path>{out.adapter_manifest(), out.adapter_file()}) {
+    std::error_code ec;
+    fs::remove(stale, ec);
+  }
+
+  // 4. The old weights: all trained (full); the encoders frozen (head); or all frozen, with a
+  //    low-rank adapter over them that alone is trained (lora).
   const auto device = resolve_device(c.runtime.device);
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = load_run_model(base, c, data, device);
   PolicyView base_view;
   if (held_out) base_view = policy_view(model, held_out, c, device, load_serving(base, c).temperature);
-  if (c.tune.freeze_encoders) freeze_encoders(model);
+  LowRankAdapter adapter{nullptr};
+  if (method == "head") freeze_encoders(model);
+  if (method == "lora") {
+    freeze(*model);
+    adapter = LowRankAdapter(*model, c.tune.lora);
+    model->attach_adapter(adapter);
+  }
   TuneRunResult result;
   result.run_dir = out.str();
-  for (const auto& p : model->parameters()) {
-    result.parameters += p.numel();
-    if (p.requires_grad()) result.trainable_parameters += p.numel();
+  for (const auto& p : model->named_parameters()) {
+    if (p.key().rfind("lora.", 0) != 0) result.parameters += p.value().numel();  // the model's own
+    if (p.value().requires_grad()) result.trainable_parameters += p.value().numel();
   }
 
   // 5. Train on feedback + replay with the run's Trainer.
@@ -253,9 +290,18 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
                             {"replay_per_epoch", result.replay_per_epoch},
                             {"replay_mix", c.tune.replay_mix},
                             {"objective", c.tune.objective},
+                            {"method", method},
                             {"held_out", held_out ? held_out->size() : 0},
                             {"trainable_parameters", result.trainable_parameters},
                             {"parameters", result.parameters}};
+  if (adapter) {
+    provenance["adapter"] = {{"rank", c.tune.lora.rank()},
+                             {"alpha", c.tune.lora.alpha()},
+                             {"targets", c.tune.lora.targets()},
+                             {"adapted_weights", adapter->targets().size()},
+                             {"adapted_parameters", adapter->adapted_parameters()},
+                             {"base_weights_sha256", base_weights_sha256}};
+  }
   if (!source.replay_per_class().empty()) {
     auto& per_class = provenance["replay_per_class"] = nlohmann::json::object();
     const auto& counts = source.replay_per_class();
@@ -275,6 +321,12 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
 
   TrainerOptions t = c.trainer_options();
   t.files = out.trainer_files();
+  if (adapter) {
+    // The run keeps the adapter alone (saved below), not a copy of the base's weights.
+    t.files.final_weights.clear();
+    t.files.best_checkpoint.clear();
+    t.files.last_checkpoint.clear();
+  }
   t.epochs = c.tune.epochs;
   t.optimizer.lr = c.tune.lr;
   t.scheduler = SchedulerOptions{};
@@ -287,6 +339,23 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   Trainer trainer(model, t);
   auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
   result.fit = trainer.fit(source, val_loader.get());
+  if (adapter) {
+    AdapterManifest manifest;
+    manifest.base_run = base.str();
+    manifest.base_run_relative = fs::relative(base.path(), out.path()).string();
+    manifest.base_weights_sha256 = base_weights_sha256;
+    manifest.options = c.tune.lora;
+    manifest.targets = adapter->targets();
+    manifest.parameters = adapter->adapter_parameters();
+    out.save_adapter(*adapter, manifest);
+    std::error_code ec;
+    const auto bytes = fs::file_size(out.adapter_file(), ec);
+    log::info("tune", "adapter: rank " + std::to_string(c.tune.lora.rank()) + " on " +
+                          std::to_string(adapter->targets().size()) + " weights, " +
+                          std::to_string(manifest.parameters) + " parameters, " + out.adapter_file().string() + " " +
+                          std::to_string(bytes) + " bytes, over " + base.weights_file().string() + " (" +
+                          base_weights_sha256.substr(0, 12) + ")");
+  }
 
   // 6. What the run serves besides its weights, fitted on val for the tuned weights as `train`
   //    fits it (calibration.json, oos.json, decision.json); then the reports, as `eval` makes
@@ -344,6 +413,44 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   log::info("tune", "finished in " + std::to_string(static_cast<int64_t>(secs)) + " s; reports in " +
                         result.run_dir);
   return result;
+}
+
+void merge_adapter_run(const std::string& run_dir, const std::string& out_dir, bool overwrite) {
+  const RunDirectory run(normalised(run_dir));
+  run.require_finished();
+  if (!run.has_adapter()) {
+    throw CheckpointError("'" + run.str() + "' is not an adapter run (it has no adapter.json): its model.pt is "
+                          "plain weights already");
+  }
+  if (out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
+  const RunDirectory out(normalised(out_dir));
+  if (is_within(out.path(), run.path()) || is_within(run.path(), out.path())) {
+    throw ConfigError("", "--out", 0, "'" + out.str() + "' must be a new directory outside '" + run.str() + "'");
+  }
+  // Everything read and checked (the base found, its weights the adapter's) before writing.
+  Config c = run.load_config();
+  c.output.dir = out.str();
+  const RunData data = load_run_data(run, c);
+  const c10::Device cpu(c10::kCPU);
+  const auto model = load_run_model(run, c, data, cpu);
+  check_out_dir(out.path(), overwrite);
+  for (const auto& stale : {out.adapter_manifest(), out.adapter_file()}) {
+    std::error_code ec;
+    fs::remove(stale, ec);
+  }
+  out.save_config(c);
+  out.save_labels(data.labels);
+  if (data.tokenizer) out.save_tokenizer(run.tokenizer_file());
+  // What serving reads besides the weights, and where the run came from.
+  for (const auto& [from, to] : {std::pair{run.calibration_file(), out.calibration_file()},
+                                 std::pair{run.oos_file(), out.oos_file()},
+                                 std::pair{run.decision_file(), out.decision_file()},
+                                 std::pair{run.tune_file(), out.tune_file()}}) {
+    std::error_code ec;
+    if (fs::exists(from, ec)) fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+  }
+  save_checkpoint(out.weights_file().string(), *model, nullptr, TrainingState{}, nullptr, cpu);
+  log::info("merge", "merged the adapter of " + run.str() + " into " + out.weights_file().string());
 }
 
 }  // namespace mmintent

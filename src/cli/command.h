@@ -54,6 +54,7 @@ Command add_eval(CLI::App& app);
 Command add_predict(CLI::App& app);
 Command add_calibrate(CLI::App& app);
 Command add_tune(CLI::App& app);
+Command add_merge(CLI::App& app);
 Command add_import(CLI::App& app);
 Command add_serve(CLI::App& app);
 Command add_export(CLI::App& app);

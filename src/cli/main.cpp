@@ -93,7 +93,8 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", version_text, "Print mmintent's version, LibTorch's, the BLAS in use and CUDA's availability, and exit");
   const std::vector<Command> commands{add_train(app),     add_config(app), add_eval(app),
                                       add_predict(app),   add_calibrate(app), add_tune(app),
-                                      add_import(app),    add_serve(app),     add_export(app)};
+                                      add_merge(app),     add_import(app),    add_serve(app),
+                                      add_export(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

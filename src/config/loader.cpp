@@ -535,6 +535,11 @@ template <class V> void visit(V& v, OosConfig& c) {
   v.field("method", c.method, Check::one_of({"class", "threshold"}));
   v.field("threshold", c.threshold, Check::range(-1, 1));
 }
+template <class V> void visit(V& v, LowRankOptions& c) {
+  v.field("rank", c.rank(), Check::range(1, 4096));
+  v.field("alpha", c.alpha(), Check::gt(0));
+  v.field("targets", c.targets(), Check::one_of({"linear", "rnn", "embedding"}));
+}
 template <class V> void visit(V& v, TuneConfig& c) {
   v.field("epochs", c.epochs, Check::range(1, 100000));
   v.field("lr", c.lr, Check::gt(0));
@@ -543,6 +548,8 @@ template <class V> void visit(V& v, TuneConfig& c) {
   v.field("replay_ratio", c.replay_ratio, Check::range(0, 1000));
   v.field("replay_mix", c.replay_mix, Check::one_of({"training", "uniform"}));
   v.field("rejection_weight", c.rejection_weight, Check::ge(0));
+  v.field("method", c.method, Check::one_of({"full", "head", "lora"}));
+  v.section("lora", c.lora);
   v.field("freeze_encoders", c.freeze_encoders);
   v.field("objective", c.objective, Check::one_of({"supervised", "ips", "snips"}));
   v.field("clip", c.clip, Check::range(1, 1e9));
@@ -701,6 +708,12 @@ void validate(const Config& c, const Context& ctx) {
     fail("data.audio.field", "the model uses audio, so an audio field name is required");
   }
   if (c.data.fields.label.empty()) fail("data.fields.label", "a label field name is required");
+  if (c.tune.method == "lora" && c.tune.lora.targets().empty()) {
+    fail("tune.lora.targets", "at least one of linear, rnn, embedding is required with tune.method lora");
+  }
+  if (c.tune.method == "lora" && c.tune.freeze_encoders) {
+    fail("tune.freeze_encoders", "means tune.method head; it cannot be combined with tune.method lora");
+  }
   if (c.model.uses("audio")) {
     const auto& a = c.data.audio;
     if (a.hop_ms > a.window_ms) fail("data.audio.hop_ms", "must be <= data.audio.window_ms");

@@ -83,6 +83,12 @@ std::shared_ptr<ModalityEncoderImpl> IntentClassifierImpl::encoder(const std::st
 }
 
 torch::Tensor IntentClassifierImpl::fuse(const Batch& batch) {
+  if (!adapter_) return fuse_features(batch);
+  LowRankAdapterImpl::Scope adapted(*adapter_, *this);
+  return fuse_features(batch);
+}
+
+torch::Tensor IntentClassifierImpl::fuse_features(const Batch& batch) {
   std::vector<torch::Tensor> features, masks;
   for (const auto& [name, encoder] : encoders_) {
     const auto* in = batch.find(name);
@@ -124,7 +130,23 @@ torch::Tensor IntentClassifierImpl::fuse(const Batch& batch) {
 }
 
 torch::Tensor IntentClassifierImpl::forward(const Batch& batch) {
-  return head_->forward(fuse(batch));
+  if (!adapter_) return head_->forward(fuse_features(batch));
+  LowRankAdapterImpl::Scope adapted(*adapter_, *this);
+  return head_->forward(fuse_features(batch));
+}
+
+void IntentClassifierImpl::attach_adapter(LowRankAdapter adapter) {
+  TORCH_CHECK(!adapter_, "IntentClassifier: an adapter is attached already (merge it first)");
+  TORCH_CHECK(adapter, "IntentClassifier: attach_adapter needs an adapter");
+  adapter->check(*this);
+  adapter_ = register_module("lora", std::move(adapter));
+}
+
+void IntentClassifierImpl::merge_adapter() {
+  if (!adapter_) return;
+  adapter_->merge_into(*this);
+  unregister_module("lora");
+  adapter_ = nullptr;
 }
 
 torch::Tensor IntentClassifierImpl::predict_proba(const Batch& batch) {

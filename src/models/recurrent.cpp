@@ -1,6 +1,7 @@
 #include "mmintent/models/detail/recurrent.h"
 
 #include "mmintent/models/detail/fused_rnn.h"
+#include "mmintent/models/detail/weight_view.h"
 
 #include <torch/torch.h>
 
@@ -59,6 +60,7 @@ torch::Tensor RecurrentPooling::forward(const torch::Tensor& x, const torch::Ten
   }
   torch::Tensor h_n;
   auto out = [&] {
+    if (weights_viewed()) return viewed_rnn(packed, h_n, training);
     if (lstm_) {
       auto result = lstm_->forward_with_packed_input(packed);
       h_n = std::get<0>(std::get<1>(result));
@@ -102,10 +104,11 @@ std::pair<torch::Tensor, torch::Tensor> RecurrentPooling::fused_rnn(
       if (reverse && !options_.bidirectional) break;
       const std::string suffix =
           "_l" + std::to_string(layer) + (reverse ? "_reverse" : "");
-      const auto& w_ih = params["weight_ih" + suffix];
-      const auto& w_hh = params["weight_hh" + suffix];
-      const auto& b_ih = params["bias_ih" + suffix];
-      const auto& b_hh = params["bias_hh" + suffix];
+      // As an adapter shows them (models/detail/weight_view.h), else as they are.
+      const auto w_ih = viewed_weight(params["weight_ih" + suffix]);
+      const auto w_hh = viewed_weight(params["weight_hh" + suffix]);
+      const auto b_ih = viewed_weight(params["bias_ih" + suffix]);
+      const auto b_hh = viewed_weight(params["bias_hh" + suffix]);
       auto out = is_lstm ? packed_lstm_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse)
                          : packed_gru_direction(x, batch_sizes, w_ih, w_hh, b_ih, b_hh, reverse);
       if (options_.pooling == "last" && layer + 1 == options_.num_layers) {
@@ -122,6 +125,41 @@ std::pair<torch::Tensor, torch::Tensor> RecurrentPooling::fused_rnn(
     if (!finals.empty()) last = finals.size() == 1 ? finals[0] : torch::cat(finals, 1);
   }
   return {x, last};
+}
+
+torch::nn::utils::rnn::PackedSequence RecurrentPooling::viewed_rnn(
+    const torch::nn::utils::rnn::PackedSequence& packed, torch::Tensor& h_n, bool training) {
+  // LibTorch's own kernel (cuDNN on CUDA) through its functional form, which takes the
+  // weights as arguments: the modules read their registered ones.
+  const bool is_lstm = static_cast<bool>(lstm_);
+  const auto params = is_lstm ? lstm_->named_parameters(false) : gru_->named_parameters(false);
+  std::vector<torch::Tensor> flat;
+  for (int64_t layer = 0; layer < options_.num_layers; ++layer) {
+    for (const bool reverse : {false, true}) {
+      if (reverse && !options_.bidirectional) break;
+      const std::string suffix = "_l" + std::to_string(layer) + (reverse ? "_reverse" : "");
+      for (const char* name : {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}) {
+        flat.push_back(viewed_weight(params[name + suffix]));
+      }
+    }
+  }
+  const auto& data = packed.data();
+  const int64_t dirs = options_.bidirectional ? 2 : 1;
+  const int64_t batch = packed.batch_sizes()[0].item<int64_t>();
+  const auto zeros = torch::zeros({options_.num_layers * dirs, batch, options_.hidden_size}, data.options());
+  const double between = options_.num_layers > 1 ? options_.dropout : 0.0;
+  torch::Tensor out;
+  if (is_lstm) {
+    std::tie(out, h_n, std::ignore) = torch::lstm(data, packed.batch_sizes(), {zeros, zeros}, flat, /*has_biases=*/true,
+                                                  options_.num_layers, between, training, options_.bidirectional);
+  } else {
+    std::tie(out, h_n) = torch::gru(data, packed.batch_sizes(), zeros, flat, /*has_biases=*/true,
+                                    options_.num_layers, between, training, options_.bidirectional);
+  }
+  // The final states come in the packed (sorted) order; the modules' forward unsorts them.
+  h_n = h_n.index_select(1, packed.unsorted_indices());
+  return torch::nn::utils::rnn::PackedSequence(out, packed.batch_sizes(), packed.sorted_indices(),
+                                               packed.unsorted_indices());
 }
 
 torch::Tensor RecurrentPooling::pool(const torch::nn::utils::rnn::PackedSequence& out,

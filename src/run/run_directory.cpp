@@ -3,6 +3,7 @@
 // files too. Reading and writing the config, labels and tokenizer is in run_parts.cpp.
 #include "mmintent/run/run_directory.h"
 
+#include "mmintent/core/digest.h"
 #include "mmintent/error.h"
 
 #include <fstream>
@@ -17,6 +18,8 @@ fs::path RunDirectory::labels_file() const { return path_ / "labels.json"; }
 fs::path RunDirectory::tokenizer_file() const { return path_ / "tokenizer.model"; }
 fs::path RunDirectory::tokenizer_vocab_file() const { return path_ / "tokenizer.vocab"; }
 fs::path RunDirectory::weights_file() const { return path_ / "model.pt"; }
+fs::path RunDirectory::adapter_file() const { return path_ / "adapter.pt"; }
+fs::path RunDirectory::adapter_manifest() const { return path_ / "adapter.json"; }
 fs::path RunDirectory::best_checkpoint() const { return path_ / "best.pt"; }
 fs::path RunDirectory::last_checkpoint() const { return path_ / "last.pt"; }
 fs::path RunDirectory::metrics_log() const { return path_ / "metrics.jsonl"; }
@@ -54,9 +57,18 @@ void RunDirectory::require_config() const {
   }
 }
 
+bool RunDirectory::has_adapter() const {
+  std::error_code ec;
+  return fs::exists(adapter_manifest(), ec);
+}
+
+std::string RunDirectory::weights_digest() const {
+  return sha256_file_hex(has_adapter() ? adapter_file() : weights_file());
+}
+
 void RunDirectory::require_finished() const {
   require_config();
-  for (const auto& f : {labels_file(), weights_file()}) {
+  for (const auto& f : {labels_file(), has_adapter() ? adapter_file() : weights_file()}) {
     std::error_code ec;
     if (!fs::exists(f, ec)) {
       throw CheckpointError("'" + str() + "' is not a finished run directory: " + f.filename().string() +

@@ -1,12 +1,15 @@
 #include "mmintent/run/setup.h"
 
+#include "mmintent/core/digest.h"
 #include "mmintent/core/log.h"
+#include "mmintent/error.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
 
 #include <opencv2/core.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 
 namespace mmintent {
@@ -95,10 +98,59 @@ IntentClassifier build_model(const Config& c, const RunData& data) {
   return IntentClassifier(c.model_options(vocab, data.labels.size()));
 }
 
+namespace {
+
+/// The base run of an adapter run, found and checked against the weights the adapter was
+/// trained over.
+RunDirectory adapter_base(const RunDirectory& run, const AdapterManifest& manifest) {
+  // Where it was, else where it is beside the adapter run (both moved together).
+  std::vector<RunDirectory> candidates{RunDirectory(manifest.base_run)};
+  if (!manifest.base_run_relative.empty()) candidates.emplace_back(run.path() / manifest.base_run_relative);
+  std::string found;
+  for (const auto& base : candidates) {
+    std::error_code ec;
+    if (!std::filesystem::exists(base.weights_file(), ec)) continue;
+    const auto digest = sha256_file_hex(base.weights_file());
+    if (digest == manifest.base_weights_sha256) return base;
+    found += (found.empty() ? "" : "; ") + base.weights_file().string() + " has " + digest.substr(0, 12);
+  }
+  if (found.empty()) {
+    throw CheckpointError(run.adapter_manifest().string() + ": the adapter's base run " + manifest.base_run +
+                          " has no model.pt (nor has " + (run.path() / manifest.base_run_relative).string() +
+                          "): the adapter cannot be loaded without the weights it adapts");
+  }
+  throw CheckpointError(run.adapter_manifest().string() + ": the adapter was trained over weights " +
+                        manifest.base_weights_sha256.substr(0, 12) + " (base run " + manifest.base_run +
+                        "), but " + found + ": it adapts other weights; tune the adapter again over this base " +
+                        "(tune.method=lora), or bring back the base it was trained over");
+}
+
+}  // namespace
+
 IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
                                 const c10::Device& device) {
   auto model = build_model(config, data);
-  load_checkpoint(run.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
+  if (!run.has_adapter()) {
+    load_checkpoint(run.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
+    model->to(device);
+    return model;
+  }
+  // An adapter run: the base's weights, the adapter over them, merged (a plain model again).
+  const auto manifest = run.load_adapter_manifest();
+  const auto base = adapter_base(run, manifest);
+  load_checkpoint(base.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
+  LowRankAdapter adapter{nullptr};
+  try {
+    adapter = LowRankAdapter(*model, manifest.options);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(run.adapter_manifest().string() + ": " + e.what_without_backtrace());
+  }
+  if (adapter->targets() != manifest.targets) {
+    throw CheckpointError(run.adapter_manifest().string() + ": its targets are not the weights this model's " +
+                          "architecture has for them (the config was changed since the adapter was trained)");
+  }
+  load_checkpoint(run.adapter_file().string(), *adapter, nullptr, device, /*restore_rng=*/false);
+  adapter->merge_into(*model);
   model->to(device);
   return model;
 }

@@ -110,7 +110,7 @@ std::shared_ptr<const Model> load_model(const std::string& run_dir, const Predic
   auto m = std::make_shared<Model>();
   m->run_dir = run_dir;
   m->predictor = std::make_shared<const Predictor>(Predictor::load(run_dir, options));
-  m->version = serve::sha256_file_hex(RunDirectory(run_dir).weights_file().string());
+  m->version = RunDirectory(run_dir).weights_digest();
   m->plugin_fields = manifest_read_options(m->predictor->config(), false).fields.plugins;
   return m;
 }

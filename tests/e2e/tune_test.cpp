@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mmintent/app/run.h"
+#include "mmintent/error.h"
 #include "mmintent/run/setup.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/inference/predictor.h"
@@ -215,6 +216,83 @@ TEST_F(TuneTest, FreezeEncodersTrainsOnlyFusionAndHead) {
   }
   EXPECT_GT(encoder, 0);
   EXPECT_GT(head_changed, 0);
+}
+
+TEST_F(TuneTest, LoraTrainsAnAdapterThatEvalPredictAndMergeReadOverTheBase) {
+  train_base();
+  const auto before = contents(base_);
+  std::string log;
+  for (int rep = 0; rep < 4; ++rep) {
+    for (const auto& t : {"forget the whole thing", "forget about it", "just forget the thing", "forget it all"}) {
+      log += fb(t, "exchange", "corrected", "cancel");
+    }
+  }
+  const auto feedback = dir_.write("feedback.jsonl", log);
+  const auto before_p = probability(base_, "forget the thing", "cancel");
+  const auto out = (root_ / "runs" / "lora").string();
+  const auto r = cli({"tune", base_, "--feedback", feedback, "--out", out, "tune.method=lora", "tune.lora.rank=4",
+                      "tune.lora.alpha=8", "tune.lora.targets=[linear, rnn, embedding]", "tune.epochs=6",
+                      "tune.lr=0.01", "tune.replay_ratio=2", "train.early_stopping.enabled=false",
+                      "train.early_stopping.restore_best=false"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(contents(base_), before);  // the base is only read
+
+  // The run holds the adapter, not weights.
+  for (const char* f : {"adapter.pt", "adapter.json", "config.yaml", "labels.json", "report.json", "tune.json"}) {
+    EXPECT_TRUE(fs::is_regular_file(fs::path(out) / f)) << f;
+  }
+  for (const char* f : {"model.pt", "best.pt", "last.pt"}) EXPECT_FALSE(fs::exists(fs::path(out) / f)) << f;
+  const auto manifest = json::parse(test::read_file(out + "/adapter.json"));
+  EXPECT_EQ(manifest["rank"], 4);
+  EXPECT_EQ(fs::path(manifest["base_run"].get<std::string>()), fs::canonical(base_));
+  // The fixture's embeddings, GRU input matrix and the head's two layers.
+  EXPECT_EQ(manifest["targets"], json({"text_encoder.embedding.weight", "text_encoder.rnn.weight_ih_l0",
+                                       "head.0.weight", "head.2.weight"}));
+  const auto tune = json::parse(test::read_file(out + "/tune.json"));
+  EXPECT_EQ(tune["method"], "lora");
+  EXPECT_EQ(tune["trainable_parameters"], manifest["parameters"]);
+  EXPECT_LT(tune["trainable_parameters"].get<int64_t>(), tune["parameters"].get<int64_t>() / 3);
+
+  // Predict loads the adapter over the base, and the feedback was learned.
+  const auto after_p = probability(out, "forget the thing", "cancel");
+  EXPECT_GT(after_p, before_p + 0.1) << before_p << " -> " << after_p << "\n" << test::read_file(out + "/train.log");
+  const auto report = json::parse(test::read_file(out + "/report.json"));
+  EXPECT_GE(report["test"]["accuracy"].get<double>(), 0.75) << report.dump();
+
+  // merge folds it into plain weights that predict the same.
+  const auto merged = (root_ / "runs" / "merged").string();
+  const auto m = cli({"merge", out, "--out", merged});
+  ASSERT_EQ(m.code, 0) << m.dump();
+  EXPECT_TRUE(fs::is_regular_file(fs::path(merged) / "model.pt"));
+  EXPECT_FALSE(fs::exists(fs::path(merged) / "adapter.json"));
+  for (const std::string text : {"forget the thing", "track my parcel", "i want a refund"}) {
+    const auto a = Predictor::load(out).predict({text, ""}, 4).top;
+    const auto b = Predictor::load(merged).predict({text, ""}, 4).top;
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_EQ(a[k].intent, b[k].intent) << text;
+      EXPECT_NEAR(a[k].probability, b[k].probability, 1e-6) << text;
+    }
+  }
+  // Refusals: merging a plain run; an adapter over an adapter.
+  expect_failure(cli({"merge", merged, "--out", (root_ / "runs" / "m2").string()}), 5, {"not an adapter run"});
+  expect_failure(cli({"tune", out, "--feedback", feedback, "--out", (root_ / "runs" / "l2").string(), "tune.method=lora"}),
+                 3, {"tune.method", "merge"});
+
+  // The base's weights change (retrained, replaced): the adapter is refused, naming both.
+  {
+    const Config c = load_config(base_ + "/config.yaml");
+    RunData data;
+    data.labels = LabelMap::load(base_ + "/labels.json");
+    data.tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(base_ + "/tokenizer.model"));
+    auto model = build_model(c, data);
+    load_checkpoint(base_ + "/model.pt", *model, nullptr, c10::Device("cpu"), false);
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["head.2.bias"].add_(0.5);
+    save_checkpoint(base_ + "/model.pt", *model, nullptr, TrainingState{}, nullptr, c10::Device("cpu"));
+  }
+  expect_failure(cli({"eval", out}), 5, {"adapter.json", "adapts other weights", "model.pt"});
+  EXPECT_THROW(Predictor::load(out), CheckpointError);
 }
 
 TEST_F(TuneTest, RejectionsLowerTheRejectedIntent) {

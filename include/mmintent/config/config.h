@@ -125,8 +125,15 @@ struct TuneConfig {
   std::string replay_mix = "uniform";
   /// Weight of the unlikelihood term -log(1 - p_rejected) of a rejected prediction.
   double rejection_weight = 1.0;
-  /// Train only the fusion and the head; the encoders (and their batch-norm statistics) stay
-  /// as they are: fewer trainable parameters, less forgetting.
+  /// What is trained: full (every weight), head (only the fusion and the head; the encoders and
+  /// their batch-norm statistics stay as they are: fewer trainable parameters, less
+  /// forgetting) or lora (low-rank adapters over frozen weights, models/low_rank.h: the new
+  /// run holds only the adapter, adapter.pt, over the base run's model.pt).
+  std::string method = "full";
+  /// The adapters of method lora: rank, alpha (the delta is scaled by alpha / rank) and targets
+  /// (linear: every linear layer; rnn: the recurrent input matrices).
+  LowRankOptions lora;
+  /// The same as method: head (kept for configs that say it so).
   bool freeze_encoders = false;
   /// How the feedback teaches (training/loss.h): supervised (labels, rejections as a penalty)
   /// or an off-policy objective on logged propensities, ips or snips (reward 1 accepted, 0

@@ -6,6 +6,7 @@
 #include "mmintent/core/batch.h"
 #include "mmintent/models/audio_encoder.h"
 #include "mmintent/models/image_encoder.h"
+#include "mmintent/models/low_rank.h"
 #include "mmintent/models/text_encoder.h"
 
 #include <torch/nn/modules/container/sequential.h>
@@ -70,6 +71,15 @@ class IntentClassifierImpl : public torch::nn::Module {
   /// The encoder of `modality`, or null when the model does not fuse it.
   std::shared_ptr<ModalityEncoderImpl> encoder(const std::string& modality) const;
 
+  /// Adapts the model with `adapter` (built for it; registered as "lora", so its parameters
+  /// are the model's and are saved with it): forward() and fuse() see each adapted weight plus
+  /// its low-rank delta. Throws when an adapter is attached already.
+  void attach_adapter(LowRankAdapter adapter);
+  /// The attached adapter, or null.
+  LowRankAdapter adapter() const { return adapter_; }
+  /// Folds the attached adapter into the weights and removes it (no-op without one).
+  void merge_adapter();
+
   IntentClassifierOptions options;
 
  private:
@@ -78,6 +88,9 @@ class IntentClassifierImpl : public torch::nn::Module {
   std::vector<torch::nn::Linear> gates_;  ///< "gate_<modality>", one per modality (gated)
   torch::nn::Linear gate_z_{nullptr};
   torch::nn::Sequential head_{nullptr};
+  LowRankAdapter adapter_{nullptr};
+
+  torch::Tensor fuse_features(const Batch& batch);
 };
 TORCH_MODULE(IntentClassifier);
 

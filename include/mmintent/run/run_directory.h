@@ -8,6 +8,9 @@
 ///   tokenizer.model      the sentencepiece model (text runs), tokenizer.vocab beside it
 ///   best.pt, last.pt     checkpoints (best epoch; last epoch, to resume)
 ///   model.pt             the final weights (what is served)
+///   adapter.pt           instead of model.pt in a run tuned with tune.method lora: a
+///                        low-rank adapter (models/low_rank.h) over its base run's model.pt
+///   adapter.json         the adapter's settings, its base run and that model.pt's SHA-256
 ///   metrics.jsonl        one line per epoch
 ///   calibration.json     the temperature (absent: T = 1)
 ///   oos.json             out-of-scope handling (runs with oos.label)
@@ -17,6 +20,7 @@
 ///   skipped_<split>.txt  samples left out under data.on_bad_sample: skip
 ///   train.log            the log of the command that wrote the run
 
+#include "mmintent/models/low_rank.h"
 #include "mmintent/training/trainer.h"
 
 #include <filesystem>
@@ -29,6 +33,16 @@ namespace mmintent {
 struct Config;
 class LabelMap;
 class Tokenizer;
+
+/// adapter.json: what an adapter run's adapter.pt adapts.
+struct AdapterManifest {
+  std::string base_run;             ///< the base run directory, absolute
+  std::string base_run_relative;    ///< the same, relative to the adapter run (both moved together)
+  std::string base_weights_sha256;  ///< the base's model.pt when the adapter was trained
+  LowRankOptions options;
+  std::vector<std::string> targets;  ///< the adapted weights (LowRankAdapterImpl::targets)
+  int64_t parameters = 0;            ///< the adapter's
+};
 
 class RunDirectory {
  public:
@@ -44,6 +58,8 @@ class RunDirectory {
   std::filesystem::path tokenizer_file() const;
   std::filesystem::path tokenizer_vocab_file() const;
   std::filesystem::path weights_file() const;  ///< model.pt: the final weights
+  std::filesystem::path adapter_file() const;      ///< adapter.pt: an adapter run's weights
+  std::filesystem::path adapter_manifest() const;  ///< adapter.json
   std::filesystem::path best_checkpoint() const;
   std::filesystem::path last_checkpoint() const;
   std::filesystem::path metrics_log() const;
@@ -64,8 +80,14 @@ class RunDirectory {
   /// Throws CheckpointError (exit 5) when the directory does not exist, is a file, or has no
   /// config.yaml: one message per case, the same from every command.
   void require_config() const;
-  /// require_config(), then CheckpointError naming labels.json or model.pt when one is missing.
+  /// require_config(), then CheckpointError naming labels.json or model.pt (adapter.pt for an
+  /// adapter run) when one is missing.
   void require_finished() const;
+  /// Whether the run's weights are a low-rank adapter over another run's (adapter.json exists).
+  bool has_adapter() const;
+  /// The SHA-256 naming the weights the run serves: model.pt's, or adapter.pt's for an adapter
+  /// run (its base is pinned by adapter.json). Throws DataError when the file cannot be read.
+  std::string weights_digest() const;
 
   // ---- Reading the parts (each throws an error naming the file when it is broken). These and
   // save_config/labels/tokenizer need the data layer: they are in libmmintent; the layout
@@ -74,12 +96,16 @@ class RunDirectory {
   LabelMap load_labels() const;
   /// The run's tokenizer, or null when `config` uses no text.
   std::shared_ptr<const Tokenizer> load_tokenizer(const Config& config) const;
+  /// adapter.json; CheckpointError naming the file and the key that is missing or wrong.
+  AdapterManifest load_adapter_manifest() const;
 
   // ---- Writing the parts (atomically where a reader could see a half-written file).
   void save_config(const Config& config) const;
   void save_labels(const LabelMap& labels) const;
   /// Copies a tokenizer model (and its .vocab when there is one) into the run.
   void save_tokenizer(const std::filesystem::path& model) const;
+  /// Writes adapter.pt (the adapter's weights), then adapter.json: a reader sees both or none.
+  void save_adapter(const LowRankAdapterImpl& adapter, const AdapterManifest& manifest) const;
   /// Writes skipped_<split>.txt ("file:line: reason", one a line); removes a stale one when
   /// `skipped` is empty.
   void save_skipped(const std::string& split, const std::vector<std::string>& skipped) const;

@@ -45,8 +45,10 @@ std::unique_ptr<DataLoader> make_loader(const Config& config,
 IntentClassifier build_model(const Config& config, const RunData& data);
 
 /// A finished run's model: built for the run's `config` and `data`, its final weights
-/// (model.pt) loaded, on `device`, in training mode as built (callers set eval()). Throws
-/// CheckpointError when the weights are missing, truncated or of another architecture.
+/// (model.pt) loaded, on `device`, in training mode as built (callers set eval()). An adapter
+/// run's (tune.method lora): its base run's model.pt, checked against the SHA-256 in
+/// adapter.json, with adapter.pt merged in. Throws CheckpointError when the weights are
+/// missing, truncated or of another architecture, or the base is not the adapter's.
 IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
                                 const c10::Device& device);
 

@@ -47,6 +47,10 @@ class RecurrentPooling {
   /// state of the last layer's directions [B, output_dim()] in sorted order.
   std::pair<torch::Tensor, torch::Tensor> fused_rnn(const torch::Tensor& data,
                                                     const torch::Tensor& batch_sizes, bool training);
+  /// LibTorch's RNN over packed data with the weights an adapter shows (weight_view.h): the
+  /// packed output; `h_n` [layers * dirs, B, H] in the input's order.
+  torch::nn::utils::rnn::PackedSequence viewed_rnn(const torch::nn::utils::rnn::PackedSequence& packed,
+                                                   torch::Tensor& h_n, bool training);
   /// "mean" or "max" pooling of the packed RNN output over each sequence's real steps.
   torch::Tensor pool(const torch::nn::utils::rnn::PackedSequence& out,
                      const torch::Tensor& safe_lengths);

@@ -7,7 +7,9 @@
 # median time per tune epoch.
 #   bench/lora_experiment.sh [KEY=VALUE overrides for both tunes...]
 # Environment: as bench/feedback_experiment.sh (REUSE_BASE=1 keeps runs/feedback_base), and
-# LORA="KEY=VALUE ..." (overrides for the lora tune alone, e.g. "tune.lr=0.005 tune.lora.rank=16").
+# LORA="KEY=VALUE ..." (overrides for the lora tune alone, e.g. "tune.lr=0.005 tune.lora.rank=16"),
+# REUSE_FULL=1 (keep runs/feedback_tuned from a run with the same overrides: to try lora settings),
+# LORA_RUN (the lora run, default runs/feedback_lora).
 # Writes runs/feedback_tuned (full) and runs/feedback_lora (lora). Exits 1 when a target is
 # missed: the lora gain in test in-scope accuracy within 0.3 points of full's, <= 5% of the
 # parameters trained, adapter.pt <= 5% of model.pt.
@@ -17,10 +19,15 @@ cd "$root"
 read -r -a lora_overrides <<< "${LORA:-}"
 
 # The experiment's table is printed for each; its own +2 target is not this script's.
-TUNED=runs/feedback_tuned bash bench/feedback_experiment.sh tune.method=full "$@" || true
-REUSE_BASE=1 TUNED=runs/feedback_lora bash bench/feedback_experiment.sh tune.method=lora "$@" "${lora_overrides[@]}" || true
+lora_run="${LORA_RUN:-runs/feedback_lora}"
+if [ "${REUSE_FULL:-0}" = 1 ] && [ -f runs/feedback_tuned/model.pt ]; then
+  echo "reusing runs/feedback_tuned (REUSE_FULL=1)"
+else
+  TUNED=runs/feedback_tuned bash bench/feedback_experiment.sh tune.method=full "$@" || true
+fi
+REUSE_BASE=1 TUNED="$lora_run" bash bench/feedback_experiment.sh tune.method=lora "$@" "${lora_overrides[@]}" || true
 
-python3 - runs/feedback_base runs/feedback_tuned runs/feedback_lora <<'PY'
+python3 - runs/feedback_base runs/feedback_tuned "$lora_run" <<'PY'
 import json, os, statistics, sys
 base, full, lora = sys.argv[1:4]
 def in_scope(run, split="test"):

@@ -125,10 +125,11 @@ struct LowRankAdapterImpl::Scope::Impl {
 
 LowRankAdapterImpl::Scope::Scope(const LowRankAdapterImpl& adapter, torch::nn::Module& model)
     : impl_(std::make_unique<Impl>()) {
+  adapter.check(model);  // before any weight is swapped: a refusal leaves the model as it was
   const auto params = model.named_parameters();
   const auto layers = member_weights(model);
   for (std::size_t i = 0; i < adapter.targets_.size(); ++i) {
-    const auto& w = target_weight(params, adapter.targets_[i], adapter.shapes_[i]);
+    const auto& w = params[adapter.targets_[i]];
     if (const auto it = layers.find(adapter.targets_[i]); it != layers.end()) {
       // LibTorch's Linear and Embedding read their `weight` member: the sum stands in for it
       // until the scope ends (the registered parameter, what is saved and optimised, is untouched).

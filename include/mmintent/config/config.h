@@ -131,7 +131,8 @@ struct TuneConfig {
   /// run holds only the adapter, adapter.pt, over the base run's model.pt).
   std::string method = "full";
   /// The adapters of method lora: rank, alpha (the delta is scaled by alpha / rank) and targets
-  /// (linear: every linear layer; rnn: the recurrent input matrices).
+  /// (linear: every linear layer; rnn: the recurrent input matrices; embedding: the token
+  /// embeddings).
   LowRankOptions lora;
   /// The same as method: head (kept for configs that say it so).
   bool freeze_encoders = false;

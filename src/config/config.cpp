@@ -1,8 +1,16 @@
 #include "mmintent/config/config.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace mmintent {
+
+bool ServeConfig::valid_adapter_name(const std::string& name) {
+  // It appears in requests, metric labels and the feedback log.
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char ch) {
+           return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+         });
+}
 
 bool ModelConfig::uses(const std::string& modality) const {
   return std::find(modalities.begin(), modalities.end(), modality) != modalities.end();

@@ -181,28 +181,32 @@ class Reader {
         std::find(c.choices.begin(), c.choices.end(), out) == c.choices.end()) {
       fail(key, v, "'" + out + "' is not one of: " + join(c.choices));
     }
-    if (c.path != Check::Path::none) {
-      if (out.empty()) {
-        if (!c.optional_path) fail(key, v, "a path is required");
-        return;
-      }
-      fs::path p(out);
-      if (p.is_relative()) {
-        p = (from_override(key) || c.path == Check::Path::output_dir) ? fs::current_path() / p
-                                                                     : ctx_.base_dir / p;
-      }
-      p = p.lexically_normal();
-      if (c.path == Check::Path::input_file) {
-        std::error_code ec;
-        if (!fs::exists(p, ec)) fail(key, v, "file '" + p.string() + "' does not exist");
-        if (fs::is_directory(p, ec)) fail(key, v, "'" + p.string() + "' is a directory, expected a file");
-      }
-      out = p.string();
-    }
+    if (c.path != Check::Path::none) resolve_path(key, v, out, c, from_override(key));
   }
-  /// A mapping of names to strings (rewrite templates and display names per intent).
+  /// A path value: relative ones from the config file's folder, or from the working directory
+  /// when given on the command line (or an output directory); input files must exist.
+  void resolve_path(const std::string& key, const YAML::Node& v, std::string& out, const Check& c,
+                    bool overridden) const {
+    if (out.empty()) {
+      if (!c.optional_path) fail(key, v, "a path is required");
+      return;
+    }
+    fs::path p(out);
+    if (p.is_relative()) {
+      p = (overridden || c.path == Check::Path::output_dir) ? fs::current_path() / p : ctx_.base_dir / p;
+    }
+    p = p.lexically_normal();
+    if (c.path == Check::Path::input_file) {
+      std::error_code ec;
+      if (!fs::exists(p, ec)) fail(key, v, "file '" + p.string() + "' does not exist");
+      if (fs::is_directory(p, ec)) fail(key, v, "'" + p.string() + "' is a directory, expected a file");
+    }
+    out = p.string();
+  }
+  /// A mapping of names to strings (rewrite templates and display names per intent), or to
+  /// paths (with a path check: resolved as a single path is).
   void read(const std::string& key, const YAML::Node& v, std::map<std::string, std::string>& out,
-            const Check&) const {
+            const Check& c) const {
     if (v.IsNull()) {
       out.clear();
       return;
@@ -212,7 +216,11 @@ class Reader {
     for (const auto& kv : v) {
       const auto name = scalar<std::string>(key, kv.first, "a name");
       if (kv.second.IsNull()) fail(key + "." + name, kv.second, "expected a string, found null");
-      values[name] = scalar<std::string>(key + "." + name, kv.second, "a string");
+      auto& value = values[name];
+      value = scalar<std::string>(key + "." + name, kv.second, "a string");
+      if (c.path != Check::Path::none) {
+        resolve_path(key + "." + name, kv.second, value, c, from_override(key) || from_override(key + "." + name));
+      }
     }
     out = std::move(values);
   }
@@ -605,6 +613,7 @@ template <class V> void visit(V& v, ServeConfig& c) {
   v.field("log_requests", c.log_requests);
   v.field("feedback_log", c.feedback_log, Check::output_dir());
   v.field("feedback_window", c.feedback_window, Check::range(1, 10000000));
+  v.field("adapters", c.adapters, Check::input_path());
 }
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, Check::output_dir());
@@ -774,6 +783,13 @@ void validate(const Config& c, const Context& ctx) {
   }
   if (c.output.dir.empty()) fail("output.dir", "an output directory is required");
   if (c.serve.host.empty()) fail("serve.host", "an address to bind is required (e.g. 127.0.0.1)");
+  for (const auto& [name, dir] : c.serve.adapters) {
+    if (!ServeConfig::valid_adapter_name(name)) {
+      fail("serve.adapters." + name, "an adapter's name is 1 to 64 letters, digits, '_' or '-' (it names the "
+                                      "adapter in requests, metrics and the feedback log)");
+    }
+    if (dir.empty()) fail("serve.adapters." + name, "the adapter's run directory is required");
+  }
   if (c.serve.tls.cert.empty() != c.serve.tls.key.empty()) {
     fail(c.serve.tls.cert.empty() ? "serve.tls.cert" : "serve.tls.key",
          "HTTPS needs both serve.tls.cert and serve.tls.key (or neither, for plain HTTP)");

@@ -75,10 +75,14 @@ void Metrics::set(const std::string& name, const Labels& labels, double value) {
 }
 
 void Metrics::set_only(const std::string& name, const Labels& labels, double value) {
+  set_only(name, {{labels, value}});
+}
+
+void Metrics::set_only(const std::string& name, const std::vector<std::pair<Labels, double>>& series) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& values = family(name).values;
   values.clear();
-  values[labels] = value;
+  for (const auto& [labels, value] : series) values[labels] = value;
 }
 
 void Metrics::observe(const std::string& name, const Labels& labels, double value) {

@@ -25,6 +25,8 @@ class Metrics {
   void observe(const std::string& name, const Labels& labels, double value);
   /// Replaces every series of a gauge by this one (e.g. an info gauge after a reload).
   void set_only(const std::string& name, const Labels& labels, double value);
+  /// Replaces every series of a gauge by these (none: the gauge shows no series).
+  void set_only(const std::string& name, const std::vector<std::pair<Labels, double>>& series);
 
   /// Every declared metric in declaration order, series sorted by labels.
   std::string render() const;

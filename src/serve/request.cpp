@@ -99,13 +99,23 @@ PredictRequest parse_one(const json& j, const PredictRules& rules, const std::st
     } else if (key == "rewrite") {
       if (!v.is_boolean()) throw RequestError(400, name(key), "must be true or false, found " + type_name(v));
       r.rewrite = v.get<bool>();
+    } else if (key == "adapter") {
+      if (v.is_null()) continue;
+      if (!v.is_string()) throw RequestError(400, name(key), "must be a string (an adapter's name), found " + type_name(v));
+      r.adapter = v.get<std::string>();
+      if (std::find(rules.adapters.begin(), rules.adapters.end(), r.adapter) == rules.adapters.end()) {
+        std::string served;
+        for (const auto& a : rules.adapters) served += (served.empty() ? "" : ", ") + a;
+        throw RequestError(400, name(key), "no adapter '" + r.adapter + "' is served (" +
+                                               (served.empty() ? "none is: serve.adapters is empty" : "served: " + served) + ")");
+      }
     } else if (c.model.uses(key) && !is_builtin_modality(key)) {
       if (!v.is_null()) {
         r.input.inputs[key] = plugin_value(v);
         r.plugin_values[key] = v;
       }
     } else {
-      std::string known = "text, image, audio, top_k, rewrite";
+      std::string known = "text, image, audio, top_k, rewrite, adapter";
       for (const auto& m : c.model.modalities) {
         if (!is_builtin_modality(m)) known += ", " + m;
       }

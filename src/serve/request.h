@@ -32,6 +32,7 @@ struct PredictRequest {
   PredictInput input;
   int64_t top_k = 3;
   bool rewrite = false;
+  std::string adapter;      ///< the served adapter to use (serve.adapters), "" for the run itself
   std::string image_bytes;  ///< the uploaded image file (decoded from base64), "" for none
   std::string audio_bytes;  ///< the uploaded audio file (decoded from base64), "" for none
   /// Plug-in modalities' values as sent (for the feedback log).
@@ -58,12 +59,14 @@ struct PredictRules {
   const Config* config = nullptr;  ///< modalities, allow_missing_*, data.image
   int64_t default_top_k = 3;
   int64_t max_inputs = 64;
+  std::vector<std::string> adapters;  ///< the names a request's "adapter" may give
 };
 
 /// Parses a JSON body: an object (`batch` false) or an array of objects (`batch` true). Fields:
 /// "text" (string), "image" (base64 of a PNG/JPEG/... file, optionally as a data: URL), "audio"
 /// (base64 of a WAV/FLAC/OGG file, likewise),
-/// "top_k" (integer >= 1), "rewrite" (boolean), and one per plug-in modality by its name.
+/// "top_k" (integer >= 1), "rewrite" (boolean), "adapter" (one of rules.adapters, or null),
+/// and one per plug-in modality by its name.
 /// Images and audio are decoded here, with the run's image and audio options. Throws RequestError: 400 for
 /// malformed JSON, ill-formed UTF-8, a wrong type, an unknown field, a missing text or image
 /// the model needs, bad base64 or an image that cannot be decoded or is above max_pixels.

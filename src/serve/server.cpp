@@ -83,6 +83,7 @@ std::string utc_now() {
 /// What the server showed for a prediction, kept for its feedback.
 struct ShownPrediction {
   std::string text, image_bytes, audio_bytes, predicted, decision, version;
+  std::string adapter;  ///< the serve.adapters entry that predicted it, "" for the run itself
   double probability = 0;  ///< the model's probability of `predicted` (the intent shown)
   double propensity = 0;   ///< the policy's probability of showing it (decision.explore)
   std::map<std::string, nlohmann::json> plugin_values;
@@ -97,22 +98,87 @@ void require_json(const httplib::Request& req) {
   }
 }
 
-/// A loaded run directory: what a request needs of the model, replaced whole on reload (a
-/// request keeps the one it started with until it ends).
+/// A loaded run directory: what a request needs of the model.
 struct Model {
   std::string run_dir;
   std::shared_ptr<const Predictor> predictor;
-  std::string version;  ///< SHA-256 of the weights file
+  std::string version;  ///< SHA-256 of the weights file (adapter.pt for an adapter run)
   std::map<std::string, std::string> plugin_fields;  ///< modality -> its feedback-log field
 };
 
-std::shared_ptr<const Model> load_model(const std::string& run_dir, const PredictorOptions& options) {
+std::shared_ptr<Model> load_model(const std::string& run_dir, const PredictorOptions& options) {
   auto m = std::make_shared<Model>();
   m->run_dir = run_dir;
   m->predictor = std::make_shared<const Predictor>(Predictor::load(run_dir, options));
   m->version = RunDirectory(run_dir).weights_digest();
   m->plugin_fields = manifest_read_options(m->predictor->config(), false).fields.plugins;
   return m;
+}
+
+/// The served run and the adapters over it, replaced whole on reload (a request keeps the
+/// ones it started with until it ends).
+struct Served {
+  std::shared_ptr<const Model> base;
+  std::map<std::string, std::shared_ptr<const Model>> adapters;  ///< by serve.adapters name
+
+  /// The model of a request's "adapter" field ("": the run itself); the name was checked.
+  const Model& model(const std::string& adapter) const { return adapter.empty() ? *base : *adapters.at(adapter); }
+  std::vector<std::string> adapter_names() const {
+    std::vector<std::string> names;
+    for (const auto& [name, m] : adapters) names.push_back(name);
+    return names;
+  }
+  std::map<std::string, std::string> adapter_dirs() const {
+    std::map<std::string, std::string> dirs;
+    for (const auto& [name, m] : adapters) dirs[name] = m->run_dir;
+    return dirs;
+  }
+};
+
+/// An adapter that cannot be served: the message names serve.adapters.`name`.
+struct AdapterError : CheckpointError {
+  AdapterError(std::string name_, const std::string& what) : CheckpointError(what), name(std::move(name_)) {}
+  std::string name;
+};
+
+/// Loads the adapter run `dir` as serve.adapters.`name` over `base`: refused unless it adapts
+/// exactly the served weights and predicts the same intents. Throws AdapterError.
+std::shared_ptr<const Model> load_adapter(const std::string& name, const std::string& dir, const Model& base,
+                                          const PredictorOptions& options) {
+  const std::string key = "serve.adapters." + name;
+  if (!ServeConfig::valid_adapter_name(name)) {
+    throw AdapterError(name, key + ": an adapter's name is 1 to 64 letters, digits, '_' or '-'");
+  }
+  const RunDirectory run(dir);
+  std::shared_ptr<Model> m;
+  try {
+    run.require_config();
+    if (!run.has_adapter()) {
+      throw Error(dir + " is not an adapter run (it has no adapter.json): tune one over " + base.run_dir +
+                  " with tune.method=lora, or serve this run on its own");
+    }
+    const auto manifest = run.load_adapter_manifest();
+    if (manifest.base_weights_sha256 != base.version) {
+      throw Error("the adapter in " + dir + " adapts weights " + manifest.base_weights_sha256.substr(0, 12) +
+                  " (base run " + manifest.base_run + "), not the served model " + base.version.substr(0, 12) +
+                  " (" + base.run_dir + "): tune it again over the served run");
+    }
+    m = load_model(dir, options);  // the base's weights (found by adapter.json) with the adapter merged in
+  } catch (const std::exception& e) {
+    throw AdapterError(name, key + ": " + e.what());
+  }
+  if (m->predictor->intents() != base.predictor->intents()) {
+    throw AdapterError(name, key + ": the adapter run " + dir + " predicts other intents than the served run " + base.run_dir);
+  }
+  return m;
+}
+
+std::shared_ptr<const Served> load_served(const std::string& run_dir, const std::map<std::string, std::string>& adapters,
+                                          const PredictorOptions& options) {
+  auto served = std::make_shared<Served>();
+  served->base = load_model(run_dir, options);
+  for (const auto& [name, dir] : adapters) served->adapters[name] = load_adapter(name, dir, *served->base, options);
+  return served;
 }
 
 /// When the current request on this worker thread started (set before routing).
@@ -124,7 +190,7 @@ struct Server::Impl {
   ServeConfig config;
   PredictorOptions predictor_options;
   mutable std::mutex model_mutex;
-  std::shared_ptr<const Model> model_;  ///< read through model(), replaced by reload()
+  std::shared_ptr<const Served> served_;  ///< read through served(), replaced by reload()
   std::mutex reload_mutex;              ///< one reload at a time
   serve::ApiKeys keys;
   serve::ApiKeys admin_keys;
@@ -146,36 +212,53 @@ struct Server::Impl {
   /// serve.tls.
   std::unique_ptr<httplib::Server> http;
 
-  std::shared_ptr<const Model> model() const {
+  std::shared_ptr<const Served> served() const {
     std::lock_guard<std::mutex> lock(model_mutex);
-    return model_;
+    return served_;
   }
 
-  void publish(std::shared_ptr<const Model> m) {
-    metrics.set_only("mmintent_model_info", {{"version", m->version}, {"run_dir", m->run_dir}}, 1);
+  void publish(std::shared_ptr<const Served> s) {
+    metrics.set_only("mmintent_model_info", {{"version", s->base->version}, {"run_dir", s->base->run_dir}}, 1);
+    std::vector<std::pair<serve::Labels, double>> adapters;
+    for (const auto& [name, m] : s->adapters) {
+      adapters.push_back({{{"adapter", name}, {"version", m->version}, {"run_dir", m->run_dir}}, 1});
+      metrics.add("mmintent_adapter_predictions_total", {{"adapter", name}}, 0);
+    }
+    metrics.set_only("mmintent_adapter_info", adapters);
     std::lock_guard<std::mutex> lock(model_mutex);
-    model_ = std::move(m);
+    served_ = std::move(s);
   }
 
-  /// Loads `run_dir` (empty: the served one again) beside the served model and swaps it in;
-  /// returns {before, after}. On failure the served model stays and the error names the run.
-  std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Model>> reload(std::string run_dir) {
+  /// Loads `run_dir` (empty: the served one again) and `adapters` (null: the served ones,
+  /// read again from their folders) beside the served ones and swaps them in; returns {before,
+  /// after}. On failure the served ones stay and the error names the run or the adapter.
+  std::pair<std::shared_ptr<const Served>, std::shared_ptr<const Served>> reload(
+      std::string run_dir, const std::map<std::string, std::string>* adapters) {
     std::lock_guard<std::mutex> one_at_a_time(reload_mutex);
-    auto before = model();
-    if (run_dir.empty()) run_dir = before->run_dir;
-    std::shared_ptr<const Model> after;
+    auto before = served();
+    if (run_dir.empty()) run_dir = before->base->run_dir;
+    std::shared_ptr<const Served> after;
+    const auto still = " (still serving model " + before->base->version.substr(0, 12) + " from " + before->base->run_dir + ")";
     try {
-      after = load_model(run_dir, predictor_options);
+      after = load_served(run_dir, adapters ? *adapters : before->adapter_dirs(), predictor_options);
+    } catch (const AdapterError& e) {
+      metrics.add("mmintent_reloads_total", {{"result", "failed"}});
+      throw AdapterError(e.name, std::string(e.what()) + still);
     } catch (const std::exception& e) {
       metrics.add("mmintent_reloads_total", {{"result", "failed"}});
-      throw Error("cannot load run directory " + run_dir + ": " + e.what() + " (still serving model " +
-                  before->version.substr(0, 12) + " from " + before->run_dir + ")");
+      throw Error("cannot load run directory " + run_dir + ": " + e.what() + still);
     }
     publish(after);
     metrics.add("mmintent_reloads_total", {{"result", "ok"}});
-    log::info("serve", "reloaded: model " + after->version.substr(0, 12) + " from " + run_dir + " (was " +
-                           before->version.substr(0, 12) + ")");
+    std::string with;
+    for (const auto& [name, m] : after->adapters) with += (with.empty() ? ", adapters " : ", ") + name;
+    log::info("serve", "reloaded: model " + after->base->version.substr(0, 12) + " from " + run_dir + with + " (was " +
+                           before->base->version.substr(0, 12) + ")");
     return {before, after};
+  }
+
+  serve::PredictRules rules(const Served& s) const {
+    return {&s.base->predictor->config(), config.top_k, config.max_inputs, s.adapter_names()};
   }
 
   std::string next_id() {
@@ -195,6 +278,8 @@ struct Server::Impl {
     metrics.declare("mmintent_out_of_scope_total", "counter", "Predicted inputs found out of scope.");
     metrics.declare("mmintent_queue_inputs", "gauge", "Inputs waiting for or in a forward pass.");
     metrics.declare("mmintent_model_info", "gauge", "The served model (version: SHA-256 of its weights).");
+    metrics.declare("mmintent_adapter_info", "gauge", "The adapters served over it (version: SHA-256 of adapter.pt).");
+    metrics.declare("mmintent_adapter_predictions_total", "counter", "Predicted inputs by adapter (serve.adapters).");
     metrics.declare("mmintent_feedback_total", "counter", "Feedback records written, by reaction.");
     metrics.declare("mmintent_reloads_total", "counter", "Model reloads, by result (ok, failed).");
     for (const char* r : {"ok", "failed"}) metrics.add("mmintent_reloads_total", {{"result", r}}, 0);
@@ -210,31 +295,43 @@ struct Server::Impl {
 
   void handle_predict(const httplib::Request& req, httplib::Response& res) {
     serve::MicroBatcher::Arrival arrival(*batcher);  // the batcher may wait for this request
-    const auto m = model();  // this request's model, whatever a reload does meanwhile
-    const auto& predictor = m->predictor;
+    const auto served = this->served();  // this request's models, whatever a reload does meanwhile
     bool batch = false;
-    serve::PredictRules rules{&predictor->config(), config.top_k, config.max_inputs};
-    auto requests = serve::parse_predict(req.body, rules, batch);
-    std::vector<PredictInput> inputs;
-    int64_t top_k = 1;
-    for (const auto& r : requests) {
-      inputs.push_back(r.input);
-      top_k = std::max(top_k, r.top_k);
+    auto requests = serve::parse_predict(req.body, rules(*served), batch);
+    // One submission per model the inputs name (a forward pass holds one model's inputs).
+    std::map<std::string, std::vector<std::size_t>> by_adapter;
+    for (std::size_t i = 0; i < requests.size(); ++i) by_adapter[requests[i].adapter].push_back(i);
+    std::vector<std::future<std::vector<Prediction>>> pending;
+    for (const auto& [adapter, indices] : by_adapter) {
+      std::vector<PredictInput> inputs;
+      int64_t top_k = 1;
+      for (const auto i : indices) {
+        inputs.push_back(requests[i].input);
+        top_k = std::max(top_k, requests[i].top_k);
+      }
+      pending.push_back(batcher->submit(served->model(adapter).predictor, std::move(inputs), top_k));
     }
-    auto pending = batcher->submit(predictor, std::move(inputs), top_k);
     arrival.end();
-    auto predictions = pending.get();
+    std::vector<Prediction> predictions(requests.size());
+    auto group = by_adapter.begin();
+    for (auto& p : pending) {
+      auto got = p.get();
+      for (std::size_t k = 0; k < got.size(); ++k) predictions[group->second[k]] = std::move(got[k]);
+      ++group;
+    }
     ojson out = ojson::array();
-    const auto& rewriter = predictor->rewriter();
     for (std::size_t i = 0; i < requests.size(); ++i) {
       auto& p = predictions[i];
+      const Model& m = served->model(requests[i].adapter);
+      const auto& rewriter = m.predictor->rewriter();
       if (static_cast<int64_t>(p.top.size()) > requests[i].top_k) p.top.resize(static_cast<std::size_t>(requests[i].top_k));
       ojson j;
       j["id"] = next_id();
-      j["model_version"] = m->version;
+      j["model_version"] = m.version;
+      if (!requests[i].adapter.empty()) j["adapter"] = requests[i].adapter;
       j["decision"] = to_string(p.decision);
       std::optional<RewrittenRequest> rw;
-      if (requests[i].rewrite) rw = predictor->rewrite(requests[i].input, p);
+      if (requests[i].rewrite) rw = m.predictor->rewrite(requests[i].input, p);
       if (rw) j["text"] = rw->text;
       j["intent"] = p.decision == Decision::accept ? ojson(p.top.at(0).intent) : ojson(nullptr);
       j["confidence"] = p.top.at(0).probability;
@@ -246,6 +343,7 @@ struct Server::Impl {
       j["propensity"] = p.propensity;
       metrics.add("mmintent_predictions_total", {{"decision", to_string(p.decision)}});
       if (p.out_of_scope) metrics.add("mmintent_out_of_scope_total", {});
+      if (!requests[i].adapter.empty()) metrics.add("mmintent_adapter_predictions_total", {{"adapter", requests[i].adapter}});
       if (feedback) {
         ShownPrediction s;
         s.text = requests[i].input.text;
@@ -255,7 +353,8 @@ struct Server::Impl {
         s.probability = p.shown.probability;
         s.propensity = p.propensity;
         s.decision = to_string(p.decision);
-        s.version = m->version;
+        s.version = m.version;
+        s.adapter = requests[i].adapter;
         s.plugin_values = requests[i].plugin_values;
         remember(j["id"].get<std::string>(), std::move(s));
       }
@@ -280,9 +379,9 @@ struct Server::Impl {
 
   void handle_feedback(const httplib::Request& req, httplib::Response& res) {
     if (!feedback) throw serve::RequestError(404, "", "feedback is off: set serve.feedback_log to a file");
-    const auto m = model();
-    serve::PredictRules rules{&m->predictor->config(), config.top_k, config.max_inputs};
-    auto f = serve::parse_feedback(req.body, rules, m->predictor->intents());
+    const auto served = this->served();
+    const auto& m = served->base;
+    auto f = serve::parse_feedback(req.body, rules(*served), m->predictor->intents());
     ShownPrediction s;
     std::string id = f.id;
     if (!id.empty()) {
@@ -309,6 +408,7 @@ struct Server::Impl {
       line["id"] = id;
       line["time"] = utc_now();
       if (!s.version.empty()) line["model_version"] = s.version;
+      if (!s.adapter.empty()) line["adapter"] = s.adapter;
       if (!s.text.empty()) line["text"] = s.text;
       if (!s.image_bytes.empty()) {
         const std::string name = id + image_extension(s.image_bytes);
@@ -354,28 +454,52 @@ struct Server::Impl {
 
   void handle_reload(const httplib::Request& req, httplib::Response& res) {
     std::string run_dir;
+    std::optional<std::map<std::string, std::string>> adapters;
     if (!req.body.empty()) {
       const auto body = serve::parse_body(req.body);
-      if (!body.is_object()) throw serve::RequestError(400, "", "must be a JSON object {\"run_dir\": PATH} (or empty)");
+      if (!body.is_object()) {
+        throw serve::RequestError(400, "", "must be a JSON object {\"run_dir\": PATH, \"adapters\": {NAME: PATH}} (or empty)");
+      }
       for (const auto& [key, value] : body.items()) {
-        if (key != "run_dir") throw serve::RequestError(400, key, "unknown field (known: run_dir)");
-        if (!value.is_string() || value.get<std::string>().empty()) {
-          throw serve::RequestError(400, "run_dir", "must be a non-empty string (a path on the server)");
+        if (key == "run_dir") {
+          if (!value.is_string() || value.get<std::string>().empty()) {
+            throw serve::RequestError(400, "run_dir", "must be a non-empty string (a path on the server)");
+          }
+          run_dir = value.get<std::string>();
+        } else if (key == "adapters") {
+          if (!value.is_object()) throw serve::RequestError(400, "adapters", "must be an object {NAME: PATH} ({} for none)");
+          adapters.emplace();
+          for (const auto& [name, dir] : value.items()) {
+            if (!ServeConfig::valid_adapter_name(name)) {
+              throw serve::RequestError(400, "adapters." + name, "an adapter's name is 1 to 64 letters, digits, '_' or '-'");
+            }
+            if (!dir.is_string() || dir.get<std::string>().empty()) {
+              throw serve::RequestError(400, "adapters." + name, "must be a non-empty string (a path on the server)");
+            }
+            (*adapters)[name] = dir.get<std::string>();
+          }
+        } else {
+          throw serve::RequestError(400, key, "unknown field (known: run_dir, adapters)");
         }
-        run_dir = value.get<std::string>();
       }
     }
     const auto start = Clock::now();
-    std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Model>> swapped;
+    std::pair<std::shared_ptr<const Served>, std::shared_ptr<const Served>> swapped;
     try {
-      swapped = reload(run_dir);
+      swapped = reload(run_dir, adapters ? &*adapters : nullptr);
+    } catch (const AdapterError& e) {
+      throw serve::RequestError(422, "adapters." + e.name, e.what());
     } catch (const Error& e) {
       throw serve::RequestError(422, "run_dir", e.what());
     }
     ojson out;
-    out["model_version"] = swapped.second->version;
-    out["run_dir"] = swapped.second->run_dir;
-    out["previous_model_version"] = swapped.first->version;
+    out["model_version"] = swapped.second->base->version;
+    out["run_dir"] = swapped.second->base->run_dir;
+    out["previous_model_version"] = swapped.first->base->version;
+    out["adapters"] = ojson::object();
+    for (const auto& [name, m] : swapped.second->adapters) {
+      out["adapters"][name] = {{"model_version", m->version}, {"run_dir", m->run_dir}};
+    }
     out["seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
     res.set_content(dump(out), "application/json");
   }
@@ -425,11 +549,11 @@ struct Server::Impl {
       res.set_content("{\"status\":\"ok\"}", "application/json");
     });
     http->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-      const auto m = model();
+      const auto s = served();
       ojson j;
-      j["status"] = m ? "ready" : "loading";
-      j["model_version"] = m ? ojson(m->version) : ojson(nullptr);
-      res.status = m ? 200 : 503;
+      j["status"] = s ? "ready" : "loading";
+      j["model_version"] = s ? ojson(s->base->version) : ojson(nullptr);
+      res.status = s ? 200 : 503;
       res.set_content(dump(j), "application/json");
     });
     // The web page: static, no data in it; what it shows comes from the API with the key.
@@ -447,7 +571,8 @@ struct Server::Impl {
     http->Get("/", page(serve::web::kIndexHtml, "text/html; charset=utf-8"));
     http->Get("/app.js", page(serve::web::kAppJs, "text/javascript; charset=utf-8"));
     http->Get("/v1/model", [this](const httplib::Request&, httplib::Response& res) {
-      const auto m = model();
+      const auto s = served();
+      const auto& m = s->base;
       ojson j;
       j["model_version"] = m->version;
       j["intents"] = ojson::array();
@@ -456,6 +581,8 @@ struct Server::Impl {
       }
       j["inputs"] = ojson::array();
       for (const auto& modality : m->predictor->config().model.modalities) j["inputs"].push_back(modality);
+      j["adapters"] = ojson::array();
+      for (const auto& [name, a] : s->adapters) j["adapters"].push_back({{"name", name}, {"model_version", a->version}});
       j["feedback"] = feedback != nullptr;
       res.set_content(dump(j), "application/json");
     });
@@ -537,7 +664,7 @@ Server::Server(const std::string& run_dir, const ServeConfig& config, const Pred
   std::random_device rd;
   m.id_salt = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   m.declare_metrics();
-  m.publish(load_model(run_dir, predictor));
+  m.publish(load_served(run_dir, config.adapters, predictor));
   if (!config.feedback_log.empty()) {
     namespace fs = std::filesystem;
     const fs::path log(config.feedback_log);
@@ -617,9 +744,19 @@ void Server::stop() {
   if (impl_ && impl_->http->is_running()) impl_->http->stop();
 }
 
-std::string Server::model_version() const { return impl_->model()->version; }
+std::string Server::model_version() const { return impl_->served()->base->version; }
 
-std::string Server::reload(const std::string& run_dir) { return impl_->reload(run_dir).second->version; }
+std::string Server::reload(const std::string& run_dir) { return impl_->reload(run_dir, nullptr).second->base->version; }
+
+std::string Server::reload(const std::string& run_dir, const std::map<std::string, std::string>& adapters) {
+  return impl_->reload(run_dir, &adapters).second->base->version;
+}
+
+std::map<std::string, std::string> Server::adapter_versions() const {
+  std::map<std::string, std::string> versions;
+  for (const auto& [name, m] : impl_->served()->adapters) versions[name] = m->version;
+  return versions;
+}
 
 bool Server::tls() const { return !impl_->config.tls.cert.empty(); }
 

@@ -24,11 +24,13 @@
 #include <thread>
 #include <vector>
 
+#include "mmintent/app/tune.h"
 #include "mmintent/config/loader.h"
 #include "mmintent/data/feedback.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/error.h"
 #include "mmintent/inference/predictor.h"
+#include "mmintent/run/run_directory.h"
 #include "mmintent/serve/server.h"
 #include "serve/auth.h"
 #include "serve/metrics.h"
@@ -572,6 +574,130 @@ TEST_F(ServerTest, ReloadSwapsTheModelAndABadRunKeepsTheOneServed) {
   EXPECT_EQ(metrics.find("mmintent_model_info{version=\"" + version_b), std::string::npos) << "the old version is still listed";
 }
 
+TEST_F(ServerTest, ServesAdaptersByNameOverTheOneBase) {
+  // A low-rank adapter over the served run, tuned on corrections that move one sample's
+  // prediction: its predictions differ from the base's.
+  std::string log;
+  const auto& wrong = "stock_right";
+  for (int rep = 0; rep < 8; ++rep) {
+    log += json{{"text", samples_[0].text}, {"image", samples_[0].path}, {"predicted", "refund_left"},
+                {"reaction", "corrected"}, {"corrected_to", wrong}}.dump() + "\n";
+  }
+  const auto feedback = (dir_->path() / "adapter_feedback.jsonl").string();
+  { std::ofstream(feedback) << log; }
+  const auto lora = (dir_->path() / "run_lora").string();
+  TuneOptions to;
+  to.feedback = feedback;
+  to.out_dir = lora;
+  to.print_tables = false;
+  to.overrides = {"tune.method=lora", "tune.lora.rank=4", "tune.lora.targets=[linear, rnn, embedding]",
+                  "tune.epochs=3", "tune.lr=0.02", "train.early_stopping.enabled=false",
+                  "train.early_stopping.restore_best=false"};
+  tune_from_feedback(run_dir_, to);
+  const auto version = RunDirectory(lora).weights_digest();
+  const auto base_version = RunDirectory(run_dir_).weights_digest();
+
+  ServeConfig config;
+  config.adapters = {{"fix", lora}};
+  config.feedback_log = (dir_->path() / "adapter_log.jsonl").string();
+  start(config);
+  EXPECT_EQ(server_->adapter_versions(), (std::map<std::string, std::string>{{"fix", version}}));
+  const auto model = json::parse(client().Get("/v1/model")->body);
+  EXPECT_EQ(model["adapters"], json::array({json{{"name", "fix"}, {"model_version", version}}})) << model.dump();
+
+  // Each input gets its own model's prediction, in one request or in a mixed batch.
+  const PredictInput in(samples_[0].text, samples_[0].path);
+  const auto base_p = Predictor::load(run_dir_).predict(in, 4).top;
+  const auto lora_p = Predictor::load(lora).predict(in, 4).top;
+  double moved = 0;
+  for (const auto& s : base_p) {
+    for (const auto& t : lora_p) {
+      if (s.intent == t.intent) moved = std::max(moved, std::abs(s.probability - t.probability));
+    }
+  }
+  ASSERT_GT(moved, 0.01) << "the adapter changed nothing: the test could not tell the models apart";
+  auto expect_from = [&](const json& j, const std::vector<IntentScore>& want, const std::string& v) {
+    EXPECT_EQ(j["model_version"], v);
+    ASSERT_EQ(j["top"].size(), 3u) << j.dump();
+    for (std::size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(j["top"][k]["intent"], want[k].intent) << j.dump();
+      EXPECT_NEAR(j["top"][k]["probability"].get<double>(), want[k].probability, 1e-6) << j.dump();
+    }
+  };
+  const auto one = json::parse(post(request(0, {{"adapter", "fix"}}).dump())->body);
+  expect_from(one, lora_p, version);
+  EXPECT_EQ(one["adapter"], "fix");
+  const auto plain = json::parse(post(request(0, {{"adapter", nullptr}}).dump())->body);
+  expect_from(plain, base_p, base_version);
+  EXPECT_FALSE(plain.contains("adapter"));
+  const auto mixed = json::parse(post(json::array({request(0, {{"adapter", "fix"}}), request(0),
+                                                   request(0, {{"adapter", "fix"}})}).dump())->body);
+  ASSERT_EQ(mixed.size(), 3u) << mixed.dump();
+  expect_from(mixed[0], lora_p, version);
+  expect_from(mixed[1], base_p, base_version);
+  expect_from(mixed[2], lora_p, version);
+
+  // An adapter the server does not hold, or not a name: 400 naming the field.
+  EXPECT_EQ(refused(request(0, {{"adapter", "fox"}}).dump()), std::make_pair(400, std::string("adapter")));
+  EXPECT_EQ(refused(request(0, {{"adapter", 3}}).dump()), std::make_pair(400, std::string("adapter")));
+  EXPECT_EQ(refused(json::array({request(0), request(1, {{"adapter", "fox"}})}).dump()),
+            std::make_pair(400, std::string("[1].adapter")));
+  const auto message = json::parse(post(request(0, {{"adapter", "fox"}}).dump())->body)["error"]["message"];
+  EXPECT_NE(message.get<std::string>().find("served: fix"), std::string::npos) << message;
+
+  // Feedback on an adapter's prediction records which adapter, and its version.
+  auto fb = client().Post("/v1/feedback", json{{"id", one["id"]}, {"reaction", "rejected"}}.dump(), "application/json");
+  ASSERT_TRUE(fb);
+  ASSERT_EQ(fb->status, 200) << fb->body;
+  const auto line = json::parse(test::read_file(config.feedback_log));
+  EXPECT_EQ(line["adapter"], "fix");
+  EXPECT_EQ(line["model_version"], version);
+  EXPECT_EQ(line["predicted"], one["shown"]);
+
+  const auto metrics = client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("mmintent_adapter_info{adapter=\"fix\",version=\"" + version + "\""), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("mmintent_adapter_predictions_total{adapter=\"fix\"} 3"), std::string::npos) << metrics;
+
+  // Reload: the same adapters read again by default; a new set replaces them; an adapter over
+  // other weights is refused (422 naming it) and the served ones stay.
+  auto reload = [&](const json& body) { return client().Post("/v1/admin/reload", body.dump(), "application/json"); };
+  auto r = reload(json::object());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["adapters"]["fix"]["model_version"], version);
+  r = reload({{"run_dir", run_b_}});
+  ASSERT_EQ(r->status, 422) << r->body;
+  auto e = json::parse(r->body)["error"];
+  EXPECT_EQ(e["field"], "adapters.fix") << e.dump();
+  for (const auto& part : {"serve.adapters.fix", "tune it again", "still serving"}) {
+    EXPECT_NE(e["message"].get<std::string>().find(part), std::string::npos) << part << ": " << e.dump();
+  }
+  EXPECT_EQ(server_->model_version(), base_version);
+  r = reload({{"adapters", {{"other", run_b_}}}});
+  ASSERT_EQ(r->status, 422) << r->body;
+  e = json::parse(r->body)["error"];
+  EXPECT_EQ(e["field"], "adapters.other");
+  EXPECT_NE(e["message"].get<std::string>().find("not an adapter run"), std::string::npos) << e.dump();
+  EXPECT_EQ(json::parse(reload({{"adapters", {{"a b", lora}}}})->body)["error"]["field"], "adapters.a b");
+  EXPECT_EQ(json::parse(reload({{"adapters", 3}})->body)["error"]["field"], "adapters");
+  EXPECT_EQ(server_->adapter_versions().size(), 1u);
+  r = reload({{"run_dir", run_b_}, {"adapters", json::object()}});
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_TRUE(server_->adapter_versions().empty());
+  EXPECT_EQ(refused(request(0, {{"adapter", "fix"}}).dump()), std::make_pair(400, std::string("adapter")));
+  EXPECT_EQ(client().Get("/metrics")->body.find("mmintent_adapter_info{"), std::string::npos);
+  stop();
+
+  // At start: an adapter over another run's weights is refused, naming the entry.
+  config.feedback_log.clear();
+  try {
+    start(config, run_b_);
+    FAIL() << "an adapter over other weights was served";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("serve.adapters.fix"), std::string::npos) << err.what();
+    EXPECT_NE(std::string(err.what()).find(base_version.substr(0, 12)), std::string::npos) << err.what();
+  }
+}
+
 TEST_F(ServerTest, ReloadUnderLoadFailsNoRequest) {
   ServeConfig config;
   config.max_batch = 4;
@@ -764,6 +890,21 @@ TEST(ServeConfigTest, ServeSectionIsReadAndChecked) {
   }
   const auto tls = parse_config(data + "serve:\n  tls:\n    cert: " + manifest + "\n    key: " + manifest + "\n", "<test>");
   EXPECT_EQ(tls.serve.tls.key, manifest);
+
+  // Adapters: paths from the config's folder, or from the working directory on the command line.
+  const auto file = (dir.path() / "c.yaml").string();
+  const auto a = parse_config(data + "serve:\n  adapters:\n    support: runs/s\n", file, {"serve.adapters.shop=runs/p"});
+  EXPECT_EQ(a.serve.adapters, (std::map<std::string, std::string>{{"support", (dir.path() / "runs/s").string()},
+                                                                  {"shop", (fs::current_path() / "runs/p").string()}}));
+  for (const std::string& bad : {"serve:\n  adapters:\n    \"a b\": runs/s\n", "serve:\n  adapters:\n    x: \n",
+                                 "serve:\n  adapters: [runs/s]\n"}) {
+    try {
+      parse_config(data + bad, file);
+      FAIL() << bad;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("serve.adapters"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

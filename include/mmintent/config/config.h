@@ -13,6 +13,7 @@
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/trainer.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -191,6 +192,14 @@ struct ServeConfig {
   std::string feedback_log;
   /// Predictions remembered for feedback by id (the oldest forgotten first).
   int64_t feedback_window = 10000;
+  /// Low-rank adapters served over the run (tune.method lora), by name -> adapter run
+  /// directory: a request's "adapter" field picks one. Each must adapt the served run's
+  /// model.pt (checked by its SHA-256); each is held merged, a full copy of the model.
+  /// Names: 1 to 64 letters, digits, '_' or '-'.
+  std::map<std::string, std::string> adapters;
+
+  /// Whether `name` may name an adapter (serve.adapters, a request's "adapter" field).
+  static bool valid_adapter_name(const std::string& name);
 };
 
 struct OutputConfig {

@@ -6,13 +6,16 @@
 ///   GET  /healthz     the process is up;  GET /readyz  the model is loaded
 ///   GET  /metrics     Prometheus text format
 ///   POST /v1/feedback a reaction to a prediction, appended to serve.feedback_log (durable)
-///   POST /v1/admin/reload  {"run_dir"} or empty: swap in another run (admin key)
+///   POST /v1/admin/reload  {"run_dir", "adapters"} or empty: swap in another run (admin key)
+/// serve.adapters holds low-rank adapter runs over the served run; a request's "adapter" field
+/// picks one (none: the run itself).
 /// Every endpoint but the health checks needs "Authorization: Bearer KEY" when
 /// serve.api_keys_file is set. Errors are JSON {"error": {"status", "field", "message"}}.
 
 #include "mmintent/config/config.h"
 #include "mmintent/inference/predictor.h"
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -42,6 +45,11 @@ class Server {
   /// ones get the new one, none fails. Returns the new version. Throws Error naming the run
   /// when it cannot be loaded; the served model then stays. Safe from any thread.
   std::string reload(const std::string& run_dir = "");
+  /// As reload(run_dir), with `adapters` (name -> adapter run directory) served over it instead
+  /// of the ones served now; all are loaded and checked before any is swapped in.
+  std::string reload(const std::string& run_dir, const std::map<std::string, std::string>& adapters);
+  /// The served adapters' versions (SHA-256 of each adapter.pt), by name.
+  std::map<std::string, std::string> adapter_versions() const;
   /// True when serving HTTPS (serve.tls).
   bool tls() const;
 

@@ -12,6 +12,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -225,13 +226,25 @@ ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirec
   return s;
 }
 
+std::optional<MahalanobisFit> fit_oos_features(IntentClassifier& model, const Config& c,
+                                               const std::shared_ptr<const MultimodalDataset>& train,
+                                               const c10::Device& device, const OosSetup& oos) {
+  if (!oos.enabled || !train || train->size() == 0) return std::nullopt;
+  auto loader = make_loader(c, train, /*training=*/false);
+  const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
+                                     /*with_features=*/true);
+  return fit_mahalanobis(p.features, to_vector(p.labels), oos.index);
+}
+
 ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
                                      const std::shared_ptr<const MultimodalDataset>& dataset,
                                      const std::string& name, const RunDirectory& run,
                                      const c10::Device& device, bool print_table,
-                                     const OosSetup& oos, const ServingSetup& serving) {
+                                     const OosSetup& oos, const ServingSetup& serving,
+                                     const std::optional<MahalanobisFit>& features) {
   auto loader = make_loader(c, dataset, /*training=*/false);
-  auto predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  auto predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
+                                         /*with_features=*/features.has_value());
   // Calibrated probabilities from here on: what the Predictor serves.
   CalibrationReport calibration;
   if (predictions.probs.defined()) {
@@ -261,6 +274,21 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
       served_by_index[static_cast<size_t>(index[i])] = served[i];
     }
   }
+  // How well each out-of-scope score tells the split's out-of-scope samples apart (before the
+  // threshold column below changes the probabilities).
+  std::vector<std::pair<std::string, OosDetection>> detection;
+  if (oos.enabled && predictions.probs.defined()) {
+    const auto gold = to_vector(predictions.labels);
+    const auto has_oos = std::count(gold.begin(), gold.end(), oos.index);
+    if (has_oos > 0 && has_oos < static_cast<int64_t>(gold.size())) {
+      detection.emplace_back("max_prob", oos_detection(max_prob_scores(predictions.probs, oos.index), gold, oos.index));
+      detection.emplace_back("energy", oos_detection(energy_scores(predictions.logits, oos.index), gold, oos.index));
+      if (features) {
+        detection.emplace_back("mahalanobis",
+                               oos_detection(mahalanobis_scores(*features, predictions.features), gold, oos.index));
+      }
+    }
+  }
   auto names = data.labels.names();
   if (oos.threshold_method && predictions.probs.defined()) {
     // Rejections become a class of their own: an extra column that is 1 where the top
@@ -279,12 +307,16 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
   if (oos.enabled && predictions.probs.defined()) {
     const auto om = oos_metrics(to_vector(predictions.probs.argmax(1)), to_vector(predictions.labels), oos.index);
     write_oos_report(run.str(), name,
-                     OosReport{oos.label, oos.threshold_method ? "threshold" : "class", oos.threshold, om});
+                     OosReport{oos.label, oos.threshold_method ? "threshold" : "class", oos.threshold, om, detection});
     if (print_table) {
       std::printf("%s out-of-scope (%s%s): in-scope accuracy %.4f, oos recall %.4f, oos precision %.4f\n",
                   name.c_str(), oos.threshold_method ? "threshold " : "class",
                   oos.threshold_method ? std::to_string(oos.threshold).c_str() : "",
                   om.in_scope_accuracy, om.oos_recall, om.oos_precision);
+      for (const auto& [score, d] : detection) {
+        std::printf("%s out-of-scope score %s: AUROC %.4f, FPR at 95%% TPR %.4f\n", name.c_str(), score.c_str(),
+                    d.auroc, d.fpr_at_95_tpr);
+      }
     }
   }
   write_calibration_report(run.str(), name, calibration, c.eval.plots);
@@ -339,8 +371,27 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   r.load_model();
   const OosSetup oos = load_oos(r.run, r.config, r.data.labels);
   const ServingSetup serving = load_serving(r.run, r.config);
+  // The feature-space out-of-scope score fits on the run's training split, where it still is
+  // and still reads (else the report leaves that score out: the evaluation does not need it).
+  std::optional<MahalanobisFit> features;
+  const auto& c = r.config;
+  if (oos.enabled && !c.data.train.empty()) {
+    try {
+      auto manifest = read_manifest(c.data.train, manifest_read_options(c, true));
+      auto& records = manifest.records;
+      records.erase(
+          std::remove_if(records.begin(), records.end(), [&](const Record& x) { return x.label == oos.label; }),
+          records.end());
+      const auto train = std::make_shared<MultimodalDataset>(std::move(manifest), &r.data.labels, r.data.tokenizer,
+                                                             dataset_options(c));
+      features = detail::fit_oos_features(r.model, c, train, r.device, oos);
+    } catch (const Error& e) {
+      log::warn("eval", std::string("the mahalanobis out-of-scope score is left out of the report: it fits on the "
+                                    "training split, which cannot be read: ") + e.what());
+    }
+  }
   auto metrics = detail::evaluate_split(r.model, r.config, r.data, r.dataset, r.name, r.run, r.device,
-                                        print_table, oos, serving);
+                                        print_table, oos, serving, features);
   detail::write_html_report(r.run);  // report.json changed
   return metrics;
 }

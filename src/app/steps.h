@@ -2,6 +2,7 @@
 // The steps `train`, `eval`, `calibrate` and `tune` share (src/app only; not installed).
 
 #include "mmintent/data/dataset.h"
+#include "mmintent/evaluation/out_of_scope.h"
 #include "mmintent/metrics/classification.h"
 #include "mmintent/run/serving.h"
 #include "mmintent/run/setup.h"
@@ -9,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace mmintent::detail {
@@ -24,14 +26,23 @@ void report_skipped(const MultimodalDataset& d, std::size_t max_listed = SIZE_MA
 ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirectory& run,
                          const std::string& fitted_on, bool fit_temperature_too, OosSetup& oos);
 
+/// The Mahalanobis fit of the out-of-scope report (evaluation/out_of_scope.h): the class means
+/// and shared covariance of the in-scope samples of `train` in the features the head's last
+/// layer reads. Nothing without out-of-scope handling or training samples.
+std::optional<MahalanobisFit> fit_oos_features(IntentClassifier& model, const Config& c,
+                                               const std::shared_ptr<const MultimodalDataset>& train,
+                                               const c10::Device& device, const OosSetup& oos);
+
 /// Predicts `dataset` with `model`, calibrates as `serving` says and writes the split's
 /// reports (metrics, out-of-scope, calibration, decisions, rewriting) into the run directory;
-/// with `print_table`, prints them too.
+/// with `print_table`, prints them too. The out-of-scope report scores each sample with every
+/// out-of-scope score (max_prob, energy, and mahalanobis given `features`).
 ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
                                      const std::shared_ptr<const MultimodalDataset>& dataset,
                                      const std::string& name, const RunDirectory& run,
                                      const c10::Device& device, bool print_table,
-                                     const OosSetup& oos, const ServingSetup& serving);
+                                     const OosSetup& oos, const ServingSetup& serving,
+                                     const std::optional<MahalanobisFit>& features = std::nullopt);
 
 /// learning_curve.png from the steps log (training loss, learning rate) and the metrics log
 /// (validation loss per epoch); none when no step was logged (train.log_every_steps: 0).

@@ -412,10 +412,11 @@ class TrainingRun {
     const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
     const ServingSetup serving = detail::fit_serving(val_predictions, c, run_, "val", calibrate, oos_);
     save_oos(run_, oos_);
+    const auto features = detail::fit_oos_features(trainer.model(), c, data_.train, trainer.device(), oos_);
     for (const auto& split : c.eval.splits) {
       const auto& d = split == "val" ? data_.val : data_.test;
-      result.metrics[split] = detail::evaluate_split(trainer.model(), c, data_, d, split, run_,
-                                                     trainer.device(), options_.print_tables, oos_, serving);
+      result.metrics[split] = detail::evaluate_split(trainer.model(), c, data_, d, split, run_, trainer.device(),
+                                                     options_.print_tables, oos_, serving, features);
     }
     detail::write_learning_curve(run_);
     detail::write_html_report(run_);

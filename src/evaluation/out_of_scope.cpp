@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 #include <numeric>
 
 namespace mmintent {
@@ -86,6 +88,92 @@ double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>&
     }
   }
   return std::min(1.0, best_t);
+}
+
+namespace {
+
+/// The columns of [N,K] other than `oos_index`.
+at::Tensor in_scope_columns(const at::Tensor& t, int64_t oos_index) {
+  if (oos_index < 0 || oos_index >= t.size(1)) return t;
+  return at::cat({t.narrow(1, 0, oos_index), t.narrow(1, oos_index + 1, t.size(1) - oos_index - 1)}, 1);
+}
+
+}  // namespace
+
+at::Tensor max_prob_scores(const at::Tensor& probs, int64_t oos_index) {
+  return std::get<0>(in_scope_columns(probs.to(at::kDouble), oos_index).max(1));
+}
+
+at::Tensor energy_scores(const at::Tensor& logits, int64_t oos_index, double temperature) {
+  if (!(temperature > 0)) throw Error("energy_scores: the temperature must be > 0");
+  return temperature * at::logsumexp(in_scope_columns(logits.to(at::kDouble), oos_index) / temperature, 1);
+}
+
+MahalanobisFit fit_mahalanobis(const at::Tensor& features, const std::vector<int64_t>& labels, int64_t oos_index) {
+  if (features.dim() != 2 || features.size(0) != static_cast<int64_t>(labels.size())) {
+    throw Error("fit_mahalanobis: features [N,D] and N labels expected");
+  }
+  const auto f = features.to(at::kDouble).contiguous();
+  const int64_t d = f.size(1);
+  std::map<int64_t, std::vector<int64_t>> rows;  // class -> its rows
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] >= 0 && labels[i] != oos_index) rows[labels[i]].push_back(static_cast<int64_t>(i));
+  }
+  if (rows.empty()) throw Error("fit_mahalanobis: no in-scope sample to fit on");
+  MahalanobisFit fit;
+  std::vector<at::Tensor> means, centred;
+  for (const auto& [c, r] : rows) {
+    const auto x = f.index_select(0, at::tensor(r, at::kLong));
+    const auto mu = x.mean(0);
+    means.push_back(mu);
+    centred.push_back(x - mu);
+  }
+  fit.means = at::stack(means);
+  const auto z = at::cat(centred);
+  auto cov = z.t().mm(z) / static_cast<double>(z.size(0));
+  const double ridge = 1e-6 * std::max(cov.diagonal().mean().item<double>(), 1e-12);
+  cov = cov + ridge * at::eye(d, cov.options());
+  fit.precision = at::linalg_inv(cov);
+  return fit;
+}
+
+at::Tensor mahalanobis_scores(const MahalanobisFit& fit, const at::Tensor& features) {
+  const auto f = features.to(at::kDouble);
+  if (f.dim() != 2 || f.size(1) != fit.means.size(1)) throw Error("mahalanobis_scores: features of another width");
+  // (f - mu)^T P (f - mu) = f^T P f - 2 f^T P mu + mu^T P mu, for every (row, class).
+  const auto fp = f.mm(fit.precision);
+  const auto ff = (fp * f).sum(1, /*keepdim=*/true);           // [N,1]
+  const auto mp = fit.means.mm(fit.precision);
+  const auto mm = (mp * fit.means).sum(1).unsqueeze(0);         // [1,C]
+  const auto d2 = (ff - 2 * fp.mm(fit.means.t()) + mm).clamp_min(0);  // [N,C]
+  return -std::get<0>(d2.min(1));
+}
+
+OosDetection oos_detection(const at::Tensor& scores, const std::vector<int64_t>& gold, int64_t oos_index) {
+  const auto s = scores.to(at::kDouble).contiguous();
+  if (s.dim() != 1 || s.size(0) != static_cast<int64_t>(gold.size())) throw Error("oos_detection: N scores and N labels expected");
+  const double* v = s.data_ptr<double>();
+  std::vector<double> in, out;
+  for (size_t i = 0; i < gold.size(); ++i) (gold[i] == oos_index ? out : in).push_back(v[i]);
+  OosDetection d;
+  d.in_scope = static_cast<int64_t>(in.size());
+  d.oos = static_cast<int64_t>(out.size());
+  if (in.empty() || out.empty()) throw Error("oos_detection: needs in-scope and out-of-scope samples");
+  std::sort(in.begin(), in.end());
+  std::sort(out.begin(), out.end());
+  // AUROC: for each in-scope score, the out-of-scope scores below it (ties half).
+  double wins = 0;
+  for (const double x : in) {
+    const auto lo = std::lower_bound(out.begin(), out.end(), x), hi = std::upper_bound(out.begin(), out.end(), x);
+    wins += static_cast<double>(lo - out.begin()) + 0.5 * static_cast<double>(hi - lo);
+  }
+  d.auroc = wins / (static_cast<double>(in.size()) * static_cast<double>(out.size()));
+  // The threshold keeping 95% of the in-scope samples: the score under which 5% of them fall.
+  const auto cut = static_cast<size_t>(std::floor(0.05 * static_cast<double>(in.size())));
+  const double threshold = in[cut];
+  const auto accepted = out.end() - std::lower_bound(out.begin(), out.end(), threshold);
+  d.fpr_at_95_tpr = static_cast<double>(accepted) / static_cast<double>(out.size());
+  return d;
 }
 
 }  // namespace mmintent

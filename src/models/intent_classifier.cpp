@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 #include <algorithm>
 
 namespace mmintent {
@@ -133,6 +135,15 @@ torch::Tensor IntentClassifierImpl::forward(const Batch& batch) {
   if (!adapter_) return head_->forward(fuse_features(batch));
   LowRankAdapterImpl::Scope adapted(*adapter_, *this);
   return head_->forward(fuse_features(batch));
+}
+
+std::pair<torch::Tensor, torch::Tensor> IntentClassifierImpl::forward_with_features(const Batch& batch) {
+  std::optional<LowRankAdapterImpl::Scope> adapted;
+  if (adapter_) adapted.emplace(*adapter_, *this);
+  auto h = fuse_features(batch);
+  auto layer = head_->begin();
+  for (size_t i = 0; i + 1 < head_->size(); ++i, ++layer) h = layer->forward(h);
+  return {layer->forward(h), h};
 }
 
 void IntentClassifierImpl::attach_adapter(LowRankAdapter adapter) {

@@ -5,11 +5,12 @@
 namespace mmintent {
 
 Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
-                                const c10::Device& device, Precision precision, int64_t epoch) {
+                                const c10::Device& device, Precision precision, int64_t epoch,
+                                bool with_features) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
-  std::vector<torch::Tensor> probs, labels, indices;
+  std::vector<torch::Tensor> logits_all, features, labels, indices;
   double loss_sum = 0;
   int64_t n_loss = 0;
   source.start_epoch(epoch);
@@ -19,7 +20,13 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
     at::Tensor logits;
     {
       AutocastGuard autocast(device, precision);
-      logits = model->forward(b);
+      if (with_features) {
+        auto [l, f] = model->forward_with_features(b);
+        logits = l;
+        features.push_back(f.to(torch::kCPU, torch::kFloat));
+      } else {
+        logits = model->forward(b);
+      }
     }
     logits = logits.to(torch::kFloat);
     if (b.labels.defined()) {
@@ -36,13 +43,15 @@ Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
       n_loss += n_known;
       labels.push_back(b.labels.to(torch::kCPU));
     }
-    probs.push_back(torch::softmax(logits, 1).to(torch::kCPU, torch::kFloat));
+    logits_all.push_back(logits.to(torch::kCPU));
     indices.push_back(batch->indices);
   }
   model->train(was_training);
   Predictions p;
-  if (!probs.empty()) {
-    p.probs = torch::cat(probs);
+  if (!logits_all.empty()) {
+    p.logits = torch::cat(logits_all);
+    p.probs = torch::softmax(p.logits, 1);
+    if (with_features) p.features = torch::cat(features);
     p.indices = torch::cat(indices);
     if (!labels.empty()) p.labels = torch::cat(labels);
   }

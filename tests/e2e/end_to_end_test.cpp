@@ -640,6 +640,14 @@ TEST_F(EndToEndTest, OutOfScopeAsAClassAndByAThresholdChosenOnVal) {
   EXPECT_EQ(oos["oos_count"], 10);
   EXPECT_GE(oos["in_scope_accuracy"].get<double>(), 0.0);
   EXPECT_LE(oos["oos_recall"].get<double>(), 1.0);
+  // Each out-of-scope score's separation (mahalanobis fitted on the training split's features).
+  for (const char* score : {"max_prob", "energy", "mahalanobis"}) {
+    ASSERT_TRUE(oos["scores"].contains(score)) << oos.dump();
+    for (const char* key : {"auroc", "fpr_at_95_tpr"}) {
+      EXPECT_GE(oos["scores"][score][key].get<double>(), 0.0) << score;
+      EXPECT_LE(oos["scores"][score][key].get<double>(), 1.0) << score;
+    }
+  }
 
   const auto thr_dir = (root_ / "runs" / "oos_threshold").string();
   r = cli({"train", config_, "oos.label=oos", "oos.method=threshold", "output.dir=" + thr_dir});

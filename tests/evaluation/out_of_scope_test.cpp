@@ -1,7 +1,11 @@
 #include "mmintent/evaluation/out_of_scope.h"
 
+#include "mmintent/error.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <cmath>
 
 using namespace mmintent;
 
@@ -52,6 +56,63 @@ TEST(OutOfScopeTest, ChosenThresholdMaximisesValidationAccuracy) {
 TEST(OutOfScopeTest, NoOutOfScopeSamplesKeepsThresholdZero) {
   auto probs = torch::tensor({{0.9f, 0.1f}, {0.2f, 0.8f}});
   EXPECT_DOUBLE_EQ(choose_oos_threshold(probs, {0, 1}, 2), 0.0);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(OutOfScopeScoresTest, MaxProbAndEnergyReadTheInScopeColumnsOnly) {
+  const auto logits = torch::tensor({{1.0, 2.0, 3.0}, {0.0, 0.0, 0.0}}, torch::kDouble);
+  const auto probs = torch::softmax(logits, 1);
+  // Out-of-scope not a class (index past the columns): every column.
+  auto e = energy_scores(logits, 3);
+  EXPECT_NEAR(e[0].item<double>(), std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)), 1e-12);
+  EXPECT_NEAR(e[1].item<double>(), std::log(3.0), 1e-12);
+  EXPECT_NEAR(energy_scores(logits, 3, 2.0)[1].item<double>(), 2.0 * std::log(3.0), 1e-12);
+  // Column 2 the out-of-scope class: left out.
+  e = energy_scores(logits, 2);
+  EXPECT_NEAR(e[0].item<double>(), std::log(std::exp(1.0) + std::exp(2.0)), 1e-12);
+  const auto m = max_prob_scores(probs, 2);
+  EXPECT_NEAR(m[0].item<double>(), probs[0][1].item<double>(), 1e-12);
+  EXPECT_NEAR(m[1].item<double>(), 1.0 / 3, 1e-12);
+  EXPECT_NEAR(max_prob_scores(probs, 3)[0].item<double>(), probs[0][2].item<double>(), 1e-12);
+  EXPECT_THROW(energy_scores(logits, 3, 0.0), Error);
+}
+
+TEST(OutOfScopeScoresTest, MahalanobisOnAHandMadeCase) {
+  // Class 0 around (0, 0), class 1 around (4, 0), each (+-1, 0) and (0, +-1) off its mean: the
+  // shared covariance is diag(0.5, 0.5), its inverse diag(2, 2). The out-of-scope sample (label
+  // 2) far away must not move the fit.
+  const auto f = torch::tensor({{-1.0, 0.0}, {1.0, 0.0}, {0.0, -1.0}, {0.0, 1.0},
+                                {3.0, 0.0}, {5.0, 0.0}, {4.0, -1.0}, {4.0, 1.0}, {100.0, 100.0}}, torch::kDouble);
+  const auto fit = fit_mahalanobis(f, {0, 0, 0, 0, 1, 1, 1, 1, 2}, 2);
+  EXPECT_TRUE(torch::allclose(fit.means, torch::tensor({{0.0, 0.0}, {4.0, 0.0}}, torch::kDouble)));
+  EXPECT_TRUE(torch::allclose(fit.precision, 2 * torch::eye(2, torch::kDouble), 1e-4, 1e-4)) << fit.precision;
+  const auto s = mahalanobis_scores(fit, torch::tensor({{0.0, 0.0}, {2.0, 0.0}, {0.0, 3.0}, {4.5, 0.0}}, torch::kFloat));
+  const std::vector<double> want{0.0, -8.0, -18.0, -0.5};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(s[i].item<double>(), want[static_cast<size_t>(i)], 1e-3) << i;
+  EXPECT_THROW(fit_mahalanobis(f.narrow(0, 8, 1), {2}, 2), Error);  // nothing in scope
+  EXPECT_THROW(mahalanobis_scores(fit, torch::zeros({1, 3})), Error);
+}
+
+TEST(OutOfScopeScoresTest, DetectionAurocAndFprAt95Tpr) {
+  // In scope (labels 0, 1): 0.9 0.8 0.7 0.6; out of scope (label 2): 0.75 0.1.
+  const auto scores = torch::tensor({0.9, 0.75, 0.8, 0.7, 0.1, 0.6});
+  const std::vector<int64_t> gold{0, 2, 1, 0, 2, 1};
+  const auto d = oos_detection(scores, gold, 2);
+  EXPECT_EQ(d.in_scope, 4);
+  EXPECT_EQ(d.oos, 2);
+  EXPECT_NEAR(d.auroc, 6.0 / 8, 1e-12);  // 0.9, 0.8 beat both; 0.7, 0.6 beat 0.1 only
+  // Keeping 95% of 4 in-scope samples keeps all four: threshold 0.6, and 0.75 passes it.
+  EXPECT_NEAR(d.fpr_at_95_tpr, 0.5, 1e-12);
+  // Ties count half; a perfect score.
+  EXPECT_NEAR(oos_detection(torch::tensor({0.5, 0.5}), {0, 2}, 2).auroc, 0.5, 1e-12);
+  const auto perfect = oos_detection(torch::tensor({0.9, 0.1, 0.8, 0.2}), {0, 2, 1, 2}, 2);
+  EXPECT_EQ(perfect.auroc, 1.0);
+  EXPECT_EQ(perfect.fpr_at_95_tpr, 0.0);
+  EXPECT_THROW(oos_detection(torch::tensor({0.5, 0.4}), {0, 1}, 2), Error);
+  EXPECT_THROW(oos_detection(torch::tensor({0.5}), {0, 1}, 2), Error);
 }
 
 }  // namespace

@@ -37,6 +37,26 @@ TEST_F(ModelsTest, OutputShapesForEachModalitySetting) {
   }
 }
 
+TEST_F(ModelsTest, ForwardWithFeaturesGivesTheLogitsAndWhatTheLastLayerReads) {
+  test::SyntheticSource src(6, 6, 1, false);
+  const auto batch = src.all();
+  for (const std::vector<int64_t>& hidden : {std::vector<int64_t>{16}, std::vector<int64_t>{}}) {
+    auto o = small_options(true, true);
+    o.head(HeadOptions().hidden(hidden).dropout(0.2));
+    IntentClassifier model(o);
+    model->eval();
+    const auto [logits, features] = model->forward_with_features(batch);
+    EXPECT_TRUE(torch::allclose(logits, model->forward(batch), 1e-6, 1e-6));
+    // With a hidden layer: its (ReLU) output, 16 wide; without: the fused features.
+    if (hidden.empty()) {
+      EXPECT_TRUE(torch::allclose(features, model->fuse(batch), 1e-6, 1e-6));
+    } else {
+      EXPECT_EQ(features.sizes(), (std::vector<int64_t>{6, 16}));
+      EXPECT_GE(features.min().item<float>(), 0.0f);
+    }
+  }
+}
+
 TEST_F(ModelsTest, ImageEncoderShape) {
   ImageEncoder enc(ImageEncoderOptions().in_channels(3).channels({4, 8, 8}).convs_per_block(2).out_dim(5));
   EXPECT_EQ(enc->forward(torch::randn({2, 3, 32, 24})).sizes(), (std::vector<int64_t>{2, 5}));

@@ -39,4 +39,45 @@ std::vector<int64_t> threshold_decisions(const at::Tensor& probs, double thresho
 double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
                             int64_t oos_index);
 
+// ---- Out-of-scope scores: how in scope a sample looks (higher: more in scope). ----
+
+/// The largest probability among the in-scope classes: the columns of probs [N,K] other than
+/// `oos_index` (which may be past K when out-of-scope is not a class).
+at::Tensor max_prob_scores(const at::Tensor& probs, int64_t oos_index);
+
+/// The negative free energy T logsumexp(logits / T) over the in-scope columns (Liu et al.
+/// 2020): logits [N,K].
+at::Tensor energy_scores(const at::Tensor& logits, int64_t oos_index, double temperature = 1);
+
+/// Class means and a shared covariance of features, fitted on in-scope training samples (Lee
+/// et al. 2018): the Mahalanobis score of a feature vector is minus its squared Mahalanobis
+/// distance to the nearest class mean.
+struct MahalanobisFit {
+  at::Tensor means;      ///< [C, D] double, one row per fitted class (classes without samples left out)
+  at::Tensor precision;  ///< [D, D] double: the inverse of the shared covariance (+ a ridge)
+};
+
+/// Fits on features [N,D] with labels; samples labelled `oos_index` (or outside [0, K)) are
+/// left out. The covariance gets a ridge of 1e-6 times its mean diagonal so that it inverts.
+/// Throws Error with no in-scope sample.
+MahalanobisFit fit_mahalanobis(const at::Tensor& features, const std::vector<int64_t>& labels, int64_t oos_index);
+
+/// -min_c (f - mu_c)^T P (f - mu_c) per row of features [N,D]: [N] double.
+at::Tensor mahalanobis_scores(const MahalanobisFit& fit, const at::Tensor& features);
+
+/// How well a score tells in-scope from out-of-scope samples, in-scope the positive class.
+struct OosDetection {
+  int64_t in_scope = 0, oos = 0;
+  /// The probability that a random in-scope sample scores above a random out-of-scope one
+  /// (ties count half).
+  double auroc = 0;
+  /// The share of out-of-scope samples scoring at or above the threshold that keeps 95% of
+  /// the in-scope samples (lower is better).
+  double fpr_at_95_tpr = 0;
+};
+
+/// `scores` [N] (any floating type) against `gold` (out-of-scope: `oos_index`). Throws Error
+/// unless both kinds of sample are present.
+OosDetection oos_detection(const at::Tensor& scores, const std::vector<int64_t>& gold, int64_t oos_index);
+
 }  // namespace mmintent

@@ -95,10 +95,14 @@ struct OosReport {
   std::string method;     ///< class | threshold
   double threshold = -1;  ///< threshold method only
   OosMetrics metrics;
+  /// Per out-of-scope score (max_prob, energy, mahalanobis), how well it separates the split's
+  /// in-scope and out-of-scope samples (none when the split lacks either).
+  std::vector<std::pair<std::string, OosDetection>> scores;
 };
 
 /// Merges report[split]["oos"] = {label, method, threshold (threshold method), in_scope_count,
-/// oos_count, in_scope_accuracy, oos_recall, oos_precision, oos_f1}.
+/// oos_count, in_scope_accuracy, oos_recall, oos_precision, oos_f1, scores: {NAME: {auroc,
+/// fpr_at_95_tpr}}}.
 void write_oos_report(const std::string& run_dir, const std::string& split, const OosReport& report);
 
 /// Whether rewriting keeps the meaning: the intent predicted for the normalised text against

@@ -66,6 +66,10 @@ class IntentClassifierImpl : public torch::nn::Module {
 
   /// The fused features [B, fused_dim] the head reads.
   torch::Tensor fuse(const Batch& batch);
+  /// forward()'s logits and the features the head's last layer reads [B, D] (the last hidden
+  /// layer's output; the fused features for a head without hidden layers), from one pass: what
+  /// a feature-space out-of-scope score (evaluation/out_of_scope.h) fits on.
+  std::pair<torch::Tensor, torch::Tensor> forward_with_features(const Batch& batch);
   /// The modalities fused, in order.
   std::vector<std::string> modalities() const;
   /// The encoder of `modality`, or null when the model does not fuse it.

@@ -9,6 +9,10 @@ namespace mmintent {
 
 struct Predictions {
   at::Tensor probs;    ///< [N,K] float on the CPU
+  at::Tensor logits;   ///< [N,K] float on the CPU (probs = softmax(logits))
+  /// [N,D] float on the CPU: what the head's last layer reads (forward_with_features); only
+  /// when collected `with_features`.
+  at::Tensor features;
   at::Tensor labels;   ///< [N] int64
   at::Tensor indices;  ///< [N] int64 sample indices into the source's data set
   /// Mean cross-entropy (plain, without smoothing or weights) over the samples whose label is
@@ -22,6 +26,6 @@ struct Predictions {
 /// `precision` bf16 runs the forward passes under autocast (training/precision.h).
 Predictions collect_predictions(IntentClassifier& model, BatchSource& source,
                                 const c10::Device& device, Precision precision = Precision::fp32,
-                                int64_t epoch = 0);
+                                int64_t epoch = 0, bool with_features = false);
 
 }  // namespace mmintent

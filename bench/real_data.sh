@@ -2,6 +2,11 @@
 # One command per real-data benchmark: import the data set, train and evaluate the config,
 # and print the figure the README's results table quotes, with the wall time.
 #   bench/real_data.sh clinc150|clinc150_threshold|snips|spoken_snips|fashion_mnist [KEY=VALUE overrides...]
+#   bench/real_data.sh clinc150_ensemble|clinc150_oos [KEY=VALUE overrides...]
+#     clinc150_ensemble: 3 members (seeds $MMINTENT_ENSEMBLE_SEEDS, default "42 1 7") trained with
+#     out-of-scope as a class, then `mmintent ensemble` of them; clinc150_oos: the same with the
+#     threshold method, the ensemble's threshold the highest costing at most one point of in-scope
+#     accuracy on val (oos.max_in_scope_loss=0.01). MMINTENT_REUSE_MEMBERS=1 keeps finished members.
 # Expects a build in build/ (scripts/build.sh); the data comes from ../shared/data and
 # /usr/share/datasets/fashion-mnist and is written to data/generated/ (git-ignored).
 set -euo pipefail
@@ -9,15 +14,19 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
-name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|snips|spoken_snips|fashion_mnist [overrides]}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|snips|spoken_snips|fashion_mnist [overrides]}"
 shift
 
 case "$name" in
-  clinc150|clinc150_threshold)
+  clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos)
     "$bin" import clinc150 "$shared/clinc150" data/generated/clinc150
     config=configs/clinc150.yaml
     extra=()
-    [ "$name" = clinc150_threshold ] && extra=(oos.method=threshold)
+    ensemble_extra=()
+    case "$name" in
+      clinc150_threshold) extra=(oos.method=threshold) ;;
+      clinc150_oos) extra=(oos.method=threshold); ensemble_extra=(oos.max_in_scope_loss=0.01) ;;
+    esac
     ;;
   snips)
     "$bin" import snips "$shared/snips" data/generated/snips
@@ -44,7 +53,20 @@ esac
 
 run_dir="runs/bench_$name"
 start=$(date +%s)
-"$bin" train "$config" "output.dir=$run_dir" output.overwrite=true train.progress=lines "${extra[@]}" "$@"
+if [ "$name" = clinc150_ensemble ] || [ "$name" = clinc150_oos ]; then
+  members=()
+  for seed in ${MMINTENT_ENSEMBLE_SEEDS:-42 1 7}; do
+    member="runs/bench_${name}_s$seed"
+    if [ "${MMINTENT_REUSE_MEMBERS:-0}" != 1 ] || [ ! -f "$member/model.pt" ]; then
+      "$bin" train "$config" "output.dir=$member" output.overwrite=true train.progress=lines "runtime.seed=$seed" \
+        "${extra[@]}" "$@"
+    fi
+    members+=("$member")
+  done
+  "$bin" ensemble "${members[@]}" --out "$run_dir" --overwrite "${ensemble_extra[@]}"
+else
+  "$bin" train "$config" "output.dir=$run_dir" output.overwrite=true train.progress=lines "${extra[@]}" "$@"
+fi
 seconds=$(( $(date +%s) - start ))
 
 python3 - "$run_dir/report.json" "$name" "$seconds" <<'PY'
@@ -59,6 +81,9 @@ if "oos" in test:
     if "threshold" in o:
         line += f" (threshold {o['threshold']:.4f}, chosen on val)"
 print(f"{line}; train + eval wall time {seconds} s")
+for i, m in enumerate(test.get("members", [])):
+    extra = f", in-scope accuracy {m['in_scope_accuracy']:.4f}, out-of-scope recall {m['oos_recall']:.4f}" if "oos_recall" in m else ""
+    print(f"  member {i} ({m['run']}): test accuracy {m['accuracy']:.4f}{extra}")
 PY
 
 if [ "$name" = spoken_snips ]; then

@@ -43,6 +43,7 @@ add_library(mmintent SHARED
   data/importers/fashion_mnist.cpp
   data/feedback.cpp
   data/lines.cpp
+  data/text_noise.cpp
   evaluation/report.cpp
   evaluation/plots.cpp
   evaluation/calibration.cpp
@@ -60,6 +61,7 @@ add_library(mmintent SHARED
   app/run_report.cpp
   app/export.cpp
   app/tune.cpp
+  app/ensemble.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)
 target_include_directories(mmintent PUBLIC
@@ -115,6 +117,7 @@ mmintent_use_torch_pch(mmintent_serve)
 add_executable(mmintent_cli
   cli/main.cpp
   cli/commands/train.cpp
+  cli/commands/ensemble.cpp
   cli/commands/config.cpp
   cli/commands/eval.cpp
   cli/commands/predict.cpp

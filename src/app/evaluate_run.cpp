@@ -3,6 +3,8 @@
 #include "mmintent/app/run.h"
 
 #include "mmintent/core/log.h"
+#include "mmintent/core/seed.h"
+#include "mmintent/data/text_noise.h"
 #include "mmintent/error.h"
 #include "mmintent/evaluation/out_of_scope.h"
 #include "mmintent/evaluation/report.h"
@@ -64,8 +66,15 @@ void choose_threshold(const Predictions& val, const Config& c, OosSetup& oos) {
   if (!val.probs.defined()) {
     throw ConfigError(c.source, "oos.threshold", 0, "choosing the threshold needs data.val");
   }
-  oos.threshold = choose_oos_threshold(val.probs, to_vector(val.labels), oos.index);
-  log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold));
+  if (c.oos.max_in_scope_loss >= 0) {
+    oos.threshold = choose_oos_threshold_for_loss(val.probs, to_vector(val.labels), oos.index, c.oos.max_in_scope_loss);
+    log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold) +
+                          " (the highest costing at most " + std::to_string(c.oos.max_in_scope_loss) +
+                          " of in-scope accuracy)");
+  } else {
+    oos.threshold = choose_oos_threshold(val.probs, to_vector(val.labels), oos.index);
+    log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold));
+  }
 }
 
 /// The class each row is served as: the arg-max, or `oos.index` where the threshold rejects it.
@@ -168,6 +177,139 @@ OpenedRun open_run(const std::string& run_dir, const std::string& split_or_file)
 }  // namespace
 
 namespace detail {
+
+/// True when `inner` is `outer` or lies inside it (both absolute and normalised).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end() && !o->empty(); ++o, ++i) {
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+fs::path normalised(const std::string& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(fs::absolute(p), ec);
+  return (ec ? fs::absolute(p) : c).lexically_normal();
+}
+
+/// Checks and makes the new run directory.
+void check_out_dir(const fs::path& dir, bool overwrite) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("", "--out", 0, "'" + dir.string() + "' exists and is not a directory");
+  }
+  if (!overwrite && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw ConfigError("", "--out", 0,
+                      "run directory '" + dir.string() +
+                          "' is not empty; choose another --out or pass --overwrite");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw ConfigError("", "--out", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
+  }
+}
+
+std::shared_ptr<MultimodalDataset> read_split(const Config& c, const RunData& data, const std::string& path,
+                                              const std::string& drop_label) {
+  auto manifest = read_manifest(path, manifest_read_options(c, true));
+  if (!drop_label.empty()) {
+    auto& records = manifest.records;
+    records.erase(std::remove_if(records.begin(), records.end(), [&](const Record& x) { return x.label == drop_label; }),
+                  records.end());
+  }
+  return std::make_shared<MultimodalDataset>(std::move(manifest), &data.labels, data.tokenizer, dataset_options(c));
+}
+
+std::vector<MemberSetup> member_setups(const RunDirectory& run, const RunData& data) {
+  const auto manifest = run.load_ensemble_manifest();
+  const auto runs = ensemble_member_runs(run, manifest);
+  std::vector<MemberSetup> out;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Config mc = runs[i].load_config();
+    out.push_back({runs[i].str(), manifest.members[i].weights_sha256, manifest.members[i].temperature,
+                   load_oos(runs[i], mc, data.labels)});
+  }
+  return out;
+}
+
+void evaluate_members(IntentClassifier& ensemble, const Config& c,
+                      const std::shared_ptr<const MultimodalDataset>& dataset, const std::string& name,
+                      const RunDirectory& run, const c10::Device& device, bool print_table,
+                      const std::vector<MemberSetup>& members) {
+  const auto& models = ensemble->members();
+  if (models.size() != members.size() || dataset->size() == 0) return;
+  std::vector<MemberReport> reports;
+  for (size_t k = 0; k < models.size(); ++k) {
+    IntentClassifier member(models[k]);
+    auto loader = make_loader(c, dataset, /*training=*/false);
+    const auto p = collect_predictions(member, *loader, device, parse_precision(c.runtime.precision));
+    const auto& setup = members[k];
+    const auto served = served_classes(calibrated(p.probs, setup.temperature), setup.oos);
+    const auto gold = to_vector(p.labels);
+    const int64_t classes = p.probs.size(1) + (setup.oos.threshold_method ? 1 : 0);
+    const auto m = compute_metrics(served, gold, classes);
+    MemberReport r{setup.run, setup.weights_sha256, setup.temperature, m.accuracy, m.macro_f1, false, {}};
+    if (setup.oos.enabled) {
+      r.has_oos = true;
+      r.oos = oos_metrics(served, gold, setup.oos.index);
+    }
+    if (print_table) {
+      std::printf("%s member %zu (%s): accuracy %.4f, macro_f1 %.4f", name.c_str(), k, setup.run.c_str(), r.accuracy,
+                  r.macro_f1);
+      if (r.has_oos) std::printf(", in-scope accuracy %.4f, oos recall %.4f", r.oos.in_scope_accuracy, r.oos.oos_recall);
+      std::printf("\n");
+    }
+    reports.push_back(std::move(r));
+  }
+  write_members_report(run.str(), name, reports);
+}
+
+void evaluate_robustness(IntentClassifier& model, const Config& c, const RunData& data,
+                         const std::shared_ptr<const MultimodalDataset>& dataset, const std::string& name,
+                         const RunDirectory& run, const c10::Device& device, bool print_table, const OosSetup& oos,
+                         const ServingSetup& serving, const ClassificationMetrics& clean,
+                         const std::vector<TextNoise>& noises) {
+  // The clean split's served classes, for the out-of-scope figures' baseline.
+  auto served_on = [&](const std::shared_ptr<const MultimodalDataset>& d, std::vector<int64_t>& gold) {
+    auto loader = make_loader(c, d, /*training=*/false);
+    const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+    gold = to_vector(p.labels);
+    return std::make_pair(served_classes(calibrated(p.probs, serving.temperature), oos),
+                          p.probs.size(1) + (oos.threshold_method ? 1 : 0));
+  };
+  std::vector<int64_t> clean_gold;
+  OosMetrics clean_oos;
+  if (oos.enabled) clean_oos = oos_metrics(served_on(dataset, clean_gold).first, clean_gold, oos.index);
+  std::vector<RobustnessReport> reports;
+  for (const auto& noise : noises) {
+    Manifest m;
+    m.path = dataset->records().empty() ? std::string() : name;
+    m.records = dataset->records();
+    for (size_t i = 0; i < m.records.size(); ++i) {
+      // Per sample and noise kind, from the run's seed: the same noisy split on every rerun.
+      m.records[i].text = apply_text_noise(m.records[i].text, noise,
+                                           mix_seed(static_cast<uint64_t>(c.runtime.seed),
+                                                    static_cast<uint64_t>(noise.kind) + 1, i));
+    }
+    const auto noisy = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer, dataset_options(c));
+    std::vector<int64_t> gold;
+    const auto [served, classes] = served_on(noisy, gold);
+    const auto metrics = compute_metrics(served, gold, classes);
+    RobustnessReport r{noise.str(), metrics.accuracy, metrics.macro_f1, clean.accuracy, oos.enabled, {}, clean_oos};
+    if (oos.enabled) r.oos = oos_metrics(served, gold, oos.index);
+    if (print_table) {
+      std::printf("%s with %s: accuracy %.4f (clean %.4f)", name.c_str(), r.noise.c_str(), r.accuracy, r.clean_accuracy);
+      if (r.has_oos) {
+        std::printf(", in-scope accuracy %.4f (clean %.4f), oos recall %.4f", r.oos.in_scope_accuracy,
+                    clean_oos.in_scope_accuracy, r.oos.oos_recall);
+      }
+      std::printf("\n");
+    }
+    reports.push_back(std::move(r));
+  }
+  write_robustness_report(run.str(), name, reports);
+}
 
 void report_skipped(const MultimodalDataset& d, std::size_t max_listed) {
   if (d.skipped().empty()) return;
@@ -362,7 +504,15 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
 }  // namespace detail
 
 ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
-                                   bool print_table) {
+                                   bool print_table, const std::vector<std::string>& perturb) {
+  std::vector<TextNoise> noises;
+  for (const auto& spec : perturb) {
+    try {
+      noises.push_back(parse_text_noise(spec));
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError("", "--perturb", 0, e.what());
+    }
+  }
   OpenedRun r = open_run(run_dir, split_or_file);
   r.run.save_skipped(r.name, r.dataset->skipped());
   if (r.dataset->size() == 0) {
@@ -377,13 +527,7 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   const auto& c = r.config;
   if (oos.enabled && !c.data.train.empty()) {
     try {
-      auto manifest = read_manifest(c.data.train, manifest_read_options(c, true));
-      auto& records = manifest.records;
-      records.erase(
-          std::remove_if(records.begin(), records.end(), [&](const Record& x) { return x.label == oos.label; }),
-          records.end());
-      const auto train = std::make_shared<MultimodalDataset>(std::move(manifest), &r.data.labels, r.data.tokenizer,
-                                                             dataset_options(c));
+      const auto train = detail::read_split(c, r.data, c.data.train, oos.label);
       features = detail::fit_oos_features(r.model, c, train, r.device, oos);
     } catch (const Error& e) {
       log::warn("eval", std::string("the mahalanobis out-of-scope score is left out of the report: it fits on the "
@@ -392,6 +536,14 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   }
   auto metrics = detail::evaluate_split(r.model, r.config, r.data, r.dataset, r.name, r.run, r.device,
                                         print_table, oos, serving, features);
+  if (r.run.has_ensemble()) {
+    detail::evaluate_members(r.model, c, r.dataset, r.name, r.run, r.device, print_table,
+                             detail::member_setups(r.run, r.data));
+  }
+  if (!noises.empty()) {
+    detail::evaluate_robustness(r.model, c, r.data, r.dataset, r.name, r.run, r.device, print_table, oos, serving,
+                                metrics, noises);
+  }
   detail::write_html_report(r.run);  // report.json changed
   return metrics;
 }

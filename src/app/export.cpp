@@ -237,6 +237,10 @@ ExportResult export_run(const std::string& run_dir, const ExportOptions& options
   }
   const RunDirectory run(run_dir);
   run.require_finished();
+  if (run.has_ensemble()) {
+    throw CheckpointError("'" + run.str() + "' is an ensemble run: export its members one by one (ensemble.json "
+                          "lists them); an exported model is one network");
+  }
   const Config config = run.load_config();
   const RunData data = load_run_data(run, config);
   auto model = load_run_model(run, config, data, c10::Device(c10::kCPU));

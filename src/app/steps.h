@@ -2,6 +2,7 @@
 // The steps `train`, `eval`, `calibrate` and `tune` share (src/app only; not installed).
 
 #include "mmintent/data/dataset.h"
+#include "mmintent/data/text_noise.h"
 #include "mmintent/evaluation/out_of_scope.h"
 #include "mmintent/metrics/classification.h"
 #include "mmintent/run/serving.h"
@@ -9,9 +10,11 @@
 #include "mmintent/training/predictions.h"
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mmintent::detail {
 
@@ -43,6 +46,49 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const c10::Device& device, bool print_table,
                                      const OosSetup& oos, const ServingSetup& serving,
                                      const std::optional<MahalanobisFit>& features = std::nullopt);
+
+/// An ensemble run's member as the report shows it (evaluation/report.h's MemberReport).
+struct MemberSetup {
+  std::string run;
+  std::string weights_sha256;
+  double temperature = 1;
+  OosSetup oos;  ///< how the member itself recognises out-of-scope samples
+};
+
+/// The members of ensemble run `run` (ensemble.json, each member found and checked), with
+/// their own out-of-scope setup read over the ensemble's labels `data`.
+std::vector<MemberSetup> member_setups(const RunDirectory& run, const RunData& data);
+
+/// Each member of `ensemble` (IntentClassifierImpl::members, in `members`' order) on the split:
+/// report[split].members (write_members_report), after evaluate_split; printed with
+/// `print_table`.
+void evaluate_members(IntentClassifier& ensemble, const Config& c,
+                      const std::shared_ptr<const MultimodalDataset>& dataset, const std::string& name,
+                      const RunDirectory& run, const c10::Device& device, bool print_table,
+                      const std::vector<MemberSetup>& members);
+
+/// The split under each of `noises` (a noisy copy of its texts, sample i's noise from
+/// (runtime.seed, noise kind, i)), predicted and served as `serving` and `oos` say, against
+/// the `clean` metrics: report[split].robustness (write_robustness_report); printed with
+/// `print_table`.
+void evaluate_robustness(IntentClassifier& model, const Config& c, const RunData& data,
+                         const std::shared_ptr<const MultimodalDataset>& dataset, const std::string& name,
+                         const RunDirectory& run, const c10::Device& device, bool print_table, const OosSetup& oos,
+                         const ServingSetup& serving, const ClassificationMetrics& clean,
+                         const std::vector<TextNoise>& noises);
+
+/// The samples of the manifest at `path`, read as the config says, over the run's labels and
+/// tokenizer; without `label` records of that label (empty: none left out).
+std::shared_ptr<MultimodalDataset> read_split(const Config& c, const RunData& data, const std::string& path,
+                                              const std::string& drop_label = {});
+
+/// A new run directory for `--out`: not a file, empty unless `overwrite`; made. ConfigError
+/// naming --out otherwise.
+void check_out_dir(const std::filesystem::path& dir, bool overwrite);
+/// `p` absolute and normalised (symbolic links resolved where the path exists).
+std::filesystem::path normalised(const std::string& p);
+/// True when `inner` is `outer` or lies inside it (both absolute and normalised).
+bool is_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
 
 /// learning_curve.png from the steps log (training loss, learning rate) and the metrics log
 /// (validation loss per epoch); none when no step was logged (train.log_every_steps: 0).

@@ -8,6 +8,7 @@
 #include "mmintent/policy/rewrite.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/distill.h"
 #include "mmintent/training/feature_stats.h"
 #include "mmintent/training/optimization.h"
 #include "steps.h"
@@ -119,6 +120,7 @@ class TrainingRun {
     if (writer_) check_run_dir(run_.path(), must_be_empty(), /*create=*/false);
     prepare_tokenizer();
     build_datasets();
+    prepare_teacher();
     check_resume_point();
     if (writer_) write_run_files();
     TrainRunResult result;
@@ -349,7 +351,48 @@ class TrainingRun {
     }
     auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
     auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
+    if (teacher_probs_.defined()) {
+      TeacherSource distilled(*train_loader, teacher_probs_);
+      return trainer.fit(distilled, val_loader.get());
+    }
     return trainer.fit(*train_loader, val_loader.get());
+  }
+
+  /// train.distill: the teacher run's probabilities at the distillation temperature, once per
+  /// training sample (the teacher reads the same records through its own tokenizer and input
+  /// settings, without augmentation), before anything is written.
+  void prepare_teacher() {
+    const auto& d = c_.train.distill;
+    if (d.teacher.empty()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    const RunDirectory teacher(d.teacher);
+    try {
+      teacher.require_finished();
+    } catch (const CheckpointError& e) {
+      throw ConfigError(c_.source, "train.distill.teacher", 0, e.what());
+    }
+    const Config tc = teacher.load_config();
+    RunData td = load_run_data(teacher, tc);
+    if (td.labels.names() != data_.labels.names()) {
+      throw ConfigError(c_.source, "train.distill.teacher", 0,
+                        "'" + d.teacher + "' predicts other intents (" + std::to_string(td.labels.size()) +
+                            " in its labels.json) than this run trains (" + std::to_string(data_.labels.size()) +
+                            "): a teacher must have the same classes in the same order");
+    }
+    const auto device = resolve_device(c_.runtime.device);
+    auto model = load_run_model(teacher, tc, td, device);
+    Manifest records;
+    records.path = c_.data.train;
+    records.records = data_.train->records();
+    auto samples = std::make_shared<MultimodalDataset>(std::move(records), &td.labels, td.tokenizer, dataset_options(tc));
+    auto loader = make_loader(tc, samples, /*training=*/false);
+    teacher_probs_ = teacher_probabilities(model, *loader, device, parse_precision(c_.runtime.precision),
+                                           data_.train->size(), d.temperature);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char line[240];
+    std::snprintf(line, sizeof line, "distilling from %s (T = %.2f, alpha = %.2f): its probabilities on %lld training samples in %.1f s",
+                  d.teacher.c_str(), d.temperature, d.alpha, static_cast<long long>(data_.train->size()), secs);
+    log::info("distill", line);
   }
 
   /// model.init: the weights taken from another run, before the first step. Also run on a
@@ -451,6 +494,7 @@ class TrainingRun {
   const std::string tag_;
   RunData data_;
   OosSetup oos_;
+  at::Tensor teacher_probs_;  ///< train.distill: [train samples, K], row i for sample i
   Manifest train_manifest_, val_manifest_, test_manifest_;
   std::optional<ScratchDir> tok_scratch_;
 };

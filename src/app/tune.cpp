@@ -26,39 +26,10 @@
 
 namespace mmintent {
 namespace fs = std::filesystem;
+using detail::check_out_dir;
+using detail::is_within;
+using detail::normalised;
 namespace {
-
-/// True when `inner` is `outer` or lies inside it (both absolute and normalised).
-bool is_within(const fs::path& inner, const fs::path& outer) {
-  auto i = inner.begin(), o = outer.begin();
-  for (; o != outer.end() && !o->empty(); ++o, ++i) {
-    if (i == inner.end() || *i != *o) return false;
-  }
-  return true;
-}
-
-fs::path normalised(const std::string& p) {
-  std::error_code ec;
-  auto c = fs::weakly_canonical(fs::absolute(p), ec);
-  return (ec ? fs::absolute(p) : c).lexically_normal();
-}
-
-/// Checks and makes the new run directory.
-void check_out_dir(const fs::path& dir, bool overwrite) {
-  std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
-    throw ConfigError("", "--out", 0, "'" + dir.string() + "' exists and is not a directory");
-  }
-  if (!overwrite && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
-    throw ConfigError("", "--out", 0,
-                      "run directory '" + dir.string() +
-                          "' is not empty; choose another --out or pass --overwrite");
-  }
-  fs::create_directories(dir, ec);
-  if (ec) {
-    throw ConfigError("", "--out", 0, "cannot create run directory '" + dir.string() + "': " + ec.message());
-  }
-}
 
 /// Freezes `module`: no gradients, and batch-norm statistics that no longer move (momentum 0),
 /// so it leaves the tune exactly as it entered it.
@@ -143,6 +114,10 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   const RunDirectory base(normalised(run_dir));
   const RunDirectory out(normalised(options.out_dir));
   base.require_finished();  // the base run's config, labels and final weights
+  if (base.has_ensemble()) {
+    throw CheckpointError("'" + base.str() + "' is an ensemble run: tune its members (ensemble.json lists them), "
+                          "then make the ensemble of the tuned runs again");
+  }
   if (options.out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
   if (is_within(out.path(), base.path()) || is_within(base.path(), out.path())) {
     throw ConfigError("", "--out", 0,

@@ -58,5 +58,6 @@ Command add_merge(CLI::App& app);
 Command add_import(CLI::App& app);
 Command add_serve(CLI::App& app);
 Command add_export(CLI::App& app);
+Command add_ensemble(CLI::App& app);
 
 }  // namespace mmintent::cli

@@ -22,6 +22,10 @@ TrainerOptions Config::trainer_options() const {
   t.precision = runtime.precision;
   t.seed = static_cast<uint64_t>(runtime.seed);
   t.gradient_bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(distributed.bucket_mb * (1 << 20)));
+  if (!train.distill.teacher.empty()) {
+    t.loss.distill_alpha = train.distill.alpha;
+    t.loss.distill_temperature = train.distill.temperature;
+  }
   return t;
 }
 

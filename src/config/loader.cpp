@@ -519,6 +519,11 @@ template <class V> void visit(V& v, EarlyStoppingOptions& c) {
   v.field("min_epochs", c.min_epochs, Check::ge(0));
   v.field("restore_best", c.restore_best);
 }
+template <class V> void visit(V& v, DistillOptions& c) {
+  v.field("teacher", c.teacher, Check::input_path());
+  v.field("temperature", c.temperature, Check::gt(0));
+  v.field("alpha", c.alpha, Check::range(0, 1));
+}
 template <class V> void visit(V& v, TrainerOptions& c) {
   v.field("epochs", c.epochs, Check::range(1, 100000));
   v.field("grad_clip", c.grad_clip, Check::ge(0));
@@ -526,6 +531,7 @@ template <class V> void visit(V& v, TrainerOptions& c) {
   v.section("optimizer", c.optimizer);
   v.section("scheduler", c.scheduler);
   v.section("loss", c.loss);
+  v.section("distill", c.distill);
   v.section("early_stopping", c.early_stopping);
   v.field("save_best", c.save_best);
   v.field("save_last", c.save_last);
@@ -542,6 +548,7 @@ template <class V> void visit(V& v, OosConfig& c) {
   v.field("label", c.label);
   v.field("method", c.method, Check::one_of({"class", "threshold"}));
   v.field("threshold", c.threshold, Check::range(-1, 1));
+  v.field("max_in_scope_loss", c.max_in_scope_loss, Check::range(-1, 1));
 }
 template <class V> void visit(V& v, LowRankOptions& c) {
   v.field("rank", c.rank(), Check::range(1, 4096));
@@ -796,6 +803,10 @@ void validate(const Config& c, const Context& ctx) {
   }
   if (c.oos.method == "threshold" && !c.oos.label.empty()) {
     if (c.oos.threshold < 0 && c.oos.threshold != -1) fail("oos.threshold", "must be in (0, 1) or -1 (choose on val)");
+    if (c.oos.max_in_scope_loss != -1 && !(c.oos.max_in_scope_loss >= 0 && c.oos.max_in_scope_loss < 1)) {
+      fail("oos.max_in_scope_loss", "must be in [0, 1) (0.01: give up at most one point of in-scope accuracy on val), "
+                                    "or -1 (the threshold of the highest val accuracy)");
+    }
     if (c.oos.threshold == -1 && c.data.val.empty()) {
       fail("oos.threshold", "choosing the threshold (-1) needs data.val");
     }

@@ -58,6 +58,7 @@ Batch Batch::to(const c10::Device& device, bool non_blocking) const {
   b.labels = move(labels, device, non_blocking);
   b.indices = indices;
   b.soft_targets = move(soft_targets, device, non_blocking);
+  b.teacher = move(teacher, device, non_blocking);
   b.rejected = move(rejected, device, non_blocking);
   b.shown = move(shown, device, non_blocking);
   b.propensity = move(propensity, device, non_blocking);
@@ -73,6 +74,7 @@ Batch Batch::pin_memory() const {
   }
   b.labels = pin(labels);
   b.soft_targets = pin(soft_targets);
+  b.teacher = pin(teacher);
   b.rejected = pin(rejected);
   b.shown = pin(shown);
   b.propensity = pin(propensity);
@@ -129,25 +131,25 @@ Batch concat_batches(const std::vector<Batch>& parts) {
   out.indices = cat_field(parts, "indices", [](const Batch& b) { return b.indices; });
 
   // Optional targets: fill the parts that lack them with "hard" rows / "nothing rejected".
-  int64_t K = -1;
-  for (const auto& p : parts) {
-    if (p.soft_targets.defined()) {
-      if (K >= 0 && p.soft_targets.size(1) != K) {
-        throw std::invalid_argument("concat_batches: parts disagree on the number of classes (" +
-                                    std::to_string(K) + " vs " +
-                                    std::to_string(p.soft_targets.size(1)) + ")");
-      }
-      K = p.soft_targets.size(1);
-    }
-  }
-  if (K >= 0) {
-    std::vector<at::Tensor> ts;
+  // A [B,K] field that some parts lack: those parts get rows of zeros.
+  auto cat_rows = [&parts](at::Tensor Batch::*field) {
+    int64_t K = -1;
     for (const auto& p : parts) {
-      ts.push_back(p.soft_targets.defined() ? p.soft_targets
-                                            : at::zeros({p.size(), K}, at::kFloat));
+      const auto& t = p.*field;
+      if (!t.defined()) continue;
+      if (K >= 0 && t.size(1) != K) {
+        throw std::invalid_argument("concat_batches: parts disagree on the number of classes (" +
+                                    std::to_string(K) + " vs " + std::to_string(t.size(1)) + ")");
+      }
+      K = t.size(1);
     }
-    out.soft_targets = at::cat(ts, 0);
-  }
+    if (K < 0) return at::Tensor();
+    std::vector<at::Tensor> ts;
+    for (const auto& p : parts) ts.push_back((p.*field).defined() ? p.*field : at::zeros({p.size(), K}, at::kFloat));
+    return at::cat(ts, 0);
+  };
+  out.soft_targets = cat_rows(&Batch::soft_targets);
+  out.teacher = cat_rows(&Batch::teacher);
   // A [B] field that some parts lack: those parts get `fill`.
   auto cat_optional = [&parts](at::Tensor Batch::*field, double fill, at::ScalarType type) {
     bool any = false;

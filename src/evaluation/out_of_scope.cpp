@@ -90,6 +90,31 @@ double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>&
   return std::min(1.0, best_t);
 }
 
+double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
+                                     int64_t oos_index, double max_loss) {
+  if (!(max_loss >= 0 && max_loss < 1)) throw Error("choose_oos_threshold_for_loss: max_loss must be in [0, 1)");
+  const auto p = probs.detach().to(at::kCPU, at::kFloat);
+  if (p.size(0) != static_cast<int64_t>(gold.size())) throw Error("choose_oos_threshold_for_loss: size mismatch");
+  auto [top, arg] = p.max(1);
+  top = top.contiguous();
+  arg = arg.contiguous();
+  const float* tp = top.data_ptr<float>();
+  const int64_t* ap = arg.data_ptr<int64_t>();
+  int64_t in_scope = 0;
+  std::vector<float> correct;  // top probabilities of the correctly classified in-scope samples
+  for (size_t i = 0; i < gold.size(); ++i) {
+    if (gold[i] == oos_index) continue;
+    ++in_scope;
+    if (ap[i] == gold[i]) correct.push_back(tp[i]);
+  }
+  if (in_scope == 0) throw Error("choose_oos_threshold_for_loss: no in-scope sample to measure the loss on");
+  std::sort(correct.begin(), correct.end());
+  // Threshold t rejects the samples with top < t: t = correct[j] rejects at most the j correct
+  // ones below it (ties at t stay), and any higher t one more.
+  const auto j = static_cast<size_t>(std::floor(max_loss * static_cast<double>(in_scope) + 1e-9));
+  return j < correct.size() ? static_cast<double>(correct[j]) : 1.0;
+}
+
 namespace {
 
 /// The columns of [N,K] other than `oos_index`.

@@ -320,6 +320,39 @@ void write_oos_report(const std::string& run_dir, const std::string& split, cons
   merge_section(run_dir, split, "oos", j);
 }
 
+void write_members_report(const std::string& run_dir, const std::string& split,
+                          const std::vector<MemberReport>& members) {
+  Json list = Json::array();
+  for (const auto& m : members) {
+    Json j{{"run", m.run},
+           {"weights_sha256", m.weights_sha256},
+           {"temperature", m.temperature},
+           {"accuracy", m.accuracy},
+           {"macro_f1", m.macro_f1}};
+    if (m.has_oos) {
+      j["in_scope_accuracy"] = m.oos.in_scope_accuracy;
+      j["oos_recall"] = m.oos.oos_recall;
+    }
+    list.push_back(std::move(j));
+  }
+  merge_section(run_dir, split, "members", list);
+}
+
+void write_robustness_report(const std::string& run_dir, const std::string& split,
+                             const std::vector<RobustnessReport>& reports) {
+  Json all = Json::object();
+  for (const auto& r : reports) {
+    Json j{{"accuracy", r.accuracy}, {"macro_f1", r.macro_f1}, {"accuracy_drop", r.clean_accuracy - r.accuracy}};
+    if (r.has_oos) {
+      j["in_scope_accuracy"] = r.oos.in_scope_accuracy;
+      j["in_scope_accuracy_drop"] = r.clean_oos.in_scope_accuracy - r.oos.in_scope_accuracy;
+      j["oos_recall"] = r.oos.oos_recall;
+    }
+    all[r.noise] = std::move(j);
+  }
+  merge_section(run_dir, split, "robustness", all);
+}
+
 namespace {
 
 Json metrics_json(const CalibrationMetrics& m) {

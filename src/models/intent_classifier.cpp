@@ -16,6 +16,45 @@ IntentClassifierImpl::IntentClassifierImpl(IntentClassifierOptions options_)
   reset();
 }
 
+IntentClassifierImpl::IntentClassifierImpl(std::vector<std::shared_ptr<IntentClassifierImpl>> members,
+                                           std::vector<double> temperatures)
+    : members_(std::move(members)), temperatures_(std::move(temperatures)) {
+  TORCH_CHECK(!members_.empty(), "IntentClassifier: an ensemble needs at least one member");
+  TORCH_CHECK(temperatures_.size() == members_.size(), "IntentClassifier: an ensemble needs one temperature per member, got ",
+              temperatures_.size(), " for ", members_.size(), " members");
+  for (size_t k = 0; k < members_.size(); ++k) TORCH_CHECK(members_[k], "IntentClassifier: ensemble member ", k, " is null");
+  options = members_.front()->options;
+  for (size_t k = 0; k < members_.size(); ++k) {
+    TORCH_CHECK(members_[k]->options.num_classes() == options.num_classes(), "IntentClassifier: ensemble member ", k,
+                " has ", members_[k]->options.num_classes(), " classes, member 0 has ", options.num_classes());
+    TORCH_CHECK(temperatures_[k] > 0, "IntentClassifier: ensemble member ", k, "'s temperature must be > 0, got ",
+                temperatures_[k]);
+    register_module("member_" + std::to_string(k), members_[k]);
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> IntentClassifierImpl::ensemble_forward(const Batch& batch, bool features) {
+  torch::Tensor mean;
+  std::vector<torch::Tensor> parts;
+  for (size_t k = 0; k < members_.size(); ++k) {
+    torch::Tensor logits;
+    if (features) {
+      auto [l, h] = members_[k]->forward_with_features(batch);
+      logits = l;
+      parts.push_back(h.to(torch::kFloat));
+    } else {
+      logits = members_[k]->forward(batch);
+    }
+    // In float whatever the autocast: the mean of probabilities, not of bfloat16 roundings.
+    auto p = torch::softmax(logits.to(torch::kFloat) / temperatures_[k], 1);
+    mean = mean.defined() ? mean + p : p;
+  }
+  mean = mean / static_cast<double>(members_.size());
+  // A probability that underflowed to 0 stays a finite logit (softmax gives it back as ~0).
+  auto log_mean = mean.clamp_min(1e-12).log();
+  return {log_mean, features ? torch::cat(parts, 1) : torch::Tensor()};
+}
+
 void IntentClassifierImpl::reset() {
   TORCH_CHECK(options.num_classes() >= 2, "IntentClassifier: num_classes must be >= 2, got ",
               options.num_classes());
@@ -72,6 +111,7 @@ void IntentClassifierImpl::reset() {
 }
 
 std::vector<std::string> IntentClassifierImpl::modalities() const {
+  if (is_ensemble()) return members_.front()->modalities();
   std::vector<std::string> out;
   for (const auto& [name, encoder] : encoders_) out.push_back(name);
   return out;
@@ -85,6 +125,11 @@ std::shared_ptr<ModalityEncoderImpl> IntentClassifierImpl::encoder(const std::st
 }
 
 torch::Tensor IntentClassifierImpl::fuse(const Batch& batch) {
+  if (is_ensemble()) {
+    std::vector<torch::Tensor> parts;
+    for (const auto& m : members_) parts.push_back(m->fuse(batch).to(torch::kFloat));
+    return torch::cat(parts, 1);
+  }
   if (!adapter_) return fuse_features(batch);
   LowRankAdapterImpl::Scope adapted(*adapter_, *this);
   return fuse_features(batch);
@@ -132,12 +177,14 @@ torch::Tensor IntentClassifierImpl::fuse_features(const Batch& batch) {
 }
 
 torch::Tensor IntentClassifierImpl::forward(const Batch& batch) {
+  if (is_ensemble()) return ensemble_forward(batch, /*features=*/false).first;
   if (!adapter_) return head_->forward(fuse_features(batch));
   LowRankAdapterImpl::Scope adapted(*adapter_, *this);
   return head_->forward(fuse_features(batch));
 }
 
 std::pair<torch::Tensor, torch::Tensor> IntentClassifierImpl::forward_with_features(const Batch& batch) {
+  if (is_ensemble()) return ensemble_forward(batch, /*features=*/true);
   std::optional<LowRankAdapterImpl::Scope> adapted;
   if (adapter_) adapted.emplace(*adapter_, *this);
   auto h = fuse_features(batch);
@@ -149,6 +196,7 @@ std::pair<torch::Tensor, torch::Tensor> IntentClassifierImpl::forward_with_featu
 void IntentClassifierImpl::attach_adapter(LowRankAdapter adapter) {
   TORCH_CHECK(!adapter_, "IntentClassifier: an adapter is attached already (merge it first)");
   TORCH_CHECK(adapter, "IntentClassifier: attach_adapter needs an adapter");
+  TORCH_CHECK(!is_ensemble(), "IntentClassifier: an ensemble takes no adapter (adapt one of its members)");
   adapter->check(*this);
   adapter_ = register_module("lora", std::move(adapter));
 }

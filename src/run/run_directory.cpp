@@ -20,6 +20,7 @@ fs::path RunDirectory::tokenizer_vocab_file() const { return path_ / "tokenizer.
 fs::path RunDirectory::weights_file() const { return path_ / "model.pt"; }
 fs::path RunDirectory::adapter_file() const { return path_ / "adapter.pt"; }
 fs::path RunDirectory::adapter_manifest() const { return path_ / "adapter.json"; }
+fs::path RunDirectory::ensemble_manifest() const { return path_ / "ensemble.json"; }
 fs::path RunDirectory::best_checkpoint() const { return path_ / "best.pt"; }
 fs::path RunDirectory::last_checkpoint() const { return path_ / "last.pt"; }
 fs::path RunDirectory::metrics_log() const { return path_ / "metrics.jsonl"; }
@@ -62,13 +63,21 @@ bool RunDirectory::has_adapter() const {
   return fs::exists(adapter_manifest(), ec);
 }
 
-std::string RunDirectory::weights_digest() const {
-  return sha256_file_hex(has_adapter() ? adapter_file() : weights_file());
+bool RunDirectory::has_ensemble() const {
+  std::error_code ec;
+  return fs::exists(ensemble_manifest(), ec);
 }
+
+fs::path RunDirectory::served_weights_file() const {
+  if (has_ensemble()) return ensemble_manifest();
+  return has_adapter() ? adapter_file() : weights_file();
+}
+
+std::string RunDirectory::weights_digest() const { return sha256_file_hex(served_weights_file()); }
 
 void RunDirectory::require_finished() const {
   require_config();
-  for (const auto& f : {labels_file(), has_adapter() ? adapter_file() : weights_file()}) {
+  for (const auto& f : {labels_file(), served_weights_file()}) {
     std::error_code ec;
     if (!fs::exists(f, ec)) {
       throw CheckpointError("'" + str() + "' is not a finished run directory: " + f.filename().string() +

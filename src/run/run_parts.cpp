@@ -77,6 +77,55 @@ AdapterManifest RunDirectory::load_adapter_manifest() const {
   return m;
 }
 
+EnsembleManifest RunDirectory::load_ensemble_manifest() const {
+  const auto file = ensemble_manifest().string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(ensemble_manifest(), "ensemble manifest"));
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(file + ": not valid JSON: " + e.what());
+  } catch (const Error& e) {
+    throw CheckpointError(e.what());
+  }
+  if (!j.is_object() || !j.contains("members") || !j["members"].is_array() || j["members"].empty()) {
+    throw CheckpointError(file + ": 'members' must be a non-empty array");
+  }
+  EnsembleManifest m;
+  for (size_t i = 0; i < j["members"].size(); ++i) {
+    const auto& e = j["members"][i];
+    const std::string where = file + ": members[" + std::to_string(i) + "]";
+    EnsembleMember member;
+    auto need = [&](const char* key, auto& out) {
+      if (!e.is_object() || !e.contains(key)) throw CheckpointError(where + ": '" + key + "' is missing");
+      try {
+        e.at(key).get_to(out);
+      } catch (const nlohmann::json::exception&) {
+        throw CheckpointError(where + ": '" + key + "' has the wrong type");
+      }
+    };
+    need("run", member.run);
+    need("run_relative", member.run_relative);
+    need("weights_sha256", member.weights_sha256);
+    need("temperature", member.temperature);
+    if (!(member.temperature > 0)) throw CheckpointError(where + ": 'temperature' must be > 0");
+    m.members.push_back(std::move(member));
+  }
+  return m;
+}
+
+void RunDirectory::save_ensemble_manifest(const EnsembleManifest& manifest) const {
+  nlohmann::json members = nlohmann::json::array();
+  for (const auto& m : manifest.members) {
+    members.push_back({{"run", m.run},
+                       {"run_relative", m.run_relative},
+                       {"weights_sha256", m.weights_sha256},
+                       {"temperature", m.temperature}});
+  }
+  const nlohmann::json j{{"format", "mmintent ensemble: the mean of the members' calibrated probabilities"},
+                         {"members", members}};
+  write_atomically(ensemble_manifest(), j.dump(2) + "\n");
+}
+
 void RunDirectory::save_adapter(const LowRankAdapterImpl& adapter, const AdapterManifest& manifest) const {
   save_checkpoint(adapter_file().string(), adapter, nullptr, TrainingState{}, nullptr, c10::Device(c10::kCPU));
   const nlohmann::json j{{"format", "mmintent low-rank adapter (models/low_rank.h)"},

@@ -127,8 +127,56 @@ RunDirectory adapter_base(const RunDirectory& run, const AdapterManifest& manife
 
 }  // namespace
 
+std::vector<RunDirectory> ensemble_member_runs(const RunDirectory& run, const EnsembleManifest& manifest) {
+  std::vector<RunDirectory> members;
+  for (size_t i = 0; i < manifest.members.size(); ++i) {
+    const auto& m = manifest.members[i];
+    const std::string which = run.ensemble_manifest().string() + ": member " + std::to_string(i) + " (" + m.run + ")";
+    // Where it was, else where it is beside the ensemble run (both moved together).
+    std::vector<RunDirectory> candidates{RunDirectory(m.run)};
+    if (!m.run_relative.empty()) candidates.emplace_back(run.path() / m.run_relative);
+    std::string found;
+    bool ok = false;
+    for (const auto& candidate : candidates) {
+      std::error_code ec;
+      if (!std::filesystem::exists(candidate.config_file(), ec)) continue;
+      candidate.require_finished();
+      const auto digest = candidate.weights_digest();
+      if (digest == m.weights_sha256) {
+        members.push_back(candidate);
+        ok = true;
+        break;
+      }
+      found += (found.empty() ? "" : "; ") + candidate.served_weights_file().string() + " has " + digest.substr(0, 12);
+    }
+    if (ok) continue;
+    if (found.empty()) {
+      throw CheckpointError(which + " is not there (nor is " + (run.path() / m.run_relative).string() +
+                            "): an ensemble needs its members' run directories");
+    }
+    throw CheckpointError(which + ": its weights were " + m.weights_sha256.substr(0, 12) + " when the ensemble was made, but " +
+                          found + ": the member changed since; make the ensemble again (mmintent ensemble)");
+  }
+  return members;
+}
+
 IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
                                 const c10::Device& device) {
+  if (run.has_ensemble()) {
+    // Each member as its own run loads it (itself an adapter run or an ensemble, maybe), over
+    // the ensemble's labels and tokenizer (`mmintent ensemble` checked they are the members').
+    const auto manifest = run.load_ensemble_manifest();
+    const auto runs = ensemble_member_runs(run, manifest);
+    std::vector<std::shared_ptr<IntentClassifierImpl>> members;
+    std::vector<double> temperatures;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      members.push_back(load_run_model(runs[i], runs[i].load_config(), data, device).ptr());
+      temperatures.push_back(manifest.members[i].temperature);
+    }
+    IntentClassifier ensemble(std::make_shared<IntentClassifierImpl>(std::move(members), std::move(temperatures)));
+    ensemble->to(device);
+    return ensemble;
+  }
   auto model = build_model(config, data);
   if (!run.has_adapter()) {
     load_checkpoint(run.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);

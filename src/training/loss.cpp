@@ -22,6 +22,8 @@ void check_options(const LossOptions& options, int64_t num_classes) {
   if (!(options.rejection_weight >= 0)) throw Error("loss.rejection_weight must be >= 0");
   if (!(options.max_inverse_propensity >= 1)) throw Error("loss: the inverse propensity clip must be >= 1");
   if (!(options.baseline >= 0 && options.baseline <= 1)) throw Error("loss: the baseline must be in [0, 1]");
+  if (!(options.distill_alpha >= 0 && options.distill_alpha <= 1)) throw Error("train.distill.alpha must be in [0, 1]");
+  if (!(options.distill_temperature > 0)) throw Error("train.distill.temperature must be > 0");
 }
 
 /// The class weights as a [K] tensor on the logits' device, or undefined when there are none.
@@ -59,8 +61,10 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
   return hard_loss(logits, labels, options);
 }
 
-at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
-                           const LossOptions& options) {
+namespace {
+
+/// The loss of the batch's own targets (everything but distillation).
+at::Tensor targets_loss(const at::Tensor& logits, const Batch& batch, const LossOptions& options) {
   const int64_t B = logits.size(0), K = logits.size(1);
   check_options(options, K);
   if (!batch.labels.defined() || batch.labels.size(0) != B) {
@@ -135,6 +139,24 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
     loss = loss + torch::where(has, -options.rejection_weight * log_not_r, zero);
   }
   return loss;
+}
+
+}  // namespace
+
+at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch, const LossOptions& options) {
+  auto loss = targets_loss(logits, batch, options);
+  const auto& q = batch.teacher;
+  if (!q.defined() || options.distill_alpha == 0) return loss;
+  const int64_t B = logits.size(0), K = logits.size(1);
+  if (q.dim() != 2 || q.size(0) != B || q.size(1) != K) {
+    throw Error("loss: teacher probabilities must be [" + std::to_string(B) + "," + std::to_string(K) + "]");
+  }
+  const double T = options.distill_temperature, alpha = options.distill_alpha;
+  const auto t = q.to(logits.scalar_type());
+  // KL(q || p_T) = sum_k q_k (log q_k - log p_T,k); a zero q_k contributes 0.
+  const auto kl = (t * (t.clamp_min(1e-12).log() - torch::log_softmax(logits / T, 1))).sum(1);
+  const auto rows = t.sum(1).gt(0);
+  return torch::where(rows, (1 - alpha) * loss + alpha * T * T * kl, loss);
 }
 
 }  // namespace mmintent

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "mmintent/inference/predictor.h"
 #include "support/cli.h"
 #include "support/fixture.h"
 #include "support/support.h"
@@ -203,6 +204,30 @@ TEST_F(EndToEndTest, EvalReproducesTheTestAccuracyAndTakesAManifestPath) {
   // A manifest that does not exist: a data error naming it.
   const auto missing = cli({"eval", run_dir_, "--split", "data/nope.jsonl"});
   expect_failure(missing, 4, {"nope.jsonl"});
+}
+
+TEST_F(EndToEndTest, EvalPerturbMeasuresNoisyTextsTheSameWayEachTime) {
+  train_base();
+  auto r = cli({"eval", run_dir_, "--perturb", "typos:0.5", "--perturb", "deletion:0.5"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NE(r.out.find("test with typos:0.5: accuracy"), std::string::npos) << r.dump();
+  const auto report = read_json(fs::path(run_dir_) / "report.json")["test"];
+  const auto robustness = report["robustness"];
+  for (const char* noise : {"typos:0.5", "deletion:0.5"}) {
+    ASSERT_TRUE(robustness.contains(noise)) << report.dump();
+    const double accuracy = robustness[noise]["accuracy"].get<double>();
+    EXPECT_GE(accuracy, 0.0);
+    EXPECT_LE(accuracy, 1.0);
+    EXPECT_NEAR(robustness[noise]["accuracy_drop"].get<double>(), report["accuracy"].get<double>() - accuracy, 1e-12);
+  }
+  // The noise is drawn from the run's seed: a second evaluation gives the same figures.
+  r = cli({"eval", run_dir_, "--perturb", "typos:0.5", "--perturb", "deletion:0.5"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(read_json(fs::path(run_dir_) / "report.json")["test"]["robustness"], robustness);
+  // A noise that is not one of the three: a usage error naming the forms.
+  r = cli({"eval", run_dir_, "--perturb", "typo:0.1"});
+  EXPECT_EQ(r.code, 2) << r.dump();
+  EXPECT_NE(r.err.find("typos:R, deletion:R or swap:R"), std::string::npos) << r.dump();
 }
 
 TEST_F(EndToEndTest, PredictPrintsIntentsAndWritesManifestPredictions) {
@@ -688,6 +713,98 @@ TEST_F(EndToEndTest, OutOfScopeAsAClassAndByAThresholdChosenOnVal) {
   r = cli({"train", config_, "oos.label=nothing_like_this",
            "output.dir=" + (root_ / "runs" / "oos_bad").string()});
   expect_failure(r, 3, {"oos.label", "nothing_like_this"});
+}
+
+// ---- Ensembles. ----
+
+TEST_F(EndToEndTest, AnEnsembleOfRunsIsARunDirectoryThatAveragesTheMembers) {
+  append_oos(train_manifest_, root_ / "data", "train", 40, 11);
+  append_oos(val_manifest_, root_ / "data", "val", 10, 12);
+  append_oos(test_manifest_, root_ / "data", "test", 10, 13);
+  // Two members of different seeds and text encoders (an ensemble's architectures may differ).
+  const auto a = (root_ / "runs" / "member_a").string();
+  const auto b = (root_ / "runs" / "member_b").string();
+  auto r = cli({"train", config_, "oos.label=oos", "runtime.seed=1", "output.dir=" + a});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  r = cli({"train", config_, "oos.label=oos", "runtime.seed=2", "model.text_encoder.type=gru", "output.dir=" + b});
+  ASSERT_EQ(r.code, 0) << r.dump();
+
+  const auto ens = (root_ / "runs" / "ensemble").string();
+  r = cli({"ensemble", a, b, "--out", ens, "--json", "eval.splits=[val,test]"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto summary = json::parse(r.out);
+  EXPECT_EQ(summary["members"].size(), 2u);
+  EXPECT_TRUE(fs::exists(fs::path(ens) / "ensemble.json"));
+  EXPECT_FALSE(fs::exists(fs::path(ens) / "model.pt"));
+  const auto report = read_json(fs::path(ens) / "report.json");
+  for (const char* split : {"val", "test"}) {
+    ASSERT_TRUE(report.contains(split)) << report.dump();
+    const auto& members = report[split]["members"];
+    ASSERT_EQ(members.size(), 2u) << report[split].dump();
+    EXPECT_EQ(members[0]["run"], fs::weakly_canonical(a).string());
+    EXPECT_EQ(members[1]["run"], fs::weakly_canonical(b).string());
+    for (const auto& m : members) {
+      EXPECT_GE(m["accuracy"].get<double>(), 0.0);
+      EXPECT_LE(m["accuracy"].get<double>(), 1.0);
+      EXPECT_TRUE(m.contains("oos_recall")) << m.dump();
+    }
+    EXPECT_TRUE(report[split]["oos"]["scores"].contains("mahalanobis")) << report[split]["oos"].dump();
+  }
+  // Each member's figures are its own run's (its own calibration and out-of-scope class).
+  const auto report_a = read_json(fs::path(a) / "report.json");
+  EXPECT_NEAR(report["test"]["members"][0]["accuracy"].get<double>(), report_a["test"]["accuracy"].get<double>(), 1e-9);
+  // eval reads the ensemble back and reproduces its figures.
+  r = cli({"eval", ens, "--split", "test", "--json"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NEAR(json::parse(r.out)["metrics"]["accuracy"].get<double>(), report["test"]["accuracy"].get<double>(), 1e-9);
+
+  // The ensemble's probabilities: the mean of the members' calibrated ones, then its own
+  // temperature (fitted on val) on top.
+  std::mt19937 rng(99);
+  const auto image = (root_ / "easy.png").string();
+  ASSERT_TRUE(cv::imwrite(image, test::fixture_image(0, rng)));
+  const auto pa = Predictor::load(a), pb = Predictor::load(b), pe = Predictor::load(ens);
+  const PredictInput input("please refund my purchase", image);
+  const int64_t k = static_cast<int64_t>(pe.intents().size());
+  std::map<std::string, double> mean;
+  for (const auto* p : {&pa, &pb}) {
+    for (const auto& s : p->predict(input, k).top) mean[s.intent] += s.probability / 2;
+  }
+  double z = 0;
+  for (const auto& [intent, p] : mean) z += std::pow(p, 1 / pe.temperature());
+  for (const auto& s : pe.predict(input, k).top) {
+    EXPECT_NEAR(s.probability, std::pow(mean[s.intent], 1 / pe.temperature()) / z, 1e-4) << s.intent;
+  }
+  r = cli({"predict", ens, "--text", "please refund my purchase", "--image", image});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NE(r.out.find("refund_left"), std::string::npos) << r.dump();
+
+  // Refused: one member; members that predict other intents; an ensemble's tune or export.
+  expect_failure(cli({"ensemble", a, "--out", (root_ / "runs" / "e1").string()}), 3, {"at least two"});
+  const auto other = (root_ / "runs" / "other_labels").string();
+  fs::copy(a, other, fs::copy_options::recursive);
+  auto labels = read_json(fs::path(other) / "labels.json");
+  std::reverse(labels.begin(), labels.end());
+  std::ofstream(fs::path(other) / "labels.json") << labels.dump();
+  expect_failure(cli({"ensemble", a, other, "--out", (root_ / "runs" / "e2").string()}), 5,
+                 {"other_labels", "other intents"});
+  EXPECT_FALSE(fs::exists(root_ / "runs" / "e2")) << "nothing is written before the members are checked";
+  expect_failure(cli({"export", ens}), 5, {"ensemble run"});
+
+  // The ensemble teaches a student (train.distill): its probabilities once per training sample;
+  // a teacher of other intents is refused before anything is written.
+  const auto student = (root_ / "runs" / "student").string();
+  r = cli({"train", config_, "oos.label=oos", "train.epochs=2", "train.distill.teacher=" + ens, "output.dir=" + student});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NE(r.err.find("distilling from"), std::string::npos) << r.dump();
+  EXPECT_NE(r.err.find("probabilities on 200 training samples"), std::string::npos) << r.dump();
+  const auto refused = (root_ / "runs" / "student_refused").string();
+  expect_failure(cli({"train", config_, "oos.label=oos", "train.distill.teacher=" + other, "output.dir=" + refused}), 3,
+                 {"train.distill.teacher", "other intents"});
+  EXPECT_FALSE(fs::exists(refused));
+  // A member changed since: the ensemble says which and how to mend it.
+  fs::copy_file(fs::path(a) / "model.pt", fs::path(b) / "model.pt", fs::copy_options::overwrite_existing);
+  expect_failure(cli({"eval", ens}), 5, {"member 1", "changed since", "mmintent ensemble"});
 }
 
 // ---- Usage. ----

@@ -53,6 +53,39 @@ TEST(OutOfScopeTest, ChosenThresholdMaximisesValidationAccuracy) {
   EXPECT_DOUBLE_EQ(m.oos_recall, 1.0);
 }
 
+TEST(OutOfScopeTest, ThresholdForALossRejectsTheFewestSureCorrectOnesItMay) {
+  // Four in-scope classes (out-of-scope, index 4, is not one). Ten in-scope samples: correct
+  // ones with top probabilities 0.3 .. 0.9 (0.5 twice), two wrong ones (0.35, 0.95); one
+  // out-of-scope sample (0.4), which the choice does not need.
+  const std::vector<std::pair<float, int64_t>> rows{{0.9f, 0}, {0.8f, 1}, {0.7f, 0}, {0.5f, 1}, {0.5f, 0},
+                                                    {0.6f, 1}, {0.3f, 0}, {0.35f, 1}, {0.95f, 0}, {0.55f, 0},
+                                                    {0.4f, 0}};
+  const std::vector<int64_t> gold{0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 4};
+  std::vector<float> flat;
+  for (const auto& [top, arg] : rows) {
+    for (int64_t k = 0; k < 4; ++k) flat.push_back(k == arg ? top : (1 - top) / 3);
+  }
+  const auto probs = torch::tensor(flat).reshape({11, 4});
+  // No loss allowed: the lowest correct top probability (0.3) rejects no correct sample.
+  EXPECT_FLOAT_EQ(choose_oos_threshold_for_loss(probs, gold, 4, 0.0), 0.3f);
+  // 10 in-scope samples: 0.1 lets one correct one go (0.3); the next, 0.5, is tied twice, so a
+  // threshold above it would cost two more: 0.1 and 0.2 stop at 0.5.
+  EXPECT_FLOAT_EQ(choose_oos_threshold_for_loss(probs, gold, 4, 0.1), 0.5f);
+  EXPECT_FLOAT_EQ(choose_oos_threshold_for_loss(probs, gold, 4, 0.2), 0.5f);
+  EXPECT_FLOAT_EQ(choose_oos_threshold_for_loss(probs, gold, 4, 0.3), 0.55f);
+  const auto before = oos_metrics(threshold_decisions(probs, 0.0, 4), gold, 4).in_scope_accuracy;
+  EXPECT_DOUBLE_EQ(before, 0.8);
+  for (double loss : {0.0, 0.1, 0.2, 0.3, 0.5}) {
+    const double t = choose_oos_threshold_for_loss(probs, gold, 4, loss);
+    const auto after = oos_metrics(threshold_decisions(probs, t, 4), gold, 4).in_scope_accuracy;
+    EXPECT_LE(before - after, loss + 1e-9) << loss;
+  }
+  // The out-of-scope sample (0.4) is caught from 0.1 on.
+  EXPECT_DOUBLE_EQ(oos_metrics(threshold_decisions(probs, 0.5, 4), gold, 4).oos_recall, 1.0);
+  EXPECT_THROW(choose_oos_threshold_for_loss(probs, gold, 4, 1.0), Error);
+  EXPECT_THROW(choose_oos_threshold_for_loss(probs.narrow(0, 10, 1), {4}, 4, 0.1), Error);
+}
+
 TEST(OutOfScopeTest, NoOutOfScopeSamplesKeepsThresholdZero) {
   auto probs = torch::tensor({{0.9f, 0.1f}, {0.2f, 0.8f}});
   EXPECT_DOUBLE_EQ(choose_oos_threshold(probs, {0, 1}, 2), 0.0);

@@ -57,6 +57,43 @@ TEST_F(ModelsTest, ForwardWithFeaturesGivesTheLogitsAndWhatTheLastLayerReads) {
   }
 }
 
+TEST_F(ModelsTest, AnEnsembleAveragesItsMembersCalibratedProbabilities) {
+  test::SyntheticSource src(6, 6, 1, false);
+  const auto batch = src.all();
+  auto gru = small_options(true, true, "gated");
+  gru.text(TextEncoderOptions().type("gru").vocab_size(30).embedding_dim(8).hidden_size(12));
+  IntentClassifier a(small_options(true, true)), b(gru);
+  a->eval();
+  b->eval();
+  IntentClassifier ensemble(std::make_shared<IntentClassifierImpl>(
+      std::vector<std::shared_ptr<IntentClassifierImpl>>{a.ptr(), b.ptr()}, std::vector<double>{1.0, 2.5}));
+  ensemble->eval();
+  torch::NoGradGuard no_grad;
+  // By hand: each member's softmax at its temperature, averaged; forward() is its log.
+  const auto expected = (torch::softmax(a->forward(batch), 1) + torch::softmax(b->forward(batch) / 2.5, 1)) / 2;
+  const auto logits = ensemble->forward(batch);
+  EXPECT_TRUE(torch::allclose(logits.exp(), expected, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(ensemble->predict_proba(batch), expected, 1e-6, 1e-6));
+  // Features: the members' side by side (16 + 16 from their heads' hidden layers).
+  const auto [l, features] = ensemble->forward_with_features(batch);
+  EXPECT_TRUE(torch::allclose(l, logits, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(features, torch::cat({a->forward_with_features(batch).second,
+                                                    b->forward_with_features(batch).second}, 1), 1e-6, 1e-6));
+  EXPECT_EQ(ensemble->fuse(batch).size(1), a->fuse(batch).size(1) + b->fuse(batch).size(1));
+  // The members are its submodules: their parameters are its parameters.
+  EXPECT_EQ(ensemble->parameters().size(), a->parameters().size() + b->parameters().size());
+  EXPECT_EQ(ensemble->modalities(), a->modalities());
+  EXPECT_EQ(ensemble->encoder("text"), nullptr);
+  // Refused: no member, a temperature <= 0, members of different class counts, an adapter.
+  using Members = std::vector<std::shared_ptr<IntentClassifierImpl>>;
+  EXPECT_THROW(IntentClassifierImpl(Members{}, {}), c10::Error);
+  EXPECT_THROW(IntentClassifierImpl(Members{a.ptr()}, {0.0}), c10::Error);
+  auto fewer = small_options(true, true);
+  fewer.num_classes(5);
+  EXPECT_THROW(IntentClassifierImpl(Members{a.ptr(), IntentClassifier(fewer).ptr()}, {1.0, 1.0}), c10::Error);
+  EXPECT_THROW(ensemble->attach_adapter(LowRankAdapter(*a, LowRankOptions())), c10::Error);
+}
+
 TEST_F(ModelsTest, ImageEncoderShape) {
   ImageEncoder enc(ImageEncoderOptions().in_channels(3).channels({4, 8, 8}).convs_per_block(2).out_dim(5));
   EXPECT_EQ(enc->forward(torch::randn({2, 3, 32, 24})).sizes(), (std::vector<int64_t>{2, 5}));

@@ -150,6 +150,43 @@ TEST_F(TargetLossTest, RejectionTermIsFiniteWhenTheRejectedIntentIsCertainAndLow
   EXPECT_LT(torch::softmax(z, 1)[0][0].item<double>(), before - 0.2);
 }
 
+TEST_F(TargetLossTest, DistillationMixesTheHandComputedKlTermIntoRowsWithATeacher) {
+  const std::vector<double> z0{2.0, -1.0, 0.5}, z1{0.0, 1.0, -2.0};
+  const auto logits = torch::tensor({z0[0], z0[1], z0[2], z1[0], z1[1], z1[2]}, torch::kDouble).reshape({2, 3});
+  auto b = targets(torch::tensor({0, 1}, torch::kLong));
+  // Row 0 has a teacher (with a zero entry), row 1 none (zeros): it keeps its plain loss.
+  const std::vector<double> q{0.7, 0.0, 0.3};
+  b.teacher = torch::tensor({q[0], q[1], q[2], 0.0, 0.0, 0.0}, torch::kDouble).reshape({2, 3});
+  LossOptions o;
+  o.distill_alpha = 0.25;
+  o.distill_temperature = 2.0;
+  const auto loss = per_sample_loss(logits, b, o);
+  // By hand: KL(q || softmax(z / T)) = sum_k q_k (log q_k - log p_k), 0 log 0 = 0.
+  std::vector<double> zt;
+  for (double v : z0) zt.push_back(v / 2.0);
+  const auto lp = log_softmax_row(zt);
+  double kl = 0;
+  for (int k = 0; k < 3; ++k) {
+    if (q[k] > 0) kl += q[k] * (std::log(q[k]) - lp[k]);
+  }
+  const double ce0 = -log_softmax_row(z0)[0], ce1 = -log_softmax_row(z1)[1];
+  EXPECT_NEAR(loss[0].item<double>(), 0.75 * ce0 + 0.25 * 4.0 * kl, 1e-9);
+  EXPECT_NEAR(loss[1].item<double>(), ce1, 1e-9);
+  // alpha 0: the teacher is ignored; alpha 1: the KL term alone.
+  o.distill_alpha = 0;
+  EXPECT_NEAR(per_sample_loss(logits, b, o)[0].item<double>(), ce0, 1e-9);
+  o.distill_alpha = 1;
+  EXPECT_NEAR(per_sample_loss(logits, b, o)[0].item<double>(), 4.0 * kl, 1e-9);
+  // The student that matches the teacher at T has no KL term left.
+  b.teacher = torch::softmax(logits / 2.0, 1);
+  EXPECT_NEAR(per_sample_loss(logits, b, o).abs().max().item<double>(), 0.0, 1e-9);
+  // Bad shapes and options.
+  b.teacher = torch::zeros({2, 4}, torch::kDouble);
+  EXPECT_THROW(per_sample_loss(logits, b, o), Error);
+  o.distill_temperature = 0;
+  EXPECT_THROW(per_sample_loss(logits, b, o), Error);
+}
+
 TEST_F(TargetLossTest, BadShapesAndOptionsAreErrors) {
   auto logits = torch::randn({2, 3});
   auto labels = torch::tensor({0, 1}, torch::kLong);

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mmintent {
 
@@ -42,8 +43,13 @@ TrainRunResult train_from_config(const Config& config, const TrainRunOptions& op
 /// files into the run directory and returns the metrics. Probabilities are calibrated with
 /// the run's calibration.json (T = 1 without one); decisions use decision.json (or the
 /// config's fixed thresholds).
+///
+/// `perturb`: noises (data/text_noise.h: "typos:0.1", "deletion:0.2", "swap:0.1") under which
+/// the split is evaluated again, each on a copy of its texts with that noise, sample i's drawn
+/// from (runtime.seed, i): report[split].robustness (evaluation/report.h). Throws ConfigError
+/// naming --perturb for a bad one, before any work.
 ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string& split_or_file,
-                                   bool print_table = true);
+                                   bool print_table = true, const std::vector<std::string>& perturb = {});
 
 struct CalibrateRunResult {
   TemperatureFit fit;

@@ -108,6 +108,12 @@ struct OosConfig {
   std::string method = "class";
   /// threshold method: a fixed value in (0, 1), or -1 to choose it on the validation split.
   double threshold = -1;
+  /// How a threshold is chosen on val. -1: the one with the highest accuracy over all val
+  /// samples, out-of-scope counted as a class (Larson et al. 2019; where val holds few
+  /// out-of-scope samples it rejects few). In [0, 1): the highest threshold that costs at most
+  /// this much in-scope accuracy on val (0.01: one point), i.e. the most out-of-scope samples
+  /// caught for that price; it needs no out-of-scope samples in val.
+  double max_in_scope_loss = -1;
 };
 
 /// `mmintent tune`: updating a trained run from a person's feedback (see app/tune.h). The run's

@@ -38,6 +38,8 @@ struct ModalityInput {
 ///   soft label (the row sums to 1; `labels[i]` is then its most probable class, for
 ///   accuracy), and a row of zeros for samples whose target is the hard label `labels[i]`.
 /// - `rejected` [B]: the class a person rejected for the sample, or -1 for none.
+/// - `teacher` [B,K]: for distillation (train.distill), a teacher's probabilities at the
+///   distillation temperature, or a row of zeros for a sample without them.
 /// - `shown` [B] and `propensity` [B]: for a logged bandit sample (feedback with propensities,
 ///   data/feedback.h) the intent the product showed and the probability with which its policy
 ///   showed it, in (0, 1]; -1 and 0 for other samples. The reward is 1 when labels[i] == shown[i]
@@ -48,6 +50,7 @@ struct Batch {
   at::Tensor indices;       ///< [B] int64 index of each sample in its data set.
   at::Tensor soft_targets;  ///< [B,K] float, see above; undefined when every target is hard.
   at::Tensor rejected;      ///< [B] int64 rejected class or -1; undefined when none is.
+  at::Tensor teacher;       ///< [B,K] float teacher probabilities; undefined without distillation.
   at::Tensor shown;         ///< [B] int64 shown class or -1; undefined when no sample is logged.
   at::Tensor propensity;    ///< [B] float in (0, 1], 0 where shown is -1; defined with shown.
 
@@ -63,7 +66,7 @@ struct Batch {
 };
 
 /// Concatenates batches along the sample dimension (CPU tensors). A modality with lengths (a
-/// sequence) is right-padded with 0 along its second dimension to the longest part; a part lacking `soft_targets` gets zero rows (hard targets), a
+/// sequence) is right-padded with 0 along its second dimension to the longest part; a part lacking `soft_targets` (or `teacher`) gets zero rows, a
 /// part lacking `rejected` gets -1, one lacking `shown` / `propensity` gets -1 / 0. Every part must carry the same modalities and, where
 /// defined, the same per-sample shapes and class count; `indices` keep each part's own numbering.
 /// Throws std::invalid_argument on mismatched parts or an empty list.

@@ -39,6 +39,15 @@ std::vector<int64_t> threshold_decisions(const at::Tensor& probs, double thresho
 double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
                             int64_t oos_index);
 
+/// The highest threshold whose in-scope accuracy on (`probs`, `gold`) is at most `max_loss`
+/// (a fraction: 0.01 is one point) under the in-scope accuracy without a threshold: it rejects
+/// at most floor(max_loss x in-scope samples) of the correctly classified in-scope samples,
+/// those of lowest top probability, and so as many out-of-scope samples as that price buys.
+/// Out-of-scope samples (gold == oos_index) are not needed. Throws Error when there is no
+/// in-scope sample or max_loss is outside [0, 1).
+double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
+                                     int64_t oos_index, double max_loss);
+
 // ---- Out-of-scope scores: how in scope a sample looks (higher: more in scope). ----
 
 /// The largest probability among the in-scope classes: the columns of probs [N,K] other than

@@ -105,6 +105,38 @@ struct OosReport {
 /// fpr_at_95_tpr}}}.
 void write_oos_report(const std::string& run_dir, const std::string& split, const OosReport& report);
 
+/// One member of an ensemble on a split, its probabilities calibrated by its own temperature
+/// and out-of-scope samples recognised its own way (its class, or its own threshold).
+struct MemberReport {
+  std::string run;
+  std::string weights_sha256;
+  double temperature = 1;
+  double accuracy = 0;
+  double macro_f1 = 0;
+  bool has_oos = false;
+  OosMetrics oos;
+};
+
+/// Merges report[split]["members"] = [{run, weights_sha256, temperature, accuracy, macro_f1,
+/// and with out-of-scope handling in_scope_accuracy, oos_recall}, ...] in the members' order.
+void write_members_report(const std::string& run_dir, const std::string& split,
+                          const std::vector<MemberReport>& members);
+
+/// The split evaluated on a noisy copy of its texts (`eval --perturb`, data/text_noise.h).
+struct RobustnessReport {
+  std::string noise;  ///< "typos:0.1"
+  double accuracy = 0, macro_f1 = 0;
+  double clean_accuracy = 0;  ///< the same split without noise
+  bool has_oos = false;
+  OosMetrics oos, clean_oos;
+};
+
+/// Merges report[split]["robustness"][noise] = {accuracy, macro_f1, accuracy_drop (clean minus
+/// noisy), and with out-of-scope handling in_scope_accuracy, in_scope_accuracy_drop,
+/// oos_recall} for each entry.
+void write_robustness_report(const std::string& run_dir, const std::string& split,
+                             const std::vector<RobustnessReport>& reports);
+
 /// Whether rewriting keeps the meaning: the intent predicted for the normalised text against
 /// the one predicted for the original text.
 struct RewriteCheck {

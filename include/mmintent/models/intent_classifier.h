@@ -58,6 +58,16 @@ struct IntentClassifierOptions {
 class IntentClassifierImpl : public torch::nn::Module {
  public:
   explicit IntentClassifierImpl(IntentClassifierOptions options);
+  /// An ensemble of trained classifiers of the same classes over the same inputs: forward()
+  /// gives log(mean_k softmax(logits_k / T_k)), each member's probabilities calibrated by its
+  /// own temperature, so that softmax(forward()) is their mean; fuse() and the features of
+  /// forward_with_features() are the members' side by side. The members are
+  /// registered ("member_0", ...): to(), eval() and parameters() reach them. `options` are the
+  /// first member's; an ensemble has no encoders of its own (encoder() is null) and takes no
+  /// adapter. Throws when there is no member, a temperature is not > 0, or the members'
+  /// classes differ in number.
+  IntentClassifierImpl(std::vector<std::shared_ptr<IntentClassifierImpl>> members,
+                       std::vector<double> temperatures);
   void reset();
   /// Logits [B,num_classes] for a batch (its labels are not used).
   torch::Tensor forward(const Batch& batch);
@@ -84,6 +94,11 @@ class IntentClassifierImpl : public torch::nn::Module {
   /// Folds the attached adapter into the weights and removes it (no-op without one).
   void merge_adapter();
 
+  bool is_ensemble() const { return !members_.empty(); }
+  /// An ensemble's members and their temperatures, in order (empty for a single model).
+  const std::vector<std::shared_ptr<IntentClassifierImpl>>& members() const { return members_; }
+  const std::vector<double>& member_temperatures() const { return temperatures_; }
+
   IntentClassifierOptions options;
 
  private:
@@ -93,8 +108,12 @@ class IntentClassifierImpl : public torch::nn::Module {
   torch::nn::Linear gate_z_{nullptr};
   torch::nn::Sequential head_{nullptr};
   LowRankAdapter adapter_{nullptr};
+  std::vector<std::shared_ptr<IntentClassifierImpl>> members_;
+  std::vector<double> temperatures_;
 
   torch::Tensor fuse_features(const Batch& batch);
+  /// An ensemble's log mean probabilities and, with `features`, its members' features.
+  std::pair<torch::Tensor, torch::Tensor> ensemble_forward(const Batch& batch, bool features);
 };
 TORCH_MODULE(IntentClassifier);
 

@@ -11,6 +11,9 @@
 ///   adapter.pt           instead of model.pt in a run tuned with tune.method lora: a
 ///                        low-rank adapter (models/low_rank.h) over its base run's model.pt
 ///   adapter.json         the adapter's settings, its base run and that model.pt's SHA-256
+///   ensemble.json        instead of model.pt in an ensemble run (`mmintent ensemble`): the
+///                        member runs whose calibrated probabilities it averages, each with its
+///                        weights' SHA-256 and temperature
 ///   metrics.jsonl        one line per epoch
 ///   calibration.json     the temperature (absent: T = 1)
 ///   oos.json             out-of-scope handling (runs with oos.label)
@@ -44,6 +47,19 @@ struct AdapterManifest {
   int64_t parameters = 0;            ///< the adapter's
 };
 
+/// One member of an ensemble run (ensemble.json).
+struct EnsembleMember {
+  std::string run;             ///< the member run directory, absolute
+  std::string run_relative;    ///< the same, relative to the ensemble run (moved together)
+  std::string weights_sha256;  ///< the member's weights_digest() when the ensemble was made
+  double temperature = 1;      ///< the member's calibration then (its probabilities' T)
+};
+
+/// ensemble.json: the finished runs an ensemble run averages, in order.
+struct EnsembleManifest {
+  std::vector<EnsembleMember> members;
+};
+
 class RunDirectory {
  public:
   /// `path` as the user gave it: messages name it that way. Nothing is read or checked.
@@ -60,6 +76,7 @@ class RunDirectory {
   std::filesystem::path weights_file() const;  ///< model.pt: the final weights
   std::filesystem::path adapter_file() const;      ///< adapter.pt: an adapter run's weights
   std::filesystem::path adapter_manifest() const;  ///< adapter.json
+  std::filesystem::path ensemble_manifest() const;  ///< ensemble.json
   std::filesystem::path best_checkpoint() const;
   std::filesystem::path last_checkpoint() const;
   std::filesystem::path metrics_log() const;
@@ -80,13 +97,19 @@ class RunDirectory {
   /// Throws CheckpointError (exit 5) when the directory does not exist, is a file, or has no
   /// config.yaml: one message per case, the same from every command.
   void require_config() const;
-  /// require_config(), then CheckpointError naming labels.json or model.pt (adapter.pt for an
-  /// adapter run) when one is missing.
+  /// require_config(), then CheckpointError naming labels.json or served_weights_file() when
+  /// one is missing.
   void require_finished() const;
   /// Whether the run's weights are a low-rank adapter over another run's (adapter.json exists).
   bool has_adapter() const;
-  /// The SHA-256 naming the weights the run serves: model.pt's, or adapter.pt's for an adapter
-  /// run (its base is pinned by adapter.json). Throws DataError when the file cannot be read.
+  /// Whether the run is an ensemble of other runs (ensemble.json exists).
+  bool has_ensemble() const;
+  /// The file that pins the weights the run serves: model.pt; adapter.pt for an adapter run
+  /// (its base pinned by adapter.json); ensemble.json for an ensemble run (its members pinned
+  /// by their digests in it).
+  std::filesystem::path served_weights_file() const;
+  /// The SHA-256 of served_weights_file(): the served model's version. Throws DataError when
+  /// the file cannot be read.
   std::string weights_digest() const;
 
   // ---- Reading the parts (each throws an error naming the file when it is broken). These and
@@ -98,6 +121,8 @@ class RunDirectory {
   std::shared_ptr<const Tokenizer> load_tokenizer(const Config& config) const;
   /// adapter.json; CheckpointError naming the file and the key that is missing or wrong.
   AdapterManifest load_adapter_manifest() const;
+  /// ensemble.json; CheckpointError naming the file and the key that is missing or wrong.
+  EnsembleManifest load_ensemble_manifest() const;
 
   // ---- Writing the parts (atomically where a reader could see a half-written file).
   void save_config(const Config& config) const;
@@ -106,6 +131,8 @@ class RunDirectory {
   void save_tokenizer(const std::filesystem::path& model) const;
   /// Writes adapter.pt (the adapter's weights), then adapter.json: a reader sees both or none.
   void save_adapter(const LowRankAdapterImpl& adapter, const AdapterManifest& manifest) const;
+  /// Writes ensemble.json atomically.
+  void save_ensemble_manifest(const EnsembleManifest& manifest) const;
   /// Writes skipped_<split>.txt ("file:line: reason", one a line); removes a stale one when
   /// `skipped` is empty.
   void save_skipped(const std::string& split, const std::vector<std::string>& skipped) const;

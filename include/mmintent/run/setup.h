@@ -12,6 +12,7 @@
 #include <c10/core/Device.h>
 
 #include <memory>
+#include <vector>
 
 namespace mmintent {
 
@@ -47,9 +48,16 @@ IntentClassifier build_model(const Config& config, const RunData& data);
 /// A finished run's model: built for the run's `config` and `data`, its final weights
 /// (model.pt) loaded, on `device`, in training mode as built (callers set eval()). An adapter
 /// run's (tune.method lora): its base run's model.pt, checked against the SHA-256 in
-/// adapter.json, with adapter.pt merged in. Throws CheckpointError when the weights are
-/// missing, truncated or of another architecture, or the base is not the adapter's.
+/// adapter.json, with adapter.pt merged in. An ensemble run's: its members' models, each
+/// loaded as its run says, averaged (IntentClassifierImpl's ensemble). Throws CheckpointError
+/// when the weights are missing, truncated or of another architecture, or the base or a
+/// member is not the one recorded.
 IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,
                                 const c10::Device& device);
+
+/// The member runs of an ensemble run (its `manifest`), in order: each where it was, else
+/// where it is relative to the ensemble run, finished and with the weights recorded. Throws
+/// CheckpointError naming the member that is missing or changed.
+std::vector<RunDirectory> ensemble_member_runs(const RunDirectory& run, const EnsembleManifest& manifest);
 
 }  // namespace mmintent

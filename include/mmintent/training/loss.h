@@ -40,6 +40,13 @@ struct LossOptions {
   Objective objective = Objective::supervised;
   double max_inverse_propensity = 100;  ///< clip of 1 / p0 (>= 1)
   double baseline = 0;                  ///< ips's translation, in [0, 1]
+
+  /// Knowledge distillation (Hinton et al. 2015), for samples with Batch::teacher rows q (the
+  /// teacher's probabilities at temperature T): their loss becomes
+  ///   (1 - alpha) x (the loss above) + alpha x T^2 x KL(q || softmax(logits / T)).
+  /// alpha 0: no distillation (the teacher rows are ignored). Set from train.distill.
+  double distill_alpha = 0;
+  double distill_temperature = 1;  ///< T > 0
 };
 
 /// "supervised" | "ips" | "snips"; throws Error naming the accepted values for others.
@@ -54,7 +61,8 @@ at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& labels,
 /// for a soft sample -sum_k q_k log p_k times its expected class weight (equal to the KL
 /// divergence KL(q || p) up to the entropy of q, a constant); plus, where `rejected[i]` = r >= 0,
 /// rejection_weight * -log(1 - p_r); with an off-policy objective, logged samples as
-/// LossOptions::objective says. A sample with label -1, no soft row, no rejection and nothing
+/// LossOptions::objective says; with Batch::teacher and distill_alpha > 0, mixed with the
+/// distillation term (LossOptions::distill_alpha). A sample with label -1, no soft row, no rejection and nothing
 /// logged contributes 0. Throws Error for out-of-range options or mismatched shapes.
 at::Tensor per_sample_loss(const at::Tensor& logits, const Batch& batch,
                            const LossOptions& options);

@@ -48,6 +48,15 @@ struct TrainerFiles {
   }
 };
 
+/// train.distill: learning from a teacher's probabilities (loss.h's distillation term). The
+/// caller attaches the teacher's probabilities to the training batches (Batch::teacher, e.g.
+/// distill.h's TeacherSource); the trainer weighs them with `alpha` at `temperature`.
+struct DistillOptions {
+  std::string teacher;       ///< a finished run directory (an ensemble too); empty: none
+  double temperature = 2.0;  ///< T > 0: both distributions softened by it
+  double alpha = 0.5;        ///< weight of the distillation term, in [0, 1]
+};
+
 struct TrainerOptions {
   int64_t epochs = 10;
   double grad_clip = 0.0;          ///< max global gradient norm; 0 disables clipping
@@ -58,6 +67,7 @@ struct TrainerOptions {
   OptimizerOptions optimizer;
   SchedulerOptions scheduler;
   LossOptions loss;
+  DistillOptions distill;
   EarlyStoppingOptions early_stopping;
   /// Where checkpoints and the metrics log go; empty paths write nothing.
   TrainerFiles files;

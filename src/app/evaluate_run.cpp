@@ -424,7 +424,11 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
     const auto has_oos = std::count(gold.begin(), gold.end(), oos.index);
     if (has_oos > 0 && has_oos < static_cast<int64_t>(gold.size())) {
       detection.emplace_back("max_prob", oos_detection(max_prob_scores(predictions.probs, oos.index), gold, oos.index));
-      detection.emplace_back("energy", oos_detection(energy_scores(predictions.logits, oos.index), gold, oos.index));
+      // An ensemble's logits are the log of its mean probabilities: their log-sum-exp is no
+      // energy (Liu et al.'s is over one network's logits), so the report leaves it out.
+      if (!model->is_ensemble()) {
+        detection.emplace_back("energy", oos_detection(energy_scores(predictions.logits, oos.index), gold, oos.index));
+      }
       if (features) {
         detection.emplace_back("mahalanobis",
                                oos_detection(mahalanobis_scores(*features, predictions.features), gold, oos.index));

@@ -749,6 +749,8 @@ TEST_F(EndToEndTest, AnEnsembleOfRunsIsARunDirectoryThatAveragesTheMembers) {
       EXPECT_TRUE(m.contains("oos_recall")) << m.dump();
     }
     EXPECT_TRUE(report[split]["oos"]["scores"].contains("mahalanobis")) << report[split]["oos"].dump();
+    // An ensemble's logits are log mean probabilities: no energy score is reported for them.
+    EXPECT_FALSE(report[split]["oos"]["scores"].contains("energy")) << report[split]["oos"].dump();
   }
   // Each member's figures are its own run's (its own calibration and out-of-scope class).
   const auto report_a = read_json(fs::path(a) / "report.json");

@@ -7,6 +7,9 @@
 #     out-of-scope as a class, then `mmintent ensemble` of them; clinc150_oos: the same with the
 #     threshold method, the ensemble's threshold the highest costing at most one point of in-scope
 #     accuracy on val (oos.max_in_scope_loss=0.01). MMINTENT_REUSE_MEMBERS=1 keeps finished members.
+#   bench/real_data.sh clinc150_int8 [KEY=VALUE overrides...]
+#     the clinc150 row's run (trained unless MMINTENT_REUSE_MEMBERS=1 finds it finished), then
+#     `mmintent quantize` of it: file sizes, float against int8 figures, single-request latency.
 # Expects a build in build/ (scripts/build.sh); the data comes from ../shared/data and
 # /usr/share/datasets/fashion-mnist and is written to data/generated/ (git-ignored).
 set -euo pipefail
@@ -14,11 +17,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
-name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|snips|spoken_snips|fashion_mnist [overrides]}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|clinc150_int8|snips|spoken_snips|fashion_mnist [overrides]}"
 shift
 
 case "$name" in
-  clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos)
+  clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|clinc150_int8)
     "$bin" import clinc150 "$shared/clinc150" data/generated/clinc150
     config=configs/clinc150.yaml
     extra=()
@@ -64,6 +67,22 @@ if [ "$name" = clinc150_ensemble ] || [ "$name" = clinc150_oos ]; then
     members+=("$member")
   done
   "$bin" ensemble "${members[@]}" --out "$run_dir" --overwrite "${ensemble_extra[@]}"
+elif [ "$name" = clinc150_int8 ]; then
+  float_run=runs/bench_clinc150
+  if [ "${MMINTENT_REUSE_MEMBERS:-0}" != 1 ] || [ ! -f "$float_run/model.pt" ]; then
+    "$bin" train "$config" "output.dir=$float_run" output.overwrite=true train.progress=lines "$@"
+  fi
+  "$bin" quantize "$float_run" --out "$run_dir" --overwrite
+  python3 - "$run_dir/quantize.json" <<'PY'
+import json, sys
+q = json.load(open(sys.argv[1]))
+t, lat = q["splits"]["test"], q["latency"]
+print(f"clinc150_int8: model file {q['float_bytes']} -> {q['int8_bytes']} bytes ({q['size_ratio']:.2f}x smaller); "
+      f"test in-scope accuracy float {t['float'].get('in_scope_accuracy', t['float']['accuracy']):.4f}, "
+      f"int8 {t['int8'].get('in_scope_accuracy', t['int8']['accuracy']):.4f}; same answer {100 * t['agreement']:.2f}%; "
+      f"latency (median of {lat['samples']}, one sample) float {lat['float_ms_median']:.3f} ms, "
+      f"int8 {lat['int8_ms_median']:.3f} ms (ratio {lat['ratio']:.2f})")
+PY
 else
   "$bin" train "$config" "output.dir=$run_dir" output.overwrite=true train.progress=lines "${extra[@]}" "$@"
 fi

@@ -62,6 +62,7 @@ add_library(mmintent SHARED
   app/export.cpp
   app/tune.cpp
   app/ensemble.cpp
+  app/quantize.cpp
 )
 add_library(mmintent::mmintent ALIAS mmintent)
 target_include_directories(mmintent PUBLIC
@@ -118,6 +119,7 @@ add_executable(mmintent_cli
   cli/main.cpp
   cli/commands/train.cpp
   cli/commands/ensemble.cpp
+  cli/commands/quantize.cpp
   cli/commands/config.cpp
   cli/commands/eval.cpp
   cli/commands/predict.cpp

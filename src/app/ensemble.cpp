@@ -131,8 +131,8 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
   }
 
   detail::check_out_dir(out.path(), options.overwrite);
-  for (const auto& stale : {out.weights_file(), out.adapter_file(), out.adapter_manifest(), out.ensemble_manifest(),
-                            out.calibration_file(), out.oos_file(), out.decision_file(), out.report_file()}) {
+  out.remove_served_weights();
+  for (const auto& stale : {out.calibration_file(), out.oos_file(), out.decision_file(), out.report_file()}) {
     std::error_code ec;
     fs::remove(stale, ec);
   }

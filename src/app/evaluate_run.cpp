@@ -233,6 +233,22 @@ std::vector<MemberSetup> member_setups(const RunDirectory& run, const RunData& d
   return out;
 }
 
+ServedSplit serve_split(IntentClassifier& model, const Config& c, const std::shared_ptr<const MultimodalDataset>& dataset,
+                        const c10::Device& device, double temperature, const OosSetup& oos) {
+  auto loader = make_loader(c, dataset, /*training=*/false);
+  const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  ServedSplit s;
+  s.served = served_classes(calibrated(p.probs, temperature), oos);
+  s.gold = to_vector(p.labels);
+  const int64_t classes = p.probs.size(1) + (oos.threshold_method ? 1 : 0);
+  s.metrics = compute_metrics(s.served, s.gold, classes);
+  if (oos.enabled) {
+    s.has_oos = true;
+    s.oos = oos_metrics(s.served, s.gold, oos.index);
+  }
+  return s;
+}
+
 void evaluate_members(IntentClassifier& ensemble, const Config& c,
                       const std::shared_ptr<const MultimodalDataset>& dataset, const std::string& name,
                       const RunDirectory& run, const c10::Device& device, bool print_table,
@@ -242,18 +258,10 @@ void evaluate_members(IntentClassifier& ensemble, const Config& c,
   std::vector<MemberReport> reports;
   for (size_t k = 0; k < models.size(); ++k) {
     IntentClassifier member(models[k]);
-    auto loader = make_loader(c, dataset, /*training=*/false);
-    const auto p = collect_predictions(member, *loader, device, parse_precision(c.runtime.precision));
     const auto& setup = members[k];
-    const auto served = served_classes(calibrated(p.probs, setup.temperature), setup.oos);
-    const auto gold = to_vector(p.labels);
-    const int64_t classes = p.probs.size(1) + (setup.oos.threshold_method ? 1 : 0);
-    const auto m = compute_metrics(served, gold, classes);
-    MemberReport r{setup.run, setup.weights_sha256, setup.temperature, m.accuracy, m.macro_f1, false, {}};
-    if (setup.oos.enabled) {
-      r.has_oos = true;
-      r.oos = oos_metrics(served, gold, setup.oos.index);
-    }
+    const auto s = serve_split(member, c, dataset, device, setup.temperature, setup.oos);
+    MemberReport r{setup.run, setup.weights_sha256, setup.temperature, s.metrics.accuracy, s.metrics.macro_f1,
+                   s.has_oos, s.oos};
     if (print_table) {
       std::printf("%s member %zu (%s): accuracy %.4f, macro_f1 %.4f", name.c_str(), k, setup.run.c_str(), r.accuracy,
                   r.macro_f1);

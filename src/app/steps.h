@@ -47,6 +47,17 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const OosSetup& oos, const ServingSetup& serving,
                                      const std::optional<MahalanobisFit>& features = std::nullopt);
 
+/// A split as a model serves it: predicted, calibrated by `temperature`, out-of-scope samples
+/// recognised as `oos` says (its class, or its threshold).
+struct ServedSplit {
+  std::vector<int64_t> served, gold;  ///< per sample, in the split's order
+  ClassificationMetrics metrics;
+  bool has_oos = false;
+  OosMetrics oos;
+};
+ServedSplit serve_split(IntentClassifier& model, const Config& c, const std::shared_ptr<const MultimodalDataset>& dataset,
+                        const c10::Device& device, double temperature, const OosSetup& oos);
+
 /// An ensemble run's member as the report shows it (evaluation/report.h's MemberReport).
 struct MemberSetup {
   std::string run;

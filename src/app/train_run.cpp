@@ -348,6 +348,7 @@ class TrainingRun {
       std::error_code ec;
       fs::remove(run_.metrics_log(), ec);  // output.overwrite: a new run, new lines
       fs::remove(run_.steps_log(), ec);
+      run_.remove_served_weights();  // and no weights of another kind (adapter, ensemble, int8) to read
     }
     auto train_loader = make_loader(c_, data_.train, /*training=*/true, rank_, world_size_);
     auto val_loader = data_.val ? make_loader(c_, data_.val, /*training=*/false, rank_, world_size_) : nullptr;
@@ -406,6 +407,10 @@ class TrainingRun {
     if (fs::is_directory(init.from) && RunDirectory(init.from).has_adapter()) {
       throw ConfigError(c_.source, "model.init.from", 0, "'" + init.from + "' holds a low-rank adapter, not weights: " +
                                                           "'mmintent merge " + init.from + " --out DIR' makes plain weights of it");
+    }
+    if (fs::is_directory(init.from) && RunDirectory(init.from).has_int8()) {
+      throw ConfigError(c_.source, "model.init.from", 0, "'" + init.from + "' holds int8 weights (mmintent quantize): " +
+                                                          "start from the float run it was quantised from (quantize.json names it)");
     }
     const std::string file = fs::is_directory(init.from) ? RunDirectory(init.from).weights_file().string() : init.from;
     WarmStart w;

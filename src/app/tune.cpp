@@ -118,6 +118,10 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
     throw CheckpointError("'" + base.str() + "' is an ensemble run: tune its members (ensemble.json lists them), "
                           "then make the ensemble of the tuned runs again");
   }
+  if (base.has_int8()) {
+    throw CheckpointError("'" + base.str() + "' has int8 weights (mmintent quantize): tune the float run it was "
+                          "quantised from (quantize.json names it), then quantise the tuned run");
+  }
   if (options.out_dir.empty()) throw ConfigError("", "--out", 0, "a new run directory is required");
   if (is_within(out.path(), base.path()) || is_within(base.path(), out.path())) {
     throw ConfigError("", "--out", 0,
@@ -216,12 +220,8 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   out.save_labels(data.labels);
   out.save_config(c);
 
-  // A rerun over an old --out: no weights of another method are left to be read.
-  for (const auto& stale : method == "lora" ? std::vector<fs::path>{out.weights_file()}
-                                            : std::vector<fs::path>{out.adapter_manifest(), out.adapter_file()}) {
-    std::error_code ec;
-    fs::remove(stale, ec);
-  }
+  // A rerun over an old --out: no weights of another kind are left to be read.
+  out.remove_served_weights();
 
   // 4. The old weights: all trained (full); the encoders frozen (head); or all frozen, with a
   //    low-rank adapter over them that alone is trained (lora).
@@ -409,10 +409,7 @@ void merge_adapter_run(const std::string& run_dir, const std::string& out_dir, b
   const c10::Device cpu(c10::kCPU);
   const auto model = load_run_model(run, c, data, cpu);
   check_out_dir(out.path(), overwrite);
-  for (const auto& stale : {out.adapter_manifest(), out.adapter_file()}) {
-    std::error_code ec;
-    fs::remove(stale, ec);
-  }
+  out.remove_served_weights();
   out.save_config(c);
   out.save_labels(data.labels);
   if (data.tokenizer) out.save_tokenizer(run.tokenizer_file());

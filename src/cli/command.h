@@ -59,5 +59,6 @@ Command add_import(CLI::App& app);
 Command add_serve(CLI::App& app);
 Command add_export(CLI::App& app);
 Command add_ensemble(CLI::App& app);
+Command add_quantize(CLI::App& app);
 
 }  // namespace mmintent::cli

@@ -94,7 +94,7 @@ int run(int argc, char** argv) {
   const std::vector<Command> commands{add_train(app),     add_config(app), add_eval(app),
                                       add_predict(app),   add_calibrate(app), add_tune(app),
                                       add_merge(app),     add_import(app),    add_serve(app),
-                                      add_export(app),    add_ensemble(app)};
+                                      add_export(app),    add_ensemble(app),  add_quantize(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,6 +21,8 @@ fs::path RunDirectory::weights_file() const { return path_ / "model.pt"; }
 fs::path RunDirectory::adapter_file() const { return path_ / "adapter.pt"; }
 fs::path RunDirectory::adapter_manifest() const { return path_ / "adapter.json"; }
 fs::path RunDirectory::ensemble_manifest() const { return path_ / "ensemble.json"; }
+fs::path RunDirectory::int8_weights_file() const { return path_ / "model.int8.pt"; }
+fs::path RunDirectory::quantize_manifest() const { return path_ / "quantize.json"; }
 fs::path RunDirectory::best_checkpoint() const { return path_ / "best.pt"; }
 fs::path RunDirectory::last_checkpoint() const { return path_ / "last.pt"; }
 fs::path RunDirectory::metrics_log() const { return path_ / "metrics.jsonl"; }
@@ -68,9 +70,23 @@ bool RunDirectory::has_ensemble() const {
   return fs::exists(ensemble_manifest(), ec);
 }
 
+bool RunDirectory::has_int8() const {
+  std::error_code ec;
+  return fs::exists(int8_weights_file(), ec);
+}
+
 fs::path RunDirectory::served_weights_file() const {
   if (has_ensemble()) return ensemble_manifest();
-  return has_adapter() ? adapter_file() : weights_file();
+  if (has_adapter()) return adapter_file();
+  return has_int8() ? int8_weights_file() : weights_file();
+}
+
+void RunDirectory::remove_served_weights() const {
+  for (const auto& f : {weights_file(), adapter_file(), adapter_manifest(), ensemble_manifest(), int8_weights_file(),
+                        quantize_manifest()}) {
+    std::error_code ec;
+    fs::remove(f, ec);
+  }
 }
 
 std::string RunDirectory::weights_digest() const { return sha256_file_hex(served_weights_file()); }

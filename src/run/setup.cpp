@@ -5,6 +5,7 @@
 #include "mmintent/error.h"
 #include "mmintent/training/checkpoint.h"
 #include "mmintent/training/device.h"
+#include "mmintent/training/quantization.h"
 
 #include <opencv2/core.hpp>
 
@@ -178,6 +179,11 @@ IntentClassifier load_run_model(const RunDirectory& run, const Config& config, c
     return ensemble;
   }
   auto model = build_model(config, data);
+  if (!run.has_adapter() && run.has_int8()) {
+    load_int8_weights(run.int8_weights_file().string(), *model, device);  // dequantised: float weights
+    model->to(device);
+    return model;
+  }
   if (!run.has_adapter()) {
     load_checkpoint(run.weights_file().string(), *model, nullptr, device, /*restore_rng=*/false);
     model->to(device);

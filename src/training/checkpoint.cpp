@@ -1,6 +1,7 @@
 #include "mmintent/training/checkpoint.h"
 
 #include "mmintent/error.h"
+#include "mmintent/training/detail/archive.h"
 
 #include <ATen/Context.h>
 #include <torch/serialize/archive.h>
@@ -19,19 +20,10 @@ namespace mmintent {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr int64_t kFormatVersion = 1;
-
 std::string shape_str(at::IntArrayRef sizes) {
   std::ostringstream os;
   os << sizes;
   return os.str();
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
 }
 
 /// The optimizer's kind as saved in checkpoints ("adamw", "sgd", "adam", or "other").
@@ -48,33 +40,7 @@ void write_state(torch::serialize::OutputArchive& archive, const StateDict& stat
 
 /// A LibTorch error as one line naming the file.
 CheckpointError unreadable(const std::string& path, const std::exception& e) {
-  std::string msg = e.what();
-  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-  return CheckpointError("cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg);
-}
-
-/// `path` loaded onto `device`: an existing file, an mmintent checkpoint of the format this
-/// build reads. Throws CheckpointError naming the file.
-torch::serialize::InputArchive open_checkpoint(const std::string& path, const c10::Device& device) {
-  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
-  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
-  torch::serialize::InputArchive archive;
-  c10::IValue v;
-  try {
-    archive.load_from(path, device);
-    if (!archive.try_read("format_version", v)) {
-      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
-    }
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw unreadable(path, e);
-  }
-  if (v.toInt() != kFormatVersion) {
-    throw CheckpointError("'" + path + "' has checkpoint format " + std::to_string(v.toInt()) +
-                          ", this build reads " + std::to_string(kFormatVersion));
-  }
-  return archive;
+  return CheckpointError(detail::unreadable_message(path, e));
 }
 
 StateDict read_state(torch::serialize::InputArchive& archive, const torch::nn::Module& shape_of) {
@@ -127,7 +93,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
                      const torch::optim::Optimizer* optimizer, const TrainingState& state,
                      const StateDict* best, const c10::Device& device) {
   torch::serialize::OutputArchive archive;
-  archive.write("format_version", c10::IValue(kFormatVersion));
+  archive.write("format_version", c10::IValue(detail::kWeightsFormatVersion));
   torch::serialize::OutputArchive weights;
   write_state(weights, copy_state(model));
   archive.write("model", weights);
@@ -156,30 +122,14 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
     archive.write("rng.cuda", at::globalContext().defaultGenerator(device).get_state());
   }
 
-  const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp";
-  try {
-    archive.save_to(tmp);
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
-    throw CheckpointError("cannot write checkpoint '" + path + "': " + e.what());
-  }
-  fsync_path(tmp, false);
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw CheckpointError("cannot move checkpoint into place at '" + path + "': " + ec.message());
-  }
-  fsync_path(target.has_parent_path() ? target.parent_path().string() : ".", true);
+  detail::save_archive(archive, path);
 }
 
 CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model,
                                torch::optim::Optimizer* optimizer, const c10::Device& device,
                                bool restore_rng) {
   CheckpointData data;
-  auto archive = open_checkpoint(path, device);
+  auto archive = detail::open_archive(path, device);
   try {
     torch::serialize::InputArchive weights;
     archive.read("model", weights);
@@ -244,7 +194,7 @@ CheckpointData load_checkpoint(const std::string& path, torch::nn::Module& model
 }
 
 WarmStart warm_start(torch::nn::Module& model, const std::string& path, const std::vector<std::string>& prefixes) {
-  auto archive = open_checkpoint(path, c10::Device(c10::kCPU));
+  auto archive = detail::open_archive(path, c10::Device(c10::kCPU));
   torch::serialize::InputArchive weights;
   try {
     archive.read("model", weights);
@@ -293,5 +243,65 @@ WarmStart warm_start(torch::nn::Module& model, const std::string& path, const st
   }
   return out;
 }
+
+namespace detail {
+namespace {
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
+std::string unreadable_message(const std::string& path, const std::exception& e) {
+  std::string msg = e.what();
+  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  return "cannot read checkpoint '" + path + "' (truncated or corrupt?): " + msg;
+}
+
+torch::serialize::InputArchive open_archive(const std::string& path, const c10::Device& device) {
+  if (!fs::exists(path)) throw CheckpointError("checkpoint '" + path + "' does not exist");
+  if (fs::is_directory(path)) throw CheckpointError("checkpoint '" + path + "' is a directory, not a file");
+  torch::serialize::InputArchive archive;
+  c10::IValue v;
+  try {
+    archive.load_from(path, device);
+    if (!archive.try_read("format_version", v)) {
+      throw CheckpointError("'" + path + "' is not an mmintent checkpoint (no format_version)");
+    }
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError(unreadable_message(path, e));
+  }
+  if (v.toInt() != kWeightsFormatVersion) {
+    throw CheckpointError("'" + path + "' has checkpoint format " + std::to_string(v.toInt()) +
+                          ", this build reads " + std::to_string(kWeightsFormatVersion));
+  }
+  return archive;
+}
+
+void save_archive(torch::serialize::OutputArchive& archive, const std::string& path) {
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp";
+  try {
+    archive.save_to(tmp);
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("cannot write checkpoint '" + path + "': " + e.what());
+  }
+  fsync_path(tmp, false);
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("cannot move checkpoint into place at '" + path + "': " + ec.message());
+  }
+  fsync_path(target.has_parent_path() ? target.parent_path().string() : ".", true);
+}
+
+}  // namespace detail
 
 }  // namespace mmintent

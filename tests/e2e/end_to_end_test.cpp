@@ -809,6 +809,67 @@ TEST_F(EndToEndTest, AnEnsembleOfRunsIsARunDirectoryThatAveragesTheMembers) {
   expect_failure(cli({"eval", ens}), 5, {"member 1", "changed since", "mmintent ensemble"});
 }
 
+TEST_F(EndToEndTest, QuantizeWritesAnInt8RunThatEveryCommandReads) {
+  append_oos(train_manifest_, root_ / "data", "train", 40, 11);
+  append_oos(val_manifest_, root_ / "data", "val", 10, 12);
+  append_oos(test_manifest_, root_ / "data", "test", 10, 13);
+  const auto run = (root_ / "runs" / "float").string();
+  auto r = cli({"train", config_, "oos.label=oos", "output.dir=" + run});
+  ASSERT_EQ(r.code, 0) << r.dump();
+
+  const auto q = (root_ / "runs" / "int8").string();
+  r = cli({"quantize", run, "--out", q, "--json", "--latency-samples", "12", "eval.splits=[val,test]"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto summary = json::parse(r.out);
+  EXPECT_TRUE(fs::exists(fs::path(q) / "model.int8.pt"));
+  EXPECT_FALSE(fs::exists(fs::path(q) / "model.pt"));
+  EXPECT_LT(summary["int8_bytes"].get<int64_t>(), summary["float_bytes"].get<int64_t>()) << summary.dump();
+  EXPECT_EQ(summary["latency"]["samples"], 12);
+  EXPECT_GT(summary["latency"]["float_ms_median"].get<double>(), 0);
+  EXPECT_GT(summary["latency"]["int8_ms_median"].get<double>(), 0);
+  const auto manifest = read_json(fs::path(q) / "quantize.json");
+  EXPECT_EQ(manifest["source_run"], fs::weakly_canonical(run).string());
+  EXPECT_EQ(manifest["int8_bytes"], summary["int8_bytes"]);
+  const auto report = read_json(fs::path(q) / "report.json");
+  const auto float_report = read_json(fs::path(run) / "report.json");
+  for (const char* split : {"val", "test"}) {
+    const auto& s = manifest["splits"][split];
+    ASSERT_TRUE(s.contains("agreement")) << manifest.dump();
+    EXPECT_GE(s["agreement"].get<double>(), 0.9) << s.dump();
+    EXPECT_TRUE(s["int8"].contains("oos_recall")) << s.dump();
+    // The int8 figures are the new run's report; the float ones are the float run's own.
+    EXPECT_NEAR(s["int8"]["accuracy"].get<double>(), report[split]["accuracy"].get<double>(), 1e-9);
+  }
+  EXPECT_NEAR(manifest["splits"]["test"]["float"]["accuracy"].get<double>(), float_report["test"]["accuracy"].get<double>(),
+              1e-9);
+
+  // eval, predict and ensemble read it as any run; tune and a second quantize refuse it.
+  r = cli({"eval", q, "--split", "test", "--json"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NEAR(json::parse(r.out)["metrics"]["accuracy"].get<double>(), report["test"]["accuracy"].get<double>(), 1e-9);
+  std::mt19937 rng(7);
+  const auto image = (root_ / "photo.png").string();
+  ASSERT_TRUE(cv::imwrite(image, test::fixture_image(0, rng)));
+  r = cli({"predict", q, "--text", "please refund my purchase", "--image", image});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  r = cli({"ensemble", run, q, "--out", (root_ / "runs" / "mixed").string(), "--json"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  expect_failure(cli({"quantize", q, "--out", (root_ / "runs" / "q2").string()}), 5, {"int8 weights already"});
+  expect_failure(cli({"tune", q, "--feedback", val_manifest_, "--out", (root_ / "runs" / "t").string()}), 5,
+                 {"int8 weights", "quantize.json"});
+  expect_failure(cli({"quantize", run, "--out", (root_ / "runs" / "q3").string(), "model.head.hidden=[8]"}), 3,
+                 {"model.head.hidden", "cannot be overridden"});
+  EXPECT_FALSE(fs::exists(root_ / "runs" / "q3"));
+  expect_failure(cli({"quantize", run, "--out", (fs::path(run) / "inside").string()}), 3, {"--out", "outside"});
+
+  // A truncated int8 file: a checkpoint error naming it.
+  const auto broken = (root_ / "runs" / "broken").string();
+  fs::copy(q, broken, fs::copy_options::recursive);
+  const auto bytes = test::read_file((fs::path(broken) / "model.int8.pt").string());
+  std::ofstream(fs::path(broken) / "model.int8.pt", std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 3);
+  expect_failure(cli({"eval", broken}), 5, {"model.int8.pt"});
+}
+
 // ---- Usage. ----
 
 TEST_F(EndToEndTest, JsonSummariesAreAllThatIsOnStdout) {

@@ -77,6 +77,8 @@ class RunDirectory {
   std::filesystem::path adapter_file() const;      ///< adapter.pt: an adapter run's weights
   std::filesystem::path adapter_manifest() const;  ///< adapter.json
   std::filesystem::path ensemble_manifest() const;  ///< ensemble.json
+  std::filesystem::path int8_weights_file() const;  ///< model.int8.pt: a quantised run's weights
+  std::filesystem::path quantize_manifest() const;  ///< quantize.json
   std::filesystem::path best_checkpoint() const;
   std::filesystem::path last_checkpoint() const;
   std::filesystem::path metrics_log() const;
@@ -104,9 +106,11 @@ class RunDirectory {
   bool has_adapter() const;
   /// Whether the run is an ensemble of other runs (ensemble.json exists).
   bool has_ensemble() const;
+  /// Whether the run's weights are int8 (model.int8.pt exists).
+  bool has_int8() const;
   /// The file that pins the weights the run serves: model.pt; adapter.pt for an adapter run
   /// (its base pinned by adapter.json); ensemble.json for an ensemble run (its members pinned
-  /// by their digests in it).
+  /// by their digests in it); model.int8.pt for a quantised run.
   std::filesystem::path served_weights_file() const;
   /// The SHA-256 of served_weights_file(): the served model's version. Throws DataError when
   /// the file cannot be read.
@@ -133,6 +137,10 @@ class RunDirectory {
   void save_adapter(const LowRankAdapterImpl& adapter, const AdapterManifest& manifest) const;
   /// Writes ensemble.json atomically.
   void save_ensemble_manifest(const EnsembleManifest& manifest) const;
+  /// Removes every file that decides what the run serves (model.pt, adapter.pt, adapter.json,
+  /// ensemble.json, model.int8.pt, quantize.json): what a command that writes new weights into
+  /// an existing directory does first, so that no other kind of weights is left to be read.
+  void remove_served_weights() const;
   /// Writes skipped_<split>.txt ("file:line: reason", one a line); removes a stale one when
   /// `skipped` is empty.
   void save_skipped(const std::string& split, const std::vector<std::string>& skipped) const;

@@ -49,7 +49,8 @@ IntentClassifier build_model(const Config& config, const RunData& data);
 /// (model.pt) loaded, on `device`, in training mode as built (callers set eval()). An adapter
 /// run's (tune.method lora): its base run's model.pt, checked against the SHA-256 in
 /// adapter.json, with adapter.pt merged in. An ensemble run's: its members' models, each
-/// loaded as its run says, averaged (IntentClassifierImpl's ensemble). Throws CheckpointError
+/// loaded as its run says, averaged (IntentClassifierImpl's ensemble). A quantised run's:
+/// model.int8.pt dequantised (training/quantization.h). Throws CheckpointError
 /// when the weights are missing, truncated or of another architecture, or the base or a
 /// member is not the one recorded.
 IntentClassifier load_run_model(const RunDirectory& run, const Config& config, const RunData& data,

@@ -4,7 +4,7 @@ own dynamic int8 kernels against float, side by side, on the CLINC150 model's sh
 6000x128, BiLSTM 256, max pooling, head 512->256->151), one request of 12 tokens at a time,
 1 thread. Prints the median latency of each and its ratio to float.
 
-    GLOG_minloglevel=2 /usr/bin/python3 bench/int8_kernels.py [--runs 200]
+    /usr/bin/python3 bench/int8_kernels.py [--runs 200] 2>/dev/null   # qnnpack warns once per call
 
 Runs on Debian's python3-torch (the same LibTorch as the C++ build)."""
 import argparse

@@ -52,15 +52,28 @@ std::vector<int64_t> threshold_decisions(const at::Tensor& probs, double thresho
   return out;
 }
 
+namespace {
+
+/// Each row's top probability (float) and its class, contiguous on the CPU; Error "WHO: size
+/// mismatch" when the rows are not one per gold label.
+struct TopClass {
+  at::Tensor top, arg;
+  TopClass(const at::Tensor& probs, const std::vector<int64_t>& gold, const char* who) {
+    const auto p = probs.detach().to(at::kCPU, at::kFloat);
+    if (p.size(0) != static_cast<int64_t>(gold.size())) throw Error(std::string(who) + ": size mismatch");
+    auto [t, a] = p.max(1);
+    top = t.contiguous();
+    arg = a.contiguous();
+  }
+};
+
+}  // namespace
+
 double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
                             int64_t oos_index) {
-  const auto p = probs.detach().to(at::kCPU, at::kFloat);
-  if (p.size(0) != static_cast<int64_t>(gold.size())) throw Error("choose_oos_threshold: size mismatch");
-  auto [top, arg] = p.max(1);
-  top = top.contiguous();
-  arg = arg.contiguous();
-  const float* tp = top.data_ptr<float>();
-  const int64_t* ap = arg.data_ptr<int64_t>();
+  const TopClass t(probs, gold, "choose_oos_threshold");
+  const float* tp = t.top.data_ptr<float>();
+  const int64_t* ap = t.arg.data_ptr<int64_t>();
   const auto n = static_cast<int64_t>(gold.size());
   // Sweep thresholds upwards through the sorted top probabilities. With threshold t, samples
   // with top < t are rejected. Score(t) = in-scope correct above t + OOS samples below t.
@@ -93,13 +106,9 @@ double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>&
 double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
                                      int64_t oos_index, double max_loss) {
   if (!(max_loss >= 0 && max_loss < 1)) throw Error("choose_oos_threshold_for_loss: max_loss must be in [0, 1)");
-  const auto p = probs.detach().to(at::kCPU, at::kFloat);
-  if (p.size(0) != static_cast<int64_t>(gold.size())) throw Error("choose_oos_threshold_for_loss: size mismatch");
-  auto [top, arg] = p.max(1);
-  top = top.contiguous();
-  arg = arg.contiguous();
-  const float* tp = top.data_ptr<float>();
-  const int64_t* ap = arg.data_ptr<int64_t>();
+  const TopClass t(probs, gold, "choose_oos_threshold_for_loss");
+  const float* tp = t.top.data_ptr<float>();
+  const int64_t* ap = t.arg.data_ptr<int64_t>();
   int64_t in_scope = 0;
   std::vector<float> correct;  // top probabilities of the correctly classified in-scope samples
   for (size_t i = 0; i < gold.size(); ++i) {

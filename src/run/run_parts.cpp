@@ -42,36 +42,48 @@ void RunDirectory::save_tokenizer(const fs::path& model) const {
   }
 }
 
-AdapterManifest RunDirectory::load_adapter_manifest() const {
-  const auto file = adapter_manifest().string();
-  nlohmann::json j;
+namespace {
+
+/// A run's JSON manifest (adapter.json, ensemble.json): CheckpointError naming the file when it
+/// cannot be read or is not JSON.
+nlohmann::json read_manifest(const fs::path& file, const std::string& what) {
   try {
-    j = nlohmann::json::parse(read_file(adapter_manifest(), "adapter manifest"));
+    return nlohmann::json::parse(read_file(file, what));
   } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(file + ": not valid JSON: " + e.what());
+    throw CheckpointError(file.string() + ": not valid JSON: " + e.what());
   } catch (const Error& e) {
     throw CheckpointError(e.what());
   }
+}
+
+/// `out` = object `j`'s `key`; CheckpointError "WHERE: 'KEY' is missing" or "... has the wrong type".
+template <class T>
+void need(const nlohmann::json& j, const std::string& where, const char* key, T& out) {
+  if (!j.is_object() || !j.contains(key)) throw CheckpointError(where + ": '" + key + "' is missing");
+  try {
+    j.at(key).get_to(out);
+  } catch (const nlohmann::json::exception&) {
+    throw CheckpointError(where + ": '" + key + "' has the wrong type");
+  }
+}
+
+}  // namespace
+
+AdapterManifest RunDirectory::load_adapter_manifest() const {
+  const auto file = adapter_manifest().string();
+  const auto j = read_manifest(adapter_manifest(), "adapter manifest");
   AdapterManifest m;
-  auto need = [&](const char* key, auto& out) {
-    if (!j.is_object() || !j.contains(key)) throw CheckpointError(file + ": '" + key + "' is missing");
-    try {
-      j.at(key).get_to(out);
-    } catch (const nlohmann::json::exception&) {
-      throw CheckpointError(file + ": '" + key + "' has the wrong type");
-    }
-  };
-  need("base_run", m.base_run);
-  need("base_run_relative", m.base_run_relative);
-  need("base_weights_sha256", m.base_weights_sha256);
+  need(j, file, "base_run", m.base_run);
+  need(j, file, "base_run_relative", m.base_run_relative);
+  need(j, file, "base_weights_sha256", m.base_weights_sha256);
   int64_t rank = 0;
   double alpha = 0;
   std::vector<std::string> kinds;
-  need("rank", rank);
-  need("alpha", alpha);
-  need("target_kinds", kinds);
-  need("targets", m.targets);
-  need("parameters", m.parameters);
+  need(j, file, "rank", rank);
+  need(j, file, "alpha", alpha);
+  need(j, file, "target_kinds", kinds);
+  need(j, file, "targets", m.targets);
+  need(j, file, "parameters", m.parameters);
   if (rank < 1 || !(alpha > 0)) throw CheckpointError(file + ": 'rank' must be >= 1 and 'alpha' > 0");
   m.options.rank(rank).alpha(alpha).targets(kinds);
   return m;
@@ -79,14 +91,7 @@ AdapterManifest RunDirectory::load_adapter_manifest() const {
 
 EnsembleManifest RunDirectory::load_ensemble_manifest() const {
   const auto file = ensemble_manifest().string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(ensemble_manifest(), "ensemble manifest"));
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(file + ": not valid JSON: " + e.what());
-  } catch (const Error& e) {
-    throw CheckpointError(e.what());
-  }
+  const auto j = read_manifest(ensemble_manifest(), "ensemble manifest");
   if (!j.is_object() || !j.contains("members") || !j["members"].is_array() || j["members"].empty()) {
     throw CheckpointError(file + ": 'members' must be a non-empty array");
   }
@@ -95,18 +100,10 @@ EnsembleManifest RunDirectory::load_ensemble_manifest() const {
     const auto& e = j["members"][i];
     const std::string where = file + ": members[" + std::to_string(i) + "]";
     EnsembleMember member;
-    auto need = [&](const char* key, auto& out) {
-      if (!e.is_object() || !e.contains(key)) throw CheckpointError(where + ": '" + key + "' is missing");
-      try {
-        e.at(key).get_to(out);
-      } catch (const nlohmann::json::exception&) {
-        throw CheckpointError(where + ": '" + key + "' has the wrong type");
-      }
-    };
-    need("run", member.run);
-    need("run_relative", member.run_relative);
-    need("weights_sha256", member.weights_sha256);
-    need("temperature", member.temperature);
+    need(e, where, "run", member.run);
+    need(e, where, "run_relative", member.run_relative);
+    need(e, where, "weights_sha256", member.weights_sha256);
+    need(e, where, "temperature", member.temperature);
     if (!(member.temperature > 0)) throw CheckpointError(where + ": 'temperature' must be > 0");
     m.members.push_back(std::move(member));
   }

@@ -89,7 +89,9 @@ TEST_F(AdversarialTest, FgmIsEpsilonTimesTheUnitGradientPerSampleWithoutPadding)
     EXPECT_NEAR(rs.norm().item<double>(), 0.7, 1e-5) << s;
     EXPECT_NEAR(cosine(rs.slice(0, 0, len), g), 1.0, 1e-5) << s;
     EXPECT_TRUE(torch::allclose(rs.slice(0, 0, len), 0.7 * g / g.norm(), 1e-5, 1e-6)) << s;
-    if (len < 4) EXPECT_EQ(rs.slice(0, len, 4).abs().sum().item<double>(), 0.0);
+    if (len < 4) {
+      EXPECT_EQ(rs.slice(0, len, 4).abs().sum().item<double>(), 0.0);
+    }
   }
   EXPECT_EQ(r.at("text")[2].abs().sum().item<double>(), 0.0);
   // Image: per sample, samples without an image get 0.
@@ -175,7 +177,7 @@ TEST_F(AdversarialTest, TheEmbeddingDeltaReachesTheTextEncoderAndRaisesTheModels
   const auto plain = model->forward(b);
   const auto zero = forward_perturbed(*model, b, clean);
   EXPECT_TRUE(torch::equal(plain.detach(), zero.detach()));
-  EXPECT_FALSE(detail::embedding_delta().defined());
+  EXPECT_FALSE(mmintent::detail::embedding_delta().defined());
   const auto loss = per_sample_loss(zero, b, LossOptions{}).sum();
   loss.backward();
   ASSERT_TRUE(clean.at("text").grad().defined());
@@ -282,7 +284,8 @@ TEST_F(AdversarialTrainerTest, TheStepsGradientIsCleanPlusWeightTimesAdversarial
   const auto clean = torch::autograd::grad({mean_loss(zero)}, inputs);
   Perturbation r;
   const auto lengths = b.input("text").lengths;
-  for (const auto& [name, index] : {std::pair<std::string, size_t>{"text", params.size()}, {"image", params.size() + 1}}) {
+  const std::vector<std::pair<std::string, size_t>> gradient_of{{"text", params.size()}, {"image", params.size() + 1}};
+  for (const auto& [name, index] : gradient_of) {
     auto g = clean[index].clone();
     if (name == "text") {
       for (int64_t s = 0; s < 8; ++s) g[s].slice(0, lengths[s].item<int64_t>()).zero_();

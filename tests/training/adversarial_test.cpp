@@ -362,6 +362,43 @@ TEST_F(AdversarialTrainerTest, RunsAreDeterministicAndResumeExactly) {
   }
 }
 
+TEST_F(AdversarialTrainerTest, Bf16AutocastWithAccumulationAndClippingTrainsDeterministically) {
+  // The forward passes (clean, PGD's, adversarial) under bf16 autocast, the losses and the
+  // perturbations in fp32.
+  const auto train = [&](const std::string& method) {
+    AdversarialOptions a = fgm(0.5);
+    a.method = method;
+    a.steps = 2;
+    auto t = options(a);
+    t.precision = "bf16";
+    t.epochs = 2;
+    t.optimizer.type = "adamw";
+    t.optimizer.lr = 0.01;
+    t.accumulation_steps = 3;  // 5 batches: windows of 3 and 2
+    t.grad_clip = 0.5;
+    test::SyntheticSource source(40, 8, 1, true);
+    torch::manual_seed(5);
+    Trainer trainer(IntentClassifier(model_options()), t);
+    const auto fit = trainer.fit(source, nullptr);
+    return std::make_pair(copy_state(*trainer.model()), fit.history.back().metrics.at("train.loss"));
+  };
+  const auto [none_w, none_loss] = train("none");
+  for (const std::string method : {"fgm", "pgd"}) {
+    SCOPED_TRACE(method);
+    const auto [w1, loss1] = train(method);
+    const auto [w2, loss2] = train(method);
+    EXPECT_TRUE(std::isfinite(loss1));
+    EXPECT_EQ(loss1, loss2);
+    bool differs = false;
+    for (size_t i = 0; i < w1.size(); ++i) {
+      EXPECT_TRUE(w1[i].second.equal(w2[i].second)) << w1[i].first;
+      EXPECT_TRUE(torch::isfinite(w1[i].second).all().item<bool>()) << w1[i].first;
+      differs = differs || !w1[i].second.equal(none_w[i].second);
+    }
+    EXPECT_TRUE(differs);
+  }
+}
+
 TEST_F(AdversarialTrainerTest, BatchNormStatisticsAreThoseOfTheCleanPasses) {
   IntentClassifierOptions mo = model_options();
   mo.image(ImageEncoderOptions().channels({4}).out_dim(6).dropout(0.0));  // batch norm

@@ -311,6 +311,9 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   t.loss.max_inverse_propensity = c.tune.clip;
   t.loss.baseline = c.tune.baseline;
   t.early_stopping.min_epochs = std::min(t.early_stopping.min_epochs, t.epochs);
+  // Adversarial training (train.adversarial) is the training run's: tuning learns from
+  // feedback without it.
+  t.adversarial = AdversarialOptions{};
   Trainer trainer(model, t);
   auto val_loader = data.val ? make_loader(c, data.val, /*training=*/false) : nullptr;
   result.fit = trainer.fit(source, val_loader.get());

@@ -391,6 +391,12 @@ template <class V> void visit(V& v, SpecAugmentOptions& c) {
   v.field("freq_masks", c.freq_masks, Check::range(0, 64));
   v.field("freq_width", c.freq_width, Check::range(0, 512));
 }
+template <class V> void visit(V& v, TextAugmentOptions& c) {
+  v.field("typos", c.typos, Check::range(0, 1));
+  v.field("deletion", c.deletion, Check::range(0, 1));
+  v.field("swap", c.swap, Check::range(0, 1));
+  v.field("token_dropout", c.token_dropout, Check::range(0, 1));
+}
 template <class V> void visit(V& v, AugmentOptions& c) {
   v.field("enabled", c.enabled);
   v.field("crop_padding", c.crop_padding, Check::range(0, 64));
@@ -398,6 +404,7 @@ template <class V> void visit(V& v, AugmentOptions& c) {
   v.field("brightness", c.brightness, Check::range(0, 1));
   v.field("contrast", c.contrast, Check::range(0, 1));
   v.section("spec_augment", c.spec_augment);
+  v.section("text", c.text);
 }
 template <class V> void visit(V& v, TokenizerTrainOptions& c) {
   v.field("vocab_size", c.vocab_size, Check::range(8, 1000000));
@@ -524,6 +531,14 @@ template <class V> void visit(V& v, DistillOptions& c) {
   v.field("temperature", c.temperature, Check::gt(0));
   v.field("alpha", c.alpha, Check::range(0, 1));
 }
+template <class V> void visit(V& v, AdversarialOptions& c) {
+  v.field("method", c.method, Check::one_of({"none", "fgm", "pgd"}));
+  v.field("epsilon", c.epsilon, Check::gt(0));
+  v.field("steps", c.steps, Check::range(1, 1000));
+  v.field("alpha", c.alpha, Check::gt(0));
+  v.field("modalities", c.modalities, Check::one_of({"text", "image"}));
+  v.field("weight", c.weight, Check::ge(0));
+}
 template <class V> void visit(V& v, TrainerOptions& c) {
   v.field("epochs", c.epochs, Check::range(1, 100000));
   v.field("grad_clip", c.grad_clip, Check::ge(0));
@@ -532,6 +547,7 @@ template <class V> void visit(V& v, TrainerOptions& c) {
   v.section("scheduler", c.scheduler);
   v.section("loss", c.loss);
   v.section("distill", c.distill);
+  v.section("adversarial", c.adversarial);
   v.section("early_stopping", c.early_stopping);
   v.field("save_best", c.save_best);
   v.field("save_last", c.save_last);
@@ -768,6 +784,20 @@ void validate(const Config& c, const Context& ctx) {
     fail("model.image_encoder.kernel_size", "must be odd");
   }
   if (c.model.image_encoder.channels().empty()) fail("model.image_encoder.channels", "must not be empty");
+  const auto& adv = c.train.adversarial;
+  if (adv.enabled()) {
+    std::set<std::string> listed;
+    for (const auto& name : adv.modalities) {
+      if (!c.model.uses(name)) {
+        fail("train.adversarial.modalities", "'" + name + "' is not a modality of the model (model.modalities: " +
+                                                 join(c.model.modalities) + ")");
+      }
+      if (!listed.insert(name).second) fail("train.adversarial.modalities", "'" + name + "' is listed twice");
+    }
+    if (adv.modalities.empty() && !c.model.uses("text") && !c.model.uses("image")) {
+      fail("train.adversarial.modalities", "the model uses neither text nor image, the inputs adversarial training perturbs");
+    }
+  }
   const auto& es = c.train.early_stopping;
   // What the trainer's meters report (metrics/meters.h), sorted.
   const auto known_metrics = reported_metric_names();

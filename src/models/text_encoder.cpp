@@ -1,5 +1,7 @@
 #include "mmintent/models/text_encoder.h"
 
+#include "mmintent/models/detail/embedding_delta.h"
+
 #include <torch/torch.h>
 
 #include <vector>
@@ -41,7 +43,14 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& token_ids,
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == token_ids.size(0),
               "TextEncoder: lengths must be [B]");
   // Empty texts are packed as one padding token; the caller masks their encoding.
-  auto x = dropout_->forward(embedding_->forward(token_ids));
+  auto x = embedding_->forward(token_ids);
+  // Adversarial training's perturbation of the embeddings (training/adversarial.h), if any.
+  if (const auto delta = detail::embedding_delta(); delta.defined()) {
+    TORCH_CHECK(delta.sizes() == x.sizes(), "TextEncoder: an embedding delta of shape ", delta.sizes(),
+                " for embeddings of shape ", x.sizes());
+    x = x + delta.to(x.scalar_type());
+  }
+  x = dropout_->forward(x);
   return rnn_.forward(x, lengths, is_training());
 }
 

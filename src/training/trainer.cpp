@@ -48,6 +48,9 @@ Trainer::Trainer(IntentClassifier model, TrainerOptions options, std::shared_ptr
   // cuDNN tries the convolution algorithms for each input shape once and keeps the fastest.
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   model_->to(device_);
+  if (options_.adversarial.enabled()) {
+    attack_ = std::make_unique<AdversarialAttack>(options_.adversarial, *model_);
+  }
   optimizer_ = make_optimizer(model_->parameters(), options_.optimizer);
   if (distributed()) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, model_->parameters(),
@@ -178,12 +181,19 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
                                               state_.global_step + 1));
     };
     if (!empty) {
-      at::Tensor logits;
-      {
-        AutocastGuard autocast(device_, precision_);
-        logits = model_->forward(b);
-      }
-      logits = logits.to(torch::kFloat);  // the loss and its gradient in fp32
+      // The forward pass with `perturbation` added to the inputs (none: the plain one).
+      const auto forward = [&](const Perturbation& perturbation) {
+        at::Tensor out;
+        {
+          AutocastGuard autocast(device_, precision_);
+          out = perturbation.empty() ? model_->forward(b) : forward_perturbed(*model_, b, perturbation);
+        }
+        return out.to(torch::kFloat);  // the loss and its gradient in fp32
+      };
+      // Adversarial training: the clean pass adds zero perturbations whose grads the backward
+      // pass fills with the loss's gradient with respect to the inputs.
+      const Perturbation clean = attack_ ? attack_->zeros(b) : Perturbation{};
+      at::Tensor logits = forward(clean);
       auto per_sample = per_sample_loss(logits, b, options_.loss);  // hard, soft, rejected
       auto loss = per_sample.sum() / static_cast<double>(window_samples);
       const double batch_loss = per_sample.sum().item<double>();
@@ -193,6 +203,24 @@ std::map<std::string, double> Trainer::train_epoch(BatchSource& train, const LrS
         throw fail("loss", batch_loss);
       }
       loss.backward();
+      if (attack_ && !clean.empty()) {
+        // Batch-norm statistics stay those of the clean pass: the adversarial passes' updates
+        // are undone.
+        std::vector<at::Tensor> buffers_clean;
+        for (const auto& buffer : model_->buffers()) buffers_clean.push_back(buffer.clone());
+        const auto loss_of = [&](const Perturbation& p) {
+          return per_sample_loss(forward(p), b, options_.loss).sum() / static_cast<double>(window_samples);
+        };
+        const auto delta = attack_->attack(b, clean, loss_of);
+        const auto adv_per_sample = per_sample_loss(forward(delta), b, options_.loss);
+        const double adv_loss = adv_per_sample.sum().item<double>();
+        if (!std::isfinite(adv_loss) && !dist) throw fail("adversarial loss", adv_loss);
+        // Data-parallel, a non-finite adversarial loss shows in the reduced gradient's norm.
+        (adv_per_sample.sum() * (attack_->options().weight / static_cast<double>(window_samples))).backward();
+        torch::NoGradGuard no_grad;
+        auto buffers = model_->buffers();
+        for (size_t k = 0; k < buffers.size(); ++k) buffers[k].copy_(buffers_clean[k]);
+      }
       loss_sum += batch_loss;
       window_loss += batch_loss;
       // Accuracy counts samples with a label (a feedback sample may carry only a rejected

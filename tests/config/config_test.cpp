@@ -199,6 +199,76 @@ TEST_F(ConfigTest, EffectiveConfigRoundTrips) {
   EXPECT_EQ(d.data.train, train_);
 }
 
+TEST_F(ConfigTest, TextAugmentationAndAdversarialTrainingParseAndRoundTrip) {
+  // Off by default.
+  auto plain = parse_config(base(), cfg_path());
+  EXPECT_EQ(plain.train.adversarial.method, "none");
+  EXPECT_FALSE(plain.data.augment.text.any());
+  EXPECT_DOUBLE_EQ(plain.train.adversarial.weight, 1.0);
+  auto c = parse_config("data:\n  train: train.jsonl\n  val: val.jsonl\n  augment:\n    enabled: true\n"
+                        "    text: {typos: 0.1, deletion: 0.05, swap: 0.02, token_dropout: 0.15}\n"
+                        "eval:\n  splits: [val]\ntrain:\n  adversarial: {method: pgd, epsilon: 0.5, steps: 4, alpha: 0.2, modalities: [text], weight: 0.7}\n",
+                        cfg_path());
+  EXPECT_DOUBLE_EQ(c.data.augment.text.typos, 0.1);
+  EXPECT_DOUBLE_EQ(c.data.augment.text.deletion, 0.05);
+  EXPECT_DOUBLE_EQ(c.data.augment.text.swap, 0.02);
+  EXPECT_DOUBLE_EQ(c.data.augment.text.token_dropout, 0.15);
+  const auto& a = c.train.adversarial;
+  EXPECT_EQ(a.method, "pgd");
+  EXPECT_DOUBLE_EQ(a.epsilon, 0.5);
+  EXPECT_EQ(a.steps, 4);
+  EXPECT_DOUBLE_EQ(a.alpha, 0.2);
+  EXPECT_EQ(a.modalities, (std::vector<std::string>{"text"}));
+  EXPECT_DOUBLE_EQ(a.weight, 0.7);
+  EXPECT_EQ(c.trainer_options().adversarial.method, "pgd");
+  const std::string yaml = mmintent::to_yaml(c);
+  EXPECT_THAT(yaml, HasSubstr("token_dropout: 0.15"));
+  EXPECT_THAT(yaml, HasSubstr("adversarial:"));
+  auto d = parse_config(yaml, (dir_.path() / "elsewhere" / "config.yaml").string());
+  EXPECT_EQ(mmintent::to_yaml(d), yaml);
+  EXPECT_EQ(d.train.adversarial.modalities, a.modalities);
+  EXPECT_DOUBLE_EQ(d.data.augment.text.token_dropout, 0.15);
+  // The defaults round-trip too (an empty modalities list included).
+  const std::string defaults = mmintent::to_yaml(plain);
+  EXPECT_EQ(mmintent::to_yaml(parse_config(defaults, (dir_.path() / "x" / "config.yaml").string())), defaults);
+}
+
+TEST_F(ConfigTest, BadTextAugmentationAndAdversarialValuesNameTheKey) {
+  for (const char* key : {"typos", "deletion", "swap", "token_dropout"}) {
+    for (const char* value : {"1.5", "-0.1"}) {
+      auto e = error_of(std::string("data:\n  train: train.jsonl\n  val: val.jsonl\n  augment:\n    text:\n      ") +
+                        key + ": " + value + "\neval:\n  splits: [val]\n");
+      EXPECT_EQ(e.key(), std::string("data.augment.text.") + key);
+      EXPECT_THAT(e.what(), HasSubstr("out of range"));
+      EXPECT_THAT(e.what(), HasSubstr("cfg.yaml"));
+      EXPECT_EQ(e.line(), 6);
+    }
+  }
+  const auto adversarial = [&](const std::string& body) {
+    return error_of(base() + "train:\n  adversarial: {" + body + "}\n");
+  };
+  auto m = adversarial("method: fsgm");
+  EXPECT_EQ(m.key(), "train.adversarial.method");
+  EXPECT_THAT(m.what(), HasSubstr("not one of: none, fgm, pgd"));
+  EXPECT_EQ(adversarial("method: fgm, epsilon: 0").key(), "train.adversarial.epsilon");
+  EXPECT_EQ(adversarial("method: fgm, epsilon: -1").key(), "train.adversarial.epsilon");
+  EXPECT_EQ(adversarial("method: pgd, steps: 0").key(), "train.adversarial.steps");
+  EXPECT_EQ(adversarial("method: pgd, alpha: 0").key(), "train.adversarial.alpha");
+  EXPECT_EQ(adversarial("method: fgm, weight: -1").key(), "train.adversarial.weight");
+  auto u = adversarial("method: fgm, modalities: [txt]");
+  EXPECT_EQ(u.key(), "train.adversarial.modalities[0]");
+  // A modality the model does not use (cross-field).
+  auto n = error_of(base() + "model: {modalities: [text]}\ntrain:\n  adversarial: {method: fgm, modalities: [image]}\n");
+  EXPECT_EQ(n.key(), "train.adversarial.modalities");
+  EXPECT_THAT(n.what(), HasSubstr("'image' is not a modality of the model"));
+  auto t = error_of(base() + "train:\n  adversarial: {method: fgm, modalities: [text, text]}\n");
+  EXPECT_EQ(t.key(), "train.adversarial.modalities");
+  // From the command line: the override is named.
+  auto o = error_of(base(), {"train.adversarial.method=fast"});
+  EXPECT_EQ(o.key(), "train.adversarial.method");
+  EXPECT_THAT(o.what(), HasSubstr("train.adversarial.method=fast"));
+}
+
 TEST_F(ConfigTest, LoadConfigMissingFile) {
   try {
     mmintent::load_config((dir_.path() / "absent.yaml").string());

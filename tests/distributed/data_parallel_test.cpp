@@ -229,6 +229,50 @@ TEST_F(DataParallelTest, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
   }
 }
 
+TEST_F(DataParallelTest, AdversarialTrainingOnTwoRanksMatchesOneRank) {
+  // FGM and PGD: each rank's perturbation is per sample, and both backward passes come before
+  // the step's one gradient reduction, so 2 ranks x B step as 1 rank x 2B (with accumulation).
+  for (const std::string method : {"fgm", "pgd"}) {
+    SCOPED_TRACE(method);
+    const int64_t n = 65, B = 16, epochs = 2;
+    const auto options = [&](const std::string& run) {
+      auto t = trainer_options(run, epochs);
+      if (run.empty()) t.files = TrainerFiles{};
+      t.early_stopping.enabled = false;  // no validation split
+      t.early_stopping.restore_best = false;
+      t.accumulation_steps = 2;
+      t.adversarial.method = method;
+      t.adversarial.epsilon = 0.5;
+      t.adversarial.steps = 2;
+      t.adversarial.alpha = 0.3;
+      t.adversarial.weight = 0.5;
+      return t;
+    };
+    test::SyntheticSource single_train(n, 2 * B, 1, true);
+    torch::manual_seed(5);
+    Trainer single(IntentClassifier(model_options()), options(""));
+    single.fit(single_train, nullptr);
+    const auto reference = copy_state(*single.model());
+
+    std::vector<StateDict> weights(2);
+    std::vector<IntentClassifier> models;
+    for (int r = 0; r < 2; ++r) {
+      torch::manual_seed(r == 0 ? 5 : 99);
+      models.emplace_back(model_options());
+    }
+    const auto run = (dir_.path() / ("adv_" + method)).string();
+    run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+      test::SyntheticSource train(n, B, 1, true);
+      train.shard(rank, 2);
+      Trainer trainer(models[rank], options(run), comm);
+      trainer.fit(train, nullptr);
+      weights[rank] = copy_state(*trainer.model());
+    });
+    expect_close(weights[0], reference, 1e-4);
+    expect_close(weights[1], weights[0], 0.0);
+  }
+}
+
 TEST_F(DataParallelTest, AStoppedRunResumesToTheUninterruptedWeights) {
   const int64_t n = 64, B = 8, epochs = 3;
   auto options = [&](const std::string& run) {

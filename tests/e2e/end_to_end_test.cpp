@@ -488,6 +488,43 @@ TEST_F(EndToEndTest, ResumeAutoContinuesAFinishedRun) {
   EXPECT_NE(bad.error_line().find("missing.pt"), std::string::npos) << bad.dump();
 }
 
+TEST_F(EndToEndTest, AdversarialTrainingWithTextAugmentationIsDeterministic) {
+  // FGM on the text embeddings and the images, noisy training texts: two runs of the same seed
+  // give the same learning curve and metrics, and the run still learns.
+  const std::vector<std::string> settings{
+      "train.epochs=2", "train.adversarial.method=fgm", "train.adversarial.epsilon=0.5",
+      "data.augment.enabled=true", "data.augment.text.typos=0.2", "data.augment.text.swap=0.1",
+      "data.augment.text.token_dropout=0.1"};
+  std::vector<std::vector<json>> metrics, steps;
+  for (const char* name : {"adv1", "adv2"}) {
+    const auto dir = (root_ / "runs" / name).string();
+    auto args = std::vector<std::string>{"train", config_, "output.dir=" + dir};
+    args.insert(args.end(), settings.begin(), settings.end());
+    const auto r = cli(args);
+    ASSERT_EQ(r.code, 0) << r.dump();
+    const auto without_times = [](const std::vector<std::string>& lines) {
+      std::vector<json> out;
+      for (const auto& line : lines) {
+        auto j = json::parse(line);
+        for (const char* key : {"seconds", "time", "elapsed"}) j.erase(key);
+        out.push_back(j);
+      }
+      return out;
+    };
+    metrics.push_back(without_times(lines_of(fs::path(dir) / "metrics.jsonl")));
+    steps.push_back(without_times(lines_of(fs::path(dir) / "steps.jsonl")));
+    const auto saved = test::read_file((fs::path(dir) / "config.yaml").string());
+    EXPECT_NE(saved.find("method: \"fgm\""), std::string::npos) << saved;
+    EXPECT_NE(saved.find("token_dropout: 0.1"), std::string::npos);
+  }
+  ASSERT_EQ(metrics[0].size(), 2u);
+  EXPECT_EQ(metrics[0], metrics[1]);
+  ASSERT_FALSE(steps[0].empty());
+  EXPECT_EQ(steps[0], steps[1]);
+  EXPECT_LT(metrics[0][1]["train.loss"].get<double>(), metrics[0][0]["train.loss"].get<double>() + 1e-9)
+      << metrics[0][1].dump();
+}
+
 TEST_F(EndToEndTest, SavedConfigCanBeFedBack) {
   const auto first_dir = (root_ / "runs" / "first").string();
   const auto first = cli({"train", config_, "train.epochs=1", "output.dir=" + first_dir});

@@ -11,12 +11,20 @@
 /// writes. The sources must be sharded the same way on every rank (DataLoader's rank and
 /// world_size).
 ///
+/// Adversarial training (options.adversarial, training/adversarial.h): each micro-batch's clean
+/// backward pass is followed by the adversarial one (weighted, divided by the same window's
+/// samples), both before the step's single gradient reduction, clipping and optimizer step.
+/// Batch-norm running statistics are left as the clean pass set them. Nothing of it is saved:
+/// the perturbation is recomputed per step, and it draws no random numbers of its own (only
+/// the extra forward passes' dropout), so a resumed run repeats the uninterrupted one.
+///
 /// Around the loop, callbacks (training/callbacks.h): early stopping, the metrics log,
 /// checkpoints and the epoch's log line are the trainer's own, installed from its options;
 /// metrics are meters (metrics/meters.h).
 
 #include "mmintent/core/batch.h"
 #include "mmintent/distributed/communicator.h"
+#include "mmintent/training/adversarial.h"
 #include "mmintent/training/callbacks.h"
 #include "mmintent/models/intent_classifier.h"
 #include "mmintent/training/checkpoint.h"
@@ -68,6 +76,8 @@ struct TrainerOptions {
   SchedulerOptions scheduler;
   LossOptions loss;
   DistillOptions distill;
+  /// train.adversarial: FGM / PGD adversarial training (training/adversarial.h); method none: off.
+  AdversarialOptions adversarial;
   EarlyStoppingOptions early_stopping;
   /// Where checkpoints and the metrics log go; empty paths write nothing.
   TrainerFiles files;
@@ -139,6 +149,7 @@ class Trainer {
   StateDict best_;  ///< best weights so far, on the CPU
   std::shared_ptr<Communicator> comm_;
   std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<AdversarialAttack> attack_;  ///< null unless options.adversarial is enabled
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::string stop_reason_, stop_message_;  ///< set by request_stop
 };

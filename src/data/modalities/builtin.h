@@ -2,6 +2,7 @@
 /// The built-in modality readers, "text", "image" and "audio" (data/modality.h). Internal.
 
 #include "mmintent/data/audio.h"
+#include "mmintent/data/augment.h"
 #include "mmintent/data/audio_features.h"
 #include "mmintent/data/image.h"
 #include "mmintent/data/modality.h"
@@ -13,22 +14,29 @@
 namespace mmintent::detail {
 
 /// Tokenises each text once (cut to DatasetOptions::max_length); collates token ids [B,T]
-/// (0 = padding, T the batch's longest, at least 1), lengths and the mask.
+/// (0 = padding, T the batch's longest, at least 1), lengths and the mask. With text
+/// augmentation (AugmentOptions::text) a sample's ids are made again from its noisy text.
 class TextReader : public ModalityReader {
  public:
   explicit TextReader(const ReaderContext& context);
   std::vector<std::string> prepare(const std::vector<std::string>& values,
                                    const std::vector<long>& lines) override;
-  void retain(const std::vector<char>& keep) override { retain_where(ids_, keep); }
+  void retain(const std::vector<char>& keep) override {
+    retain_where(ids_, keep);
+    retain_where(texts_, keep);
+  }
   bool present(int64_t i) const override { return !ids_.at(i).empty(); }
   ModalityInput collate(const std::vector<int64_t>& indices, const AugmentOptions* augment,
                         uint64_t seed) const override;
   const std::vector<int64_t>& token_ids(int64_t i) const { return ids_.at(i); }
+  /// Sample i's ids under text augmentation `noise`, random from `seed` alone.
+  std::vector<int64_t> augmented_ids(int64_t i, const TextAugmentOptions& noise, uint64_t seed) const;
 
  private:
   std::shared_ptr<const Tokenizer> tokenizer_;
   int64_t max_length_;
   std::vector<std::vector<int64_t>> ids_;
+  std::vector<std::string> texts_;  ///< the raw texts, for text augmentation
 };
 
 /// Decodes every image once up front into a cache (DatasetOptions::cache_images), or only

@@ -349,8 +349,16 @@ TEST_F(ServerTest, ConcurrentClientsShareForwardPassesAndGetTheirOwnAnswers) {
   for (auto& t : clients) t.join();
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(wrong.load(), 0);
-  const auto metrics = client().Get("/metrics")->body;
-  EXPECT_NE(metrics.find("mmintent_requests_total{endpoint=\"/v1/predict\",status=\"200\"} 50"), std::string::npos) << metrics;
+  // A request is counted once its response is written (cpp-httplib's logger runs after the
+  // write): the last client can read its answer a moment before the count moves.
+  std::string metrics;
+  const std::string counted = "mmintent_requests_total{endpoint=\"/v1/predict\",status=\"200\"} 50";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    metrics = client().Get("/metrics")->body;
+    if (metrics.find(counted) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(metrics.find(counted), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("mmintent_batch_size_count"), std::string::npos);
   EXPECT_NE(metrics.find("mmintent_model_info{version=\"" + server_->model_version()), std::string::npos);
   // Some forward pass held more than one input (6 rounds of 8 requests sent at once).

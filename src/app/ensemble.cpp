@@ -1,12 +1,18 @@
 // `mmintent ensemble`: an ensemble run over finished runs (app/ensemble.h).
 #include "mmintent/app/ensemble.h"
 
+#include "mmintent/app/logging.h"
+#include "mmintent/app/run.h"
+#include "mmintent/distributed/communicator.h"
+
 #include "mmintent/config/loader.h"
 #include "mmintent/core/files.h"
 #include "mmintent/core/log.h"
 #include "mmintent/error.h"
 #include "mmintent/training/device.h"
 #include "steps.h"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -92,7 +98,9 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
   for (const auto& m : options.members) {
     RunDirectory run(detail::normalised(m));
     run.require_finished();
-    if (detail::is_within(out.path(), run.path()) || detail::is_within(run.path(), out.path())) {
+    // A member may lie inside the ensemble's directory (`train` with ensemble.members puts them
+    // in members/), not the other way round.
+    if (detail::is_within(out.path(), run.path())) {
       throw ConfigError("", "--out", 0, "'" + out.str() + "' must be a new directory outside the member '" + run.str() + "'");
     }
     for (const auto& seen : runs) {
@@ -152,19 +160,13 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
     OosSetup oos = oos_setup(c, data.labels);
     // What it serves, fitted on val as a trained run's is: calibration on top of the mean
     // (members already calibrated: T near 1), then the out-of-scope and decision thresholds.
-    Predictions val_predictions;
-    if (!c.data.val.empty()) {
-      data.val = detail::read_split(c, data, c.data.val);
-      auto loader = make_loader(c, data.val, /*training=*/false);
-      val_predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
-    }
+    if (!c.data.val.empty()) data.val = detail::read_split(c, data, c.data.val);
+    std::shared_ptr<const MultimodalDataset> train;
+    if (oos.enabled && !c.data.train.empty()) train = detail::read_split(c, data, c.data.train, oos.label);
     const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
-    const ServingSetup serving = detail::fit_serving(val_predictions, c, out, "val", calibrate, oos);
-    save_oos(out, oos);
-    std::optional<MahalanobisFit> features;
-    if (oos.enabled && !c.data.train.empty()) {
-      features = detail::fit_oos_features(model, c, detail::read_split(c, data, c.data.train, oos.label), device, oos);
-    }
+    const auto fitted = detail::fit_run_serving(model, c, out, train, data.val, device, "val", calibrate, oos);
+    const ServingSetup& serving = fitted.serving;
+    const auto& features = fitted.features;
     const auto members = detail::member_setups(out, data);
     for (const auto& split : c.eval.splits) {
       const auto& path = split == "val" ? c.data.val : c.data.test;
@@ -183,4 +185,109 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
   return result;
 }
 
+namespace detail {
+
+TrainRunResult train_ensemble(const Config& c, const TrainRunOptions& options) {
+  const int64_t k = c.ensemble.members;
+  if (options.communicator && options.communicator->world_size() > 1) {
+    throw ConfigError(c.source, "ensemble.members", 0,
+                      "an ensemble trains its members one after another in one process; with several processes "
+                      "train each member as its own run and combine them with 'mmintent ensemble'");
+  }
+  if (c.output.numbered) {
+    throw ConfigError(c.source, "output.numbered", 0,
+                      "is not supported with ensemble.members (a resumed ensemble must find its members); set "
+                      "output.dir to a new directory");
+  }
+  const fs::path dir = normalised(c.output.dir);
+  const bool resuming = !options.resume.empty();
+  std::error_code ec;
+  if (!resuming && !c.output.overwrite && fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw ConfigError(c.source, "output.dir", 0,
+                      "run directory '" + dir.string() + "' is not empty; choose another output.dir, set "
+                      "output.overwrite=true, or resume with --resume auto");
+  }
+  if (resuming && options.resume != "auto") {
+    throw ConfigError("", "--resume", 0, "an ensemble resumes with --resume auto (each member from its own last.pt)");
+  }
+
+  // Every member's config, built and checked before any training: the config with the
+  // member's seed, overrides and directory.
+  const auto yaml = to_yaml(c);
+  std::vector<Config> members;
+  for (int64_t i = 0; i < k; ++i) {
+    std::vector<std::string> overrides;
+    if (!c.ensemble.overrides.empty()) {
+      std::istringstream words(c.ensemble.overrides[static_cast<size_t>(i)]);
+      for (std::string w; words >> w;) overrides.push_back(w);
+    }
+    const int64_t seed = c.ensemble.seeds.empty() ? c.runtime.seed + i : c.ensemble.seeds[static_cast<size_t>(i)];
+    overrides.insert(overrides.end(),
+                     {"runtime.seed=" + std::to_string(seed), "ensemble.members=1", "ensemble.seeds=[]",
+                      "ensemble.overrides=[]", "output.dir=" + (dir / "members" / std::to_string(i)).string()});
+    Config mc;
+    try {
+      mc = parse_config(yaml, c.source, overrides);
+    } catch (const ConfigError& e) {
+      throw ConfigError(c.source, "ensemble.overrides", 0, "member " + std::to_string(i) + ": " + e.what());
+    }
+    if (!members.empty()) {
+      if (const auto d = first_difference(input_keys(members.front()), input_keys(mc)); !d.empty()) {
+        throw ConfigError(c.source, "ensemble.overrides", 0,
+                          "member " + std::to_string(i) + " would read its inputs otherwise than member 0: " + d);
+      }
+    }
+    members.push_back(std::move(mc));
+  }
+
+  std::vector<std::string> dirs;
+  for (int64_t i = 0; i < k; ++i) {
+    const auto& mc = members[static_cast<size_t>(i)];
+    const RunDirectory member(mc.output.dir);
+    dirs.push_back(member.str());
+    TrainRunOptions mo = options;
+    mo.print_tables = false;  // the ensemble's report holds each member's figures
+    mo.resume.clear();
+    if (resuming) {
+      bool finished = true;
+      try {
+        member.require_finished();
+      } catch (const Error&) {
+        finished = false;
+      }
+      if (finished && fs::exists(member.report_file(), ec)) {
+        log::info("ensemble", "member " + std::to_string(i) + " of " + std::to_string(k) + " is finished: " + member.str());
+        continue;
+      }
+      if (fs::exists(member.last_checkpoint(), ec)) mo.resume = "auto";
+    }
+    log::info("ensemble", "training member " + std::to_string(i) + " of " + std::to_string(k) + " (runtime.seed " +
+                              std::to_string(mc.runtime.seed) + ") into " + member.str());
+    train_from_config(mc, mo);
+  }
+
+  fs::create_directories(dir, ec);
+  setup_logging("", RunDirectory(dir).log_file().string());  // the members logged into their own
+  EnsembleOptions eo;
+  eo.members = dirs;
+  eo.out_dir = dir.string();
+  eo.overwrite = true;  // the members are inside it
+  eo.print_tables = options.print_tables;
+  // The ensemble's config: the first member's, with the ensemble's own seed and ensemble keys
+  // (so `train` of its config.yaml trains the same ensemble again).
+  std::ostringstream seeds, list;
+  for (size_t i = 0; i < c.ensemble.seeds.size(); ++i) seeds << (i ? ", " : "") << c.ensemble.seeds[i];
+  for (size_t i = 0; i < c.ensemble.overrides.size(); ++i) {
+    list << (i ? ", " : "") << nlohmann::json(c.ensemble.overrides[i]).dump();
+  }
+  eo.overrides = {"runtime.seed=" + std::to_string(c.runtime.seed), "ensemble.members=" + std::to_string(k),
+                  "ensemble.seeds=[" + seeds.str() + "]", "ensemble.overrides=[" + list.str() + "]"};
+  const auto made = make_ensemble(eo);
+  TrainRunResult result;
+  result.run_dir = made.run_dir;
+  result.metrics = made.metrics;
+  return result;
+}
+
+}  // namespace detail
 }  // namespace mmintent

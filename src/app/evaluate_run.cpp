@@ -43,10 +43,11 @@ at::Tensor calibrated(const at::Tensor& probs, double temperature) {
       .to(torch::kFloat);
 }
 
+/// The decision samples of predictions `p` (probabilities calibrated).
 std::vector<DecisionSample> samples_of(const Predictions& p, const OosSetup& oos) {
   if (!p.probs.defined()) return {};
   return decision_samples(to_doubles(p.probs), p.probs.size(1), to_vector(p.labels), oos.trained_class(),
-                          oos.threshold_method ? oos.threshold : -1.0);
+                          oos_rejections(oos, p.probs, p.logits, p.features));
 }
 
 std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
@@ -60,27 +61,56 @@ std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
 }
 
 /// Chooses the out-of-scope threshold on the (calibrated) validation predictions; save_oos
-/// records it in oos.json.
+/// records it in oos.json. A top probability's threshold (method threshold, score max_prob)
+/// lies in [0, 1]; other scores' anywhere.
 void choose_threshold(const Predictions& val, const Config& c, OosSetup& oos) {
-  if (!oos.threshold_method || c.oos.threshold >= 0) return;
+  if (!oos.thresholded || c.oos.threshold >= 0) return;
   if (!val.probs.defined()) {
     throw ConfigError(c.source, "oos.threshold", 0, "choosing the threshold needs data.val");
   }
+  const auto gold = to_vector(val.labels);
+  const bool top_probability = oos.threshold_method && oos.score == "max_prob";
+  std::vector<double> scores;
+  std::vector<int64_t> predicted;
+  if (!top_probability) {
+    scores = to_doubles(oos_scores(oos, val.probs, val.logits, val.features));
+    predicted = to_vector(val.probs.argmax(1));
+  }
+  const std::string what = "out-of-scope threshold (" + oos.score + " score) chosen on the validation split: ";
   if (c.oos.max_in_scope_loss >= 0) {
-    oos.threshold = choose_oos_threshold_for_loss(val.probs, to_vector(val.labels), oos.index, c.oos.max_in_scope_loss);
-    log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold) +
-                          " (the highest costing at most " + std::to_string(c.oos.max_in_scope_loss) +
-                          " of in-scope accuracy)");
+    oos.threshold = top_probability
+                        ? choose_oos_threshold_for_loss(val.probs, gold, oos.index, c.oos.max_in_scope_loss)
+                        : choose_score_threshold_for_loss(scores, predicted, gold, oos.index, c.oos.max_in_scope_loss);
+    log::info("eval", what + std::to_string(oos.threshold) + " (the highest costing at most " +
+                          std::to_string(c.oos.max_in_scope_loss) + " of in-scope accuracy)");
   } else {
-    oos.threshold = choose_oos_threshold(val.probs, to_vector(val.labels), oos.index);
-    log::info("eval", "out-of-scope threshold chosen on the validation split: " + std::to_string(oos.threshold));
+    oos.threshold = top_probability ? choose_oos_threshold(val.probs, gold, oos.index)
+                                    : choose_score_threshold(scores, predicted, gold, oos.index);
+    log::info("eval", what + std::to_string(oos.threshold));
   }
 }
 
-/// The class each row is served as: the arg-max, or `oos.index` where the threshold rejects it.
-std::vector<int64_t> served_classes(const at::Tensor& probs, const OosSetup& oos) {
-  if (oos.threshold_method) return threshold_decisions(probs, oos.threshold, oos.index);
-  return to_vector(probs.argmax(1));
+/// The class each row of `p` (probabilities calibrated) is served as: the arg-max, or
+/// `oos.index` where the threshold rejects it.
+std::vector<int64_t> served_classes(const Predictions& p, const OosSetup& oos) {
+  auto served = to_vector(p.probs.argmax(1));
+  const auto rejected = oos_rejections(oos, p.probs, p.logits, p.features);
+  for (size_t i = 0; i < served.size(); ++i) {
+    if (rejected[i]) served[i] = oos.index;
+  }
+  return served;
+}
+
+/// `dataset` predicted by `model` (with the features the out-of-scope score needs), its
+/// probabilities calibrated by `temperature`.
+Predictions predict_calibrated(IntentClassifier& model, const Config& c,
+                               const std::shared_ptr<const MultimodalDataset>& dataset, const c10::Device& device,
+                               double temperature, const OosSetup& oos) {
+  auto loader = make_loader(c, dataset, /*training=*/false);
+  auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
+                               /*with_features=*/oos.needs_features());
+  p.probs = calibrated(p.probs, temperature);
+  return p;
 }
 
 /// Re-scores the normalised texts of `dataset` and compares the served intents with
@@ -104,10 +134,9 @@ RewriteCheck check_rewrite(IntentClassifier& model, const Config& c, const RunDa
   }
   auto rewritten = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer,
                                                        dataset_options(c));
-  auto loader = make_loader(c, rewritten, /*training=*/false);
-  auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  const auto p = predict_calibrated(model, c, rewritten, device, s.temperature, oos);
   if (!p.probs.defined()) return check;
-  const auto after = served_classes(calibrated(p.probs, s.temperature), oos);
+  const auto after = served_classes(p, oos);
   const auto index = to_vector(p.indices);
   auto name_of = [&](int64_t k) {
     return k >= 0 && k < static_cast<int64_t>(names.size()) ? names[k] : std::string("?");
@@ -235,10 +264,9 @@ std::vector<MemberSetup> member_setups(const RunDirectory& run, const RunData& d
 
 ServedSplit serve_split(IntentClassifier& model, const Config& c, const std::shared_ptr<const MultimodalDataset>& dataset,
                         const c10::Device& device, double temperature, const OosSetup& oos) {
-  auto loader = make_loader(c, dataset, /*training=*/false);
-  const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+  const auto p = predict_calibrated(model, c, dataset, device, temperature, oos);
   ServedSplit s;
-  s.served = served_classes(calibrated(p.probs, temperature), oos);
+  s.served = served_classes(p, oos);
   s.gold = to_vector(p.labels);
   const int64_t classes = p.probs.size(1) + (oos.threshold_method ? 1 : 0);
   s.metrics = compute_metrics(s.served, s.gold, classes);
@@ -280,11 +308,9 @@ void evaluate_robustness(IntentClassifier& model, const Config& c, const RunData
                          const std::vector<TextNoise>& noises) {
   // The clean split's served classes, for the out-of-scope figures' baseline.
   auto served_on = [&](const std::shared_ptr<const MultimodalDataset>& d, std::vector<int64_t>& gold) {
-    auto loader = make_loader(c, d, /*training=*/false);
-    const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
+    const auto p = predict_calibrated(model, c, d, device, serving.temperature, oos);
     gold = to_vector(p.labels);
-    return std::make_pair(served_classes(calibrated(p.probs, serving.temperature), oos),
-                          p.probs.size(1) + (oos.threshold_method ? 1 : 0));
+    return std::make_pair(served_classes(p, oos), p.probs.size(1) + (oos.threshold_method ? 1 : 0));
   };
   std::vector<int64_t> clean_gold;
   OosMetrics clean_oos;
@@ -386,6 +412,34 @@ std::optional<MahalanobisFit> fit_oos_features(IntentClassifier& model, const Co
   return fit_mahalanobis(p.features, to_vector(p.labels), oos.index);
 }
 
+FittedServing fit_run_serving(IntentClassifier& model, const Config& c, const RunDirectory& run,
+                              const std::shared_ptr<const MultimodalDataset>& train,
+                              const std::shared_ptr<const MultimodalDataset>& val, const c10::Device& device,
+                              const std::string& fitted_on, bool fit_temperature, OosSetup& oos) {
+  if (oos.thresholded && oos.score == "energy" && model->is_ensemble()) {
+    throw ConfigError(c.source, "oos.score", 0,
+                      "energy is a log-sum-exp over one network's logits; an ensemble averages probabilities: "
+                      "use max_prob or mahalanobis");
+  }
+  FittedServing out;
+  out.features = fit_oos_features(model, c, train, device, oos);
+  if (oos.needs_features()) {
+    if (!out.features) {
+      throw ConfigError(c.source, "oos.score", 0,
+                        "mahalanobis fits on the training split (data.train), and there is no training sample");
+    }
+    oos.mahalanobis = std::make_shared<const MahalanobisFit>(*out.features);
+  }
+  if (val) {
+    auto loader = make_loader(c, val, /*training=*/false);
+    out.val = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
+                                  /*with_features=*/oos.needs_features());
+  }
+  out.serving = fit_serving(out.val, c, run, fitted_on, fit_temperature, oos);
+  save_oos(run, oos);
+  return out;
+}
+
 ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, const RunData& data,
                                      const std::shared_ptr<const MultimodalDataset>& dataset,
                                      const std::string& name, const RunDirectory& run,
@@ -394,7 +448,7 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const std::optional<MahalanobisFit>& features) {
   auto loader = make_loader(c, dataset, /*training=*/false);
   auto predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
-                                         /*with_features=*/features.has_value());
+                                         /*with_features=*/features.has_value() || oos.needs_features());
   // Calibrated probabilities from here on: what the Predictor serves.
   CalibrationReport calibration;
   if (predictions.probs.defined()) {
@@ -416,8 +470,10 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
   }
   const auto decision_samples_of_split = samples_of(predictions, oos);
   std::vector<int64_t> served_by_index;  // served class per record, for the rewrite check
+  std::vector<bool> rejected;  // by the out-of-scope threshold
   if (predictions.probs.defined()) {
-    const auto served = served_classes(predictions.probs, oos);
+    rejected = oos_rejections(oos, predictions.probs, predictions.logits, predictions.features);
+    const auto served = served_classes(predictions, oos);
     const auto index = to_vector(predictions.indices);
     served_by_index.assign(static_cast<size_t>(dataset->size()), -1);
     for (size_t i = 0; i < served.size(); ++i) {
@@ -437,20 +493,27 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
       if (!model->is_ensemble()) {
         detection.emplace_back("energy", oos_detection(energy_scores(predictions.logits, oos.index), gold, oos.index));
       }
-      if (features) {
+      // The run's own fit where it keeps one (oos.score: mahalanobis), else the one given.
+      const MahalanobisFit* fit = oos.mahalanobis ? oos.mahalanobis.get() : features ? &*features : nullptr;
+      if (fit) {
         detection.emplace_back("mahalanobis",
-                               oos_detection(mahalanobis_scores(*features, predictions.features), gold, oos.index));
+                               oos_detection(mahalanobis_scores(*fit, predictions.features), gold, oos.index));
       }
     }
   }
   auto names = data.labels.names();
-  if (oos.threshold_method && predictions.probs.defined()) {
-    // Rejections become a class of their own: an extra column that is 1 where the top
-    // probability is under the threshold, so reports, confusion matrix and top-k show them.
-    const auto top = std::get<0>(predictions.probs.max(1));
-    const auto rejected = top.lt(oos.threshold).to(torch::kFloat).unsqueeze(1);
-    predictions.probs = torch::cat({predictions.probs * (1 - rejected), rejected}, 1);
-    names.push_back(oos.label);
+  if (oos.thresholded && predictions.probs.defined()) {
+    // Rejections show as the out-of-scope class in reports, confusion matrix and top-k: a row
+    // the threshold rejects becomes 1 on that class's column (method threshold: an extra one).
+    const auto r = torch::tensor(std::vector<float>(rejected.begin(), rejected.end()), torch::kFloat).unsqueeze(1);
+    if (oos.threshold_method) {
+      predictions.probs = torch::cat({predictions.probs * (1 - r), r}, 1);
+      names.push_back(oos.label);
+    } else {
+      auto one_hot = torch::zeros_like(predictions.probs);
+      one_hot.select(1, oos.index).fill_(1);
+      predictions.probs = predictions.probs * (1 - r) + one_hot * r;
+    }
   }
   SplitReportOptions ro;
   ro.top_ks = c.eval.top_k;
@@ -461,12 +524,13 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
   if (oos.enabled && predictions.probs.defined()) {
     const auto om = oos_metrics(to_vector(predictions.probs.argmax(1)), to_vector(predictions.labels), oos.index);
     write_oos_report(run.str(), name,
-                     OosReport{oos.label, oos.threshold_method ? "threshold" : "class", oos.threshold, om, detection});
+                     OosReport{oos.label, oos.method, oos.thresholded ? oos.score : std::string(), oos.threshold,
+                               om, detection});
     if (print_table) {
-      std::printf("%s out-of-scope (%s%s): in-scope accuracy %.4f, oos recall %.4f, oos precision %.4f\n",
-                  name.c_str(), oos.threshold_method ? "threshold " : "class",
-                  oos.threshold_method ? std::to_string(oos.threshold).c_str() : "",
-                  om.in_scope_accuracy, om.oos_recall, om.oos_precision);
+      const std::string rule =
+          oos.method + (oos.thresholded ? ", " + oos.score + " score under " + std::to_string(oos.threshold) : "");
+      std::printf("%s out-of-scope (%s): in-scope accuracy %.4f, oos recall %.4f, oos precision %.4f\n",
+                  name.c_str(), rule.c_str(), om.in_scope_accuracy, om.oos_recall, om.oos_precision);
       for (const auto& [score, d] : detection) {
         std::printf("%s out-of-scope score %s: AUROC %.4f, FPR at 95%% TPR %.4f\n", name.c_str(), score.c_str(),
                     d.auroc, d.fpr_at_95_tpr);
@@ -537,7 +601,7 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   // and still reads (else the report leaves that score out: the evaluation does not need it).
   std::optional<MahalanobisFit> features;
   const auto& c = r.config;
-  if (oos.enabled && !c.data.train.empty()) {
+  if (oos.enabled && !oos.mahalanobis && !c.data.train.empty()) {  // else the run's own fit
     try {
       const auto train = detail::read_split(c, r.data, c.data.train, oos.label);
       features = detail::fit_oos_features(r.model, c, train, r.device, oos);
@@ -566,13 +630,20 @@ CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& 
   if (r.dataset->size() == 0) throw DataError(r.manifest_path, 0, "no sample to calibrate on");
   r.load_model();
   const Config& c = r.config;
-  auto loader = make_loader(c, r.dataset, /*training=*/false);
-  const auto p = collect_predictions(r.model, *loader, r.device, parse_precision(c.runtime.precision));
   OosSetup oos = oos_setup(c, r.data.labels);
   if (!fit_temperature) remove_calibration(r.run);
+  // The mahalanobis score fits on the training split again: `tune` calibrates its new weights
+  // here.
+  std::shared_ptr<const MultimodalDataset> train;
+  if (oos.needs_features()) {
+    if (c.data.train.empty()) throw ConfigError(c.source, "oos.score", 0, "mahalanobis fits on data.train, which is not set");
+    train = detail::read_split(c, r.data, c.data.train, oos.label);
+  }
   // Fitted on: the split's name, or the manifest's path as given.
-  const ServingSetup s = detail::fit_serving(p, c, r.run, split_or_file, fit_temperature, oos);
-  save_oos(r.run, oos);
+  const auto fitted = detail::fit_run_serving(r.model, c, r.run, train, r.dataset, r.device, split_or_file,
+                                              fit_temperature, oos);
+  const ServingSetup& s = fitted.serving;
+  const Predictions& p = fitted.val;
   CalibrateRunResult result;
   result.fit = load_calibration(r.run).fit;
   const auto labels = to_vector(p.labels);
@@ -581,7 +652,10 @@ CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& 
       calibration_metrics(to_doubles(calibrated(p.probs, s.temperature)), p.probs.size(1), labels);
   result.min_confidence = s.thresholds.min_confidence;
   result.clarify_margin = s.thresholds.clarify_margin;
-  if (oos.threshold_method) result.oos_threshold = oos.threshold;
+  if (oos.thresholded) {
+    result.oos_score = oos.score;
+    result.oos_threshold = oos.threshold;
+  }
   return result;
 }
 

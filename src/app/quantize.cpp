@@ -135,19 +135,13 @@ QuantizeResult quantize_run(const QuantizeOptions& options) {
 
     auto model = load_run_model(out, c, data, device);
     OosSetup oos = oos_setup(c, data.labels);
-    Predictions val_predictions;
-    if (!c.data.val.empty()) {
-      data.val = detail::read_split(c, data, c.data.val);
-      auto loader = make_loader(c, data.val, /*training=*/false);
-      val_predictions = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
-    }
+    if (!c.data.val.empty()) data.val = detail::read_split(c, data, c.data.val);
+    std::shared_ptr<const MultimodalDataset> train;
+    if (oos.enabled && !c.data.train.empty()) train = detail::read_split(c, data, c.data.train, oos.label);
     const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
-    const ServingSetup serving = detail::fit_serving(val_predictions, c, out, "val", calibrate, oos);
-    save_oos(out, oos);
-    std::optional<MahalanobisFit> features;
-    if (oos.enabled && !c.data.train.empty()) {
-      features = detail::fit_oos_features(model, c, detail::read_split(c, data, c.data.train, oos.label), device, oos);
-    }
+    const auto fitted = detail::fit_run_serving(model, c, out, train, data.val, device, "val", calibrate, oos);
+    const ServingSetup& serving = fitted.serving;
+    const auto& features = fitted.features;
     std::shared_ptr<const MultimodalDataset> timing_split = data.val;
     for (const auto& split : c.eval.splits) {
       const auto& path = split == "val" ? c.data.val : c.data.test;

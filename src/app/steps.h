@@ -1,6 +1,7 @@
 #pragma once
 // The steps `train`, `eval`, `calibrate` and `tune` share (src/app only; not installed).
 
+#include "mmintent/app/run.h"
 #include "mmintent/data/dataset.h"
 #include "mmintent/data/text_noise.h"
 #include "mmintent/evaluation/out_of_scope.h"
@@ -35,6 +36,22 @@ ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirec
 std::optional<MahalanobisFit> fit_oos_features(IntentClassifier& model, const Config& c,
                                                const std::shared_ptr<const MultimodalDataset>& train,
                                                const c10::Device& device, const OosSetup& oos);
+
+/// What a run serves besides its weights, fitted for `model` and saved in `run`: the
+/// Mahalanobis fit on `train`'s in-scope samples (when `train` is given and the run has
+/// out-of-scope handling; the report's score, and oos.score mahalanobis's own fit, then kept in
+/// oos.mahalanobis), then fit_serving on `val`'s predictions (none: T = 1 and the configured
+/// thresholds), then oos.json (save_oos). ConfigError naming oos.score when the score cannot
+/// be had: energy for an ensemble, mahalanobis without `train`.
+struct FittedServing {
+  ServingSetup serving;
+  std::optional<MahalanobisFit> features;  ///< the Mahalanobis fit (for evaluate_split)
+  Predictions val;                         ///< `val`'s predictions, probabilities raw
+};
+FittedServing fit_run_serving(IntentClassifier& model, const Config& c, const RunDirectory& run,
+                              const std::shared_ptr<const MultimodalDataset>& train,
+                              const std::shared_ptr<const MultimodalDataset>& val, const c10::Device& device,
+                              const std::string& fitted_on, bool fit_temperature, OosSetup& oos);
 
 /// Predicts `dataset` with `model`, calibrates as `serving` says and writes the split's
 /// reports (metrics, out-of-scope, calibration, decisions, rewriting) into the run directory;
@@ -92,6 +109,12 @@ void evaluate_robustness(IntentClassifier& model, const Config& c, const RunData
 /// tokenizer; without `label` records of that label (empty: none left out).
 std::shared_ptr<MultimodalDataset> read_split(const Config& c, const RunData& data, const std::string& path,
                                               const std::string& drop_label = {});
+
+/// `train` with ensemble.members >= 2 (app/ensemble.h): each member trained into
+/// output.dir/members/<i> (its seed and overrides; --resume auto skips the finished ones and
+/// resumes the interrupted one), then make_ensemble into output.dir. Every member's config is
+/// built and checked first; ConfigError for several processes or output.numbered.
+TrainRunResult train_ensemble(const Config& c, const TrainRunOptions& options);
 
 /// A new run directory for `--out`: not a file, empty unless `overwrite`; made. ConfigError
 /// naming --out otherwise.

@@ -450,17 +450,12 @@ class TrainingRun {
   /// (decision.json), all fitted on val; then the reports of eval.splits.
   void evaluate(Trainer& trainer, TrainRunResult& result) {
     const auto& c = c_;
-    Predictions val_predictions;
-    if (data_.val) {
-      auto val_loader_for_fit = make_loader(c, data_.val, /*training=*/false);
-      val_predictions = collect_predictions(trainer.model(), *val_loader_for_fit, trainer.device(),
-                                            parse_precision(c.runtime.precision));
-    }
     remove_calibration(run_);  // a resumed or overwritten run refits
     const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
-    const ServingSetup serving = detail::fit_serving(val_predictions, c, run_, "val", calibrate, oos_);
-    save_oos(run_, oos_);
-    const auto features = detail::fit_oos_features(trainer.model(), c, data_.train, trainer.device(), oos_);
+    const auto fitted = detail::fit_run_serving(trainer.model(), c, run_, data_.train, data_.val, trainer.device(),
+                                                "val", calibrate, oos_);
+    const ServingSetup& serving = fitted.serving;
+    const auto& features = fitted.features;
     for (const auto& split : c.eval.splits) {
       const auto& d = split == "val" ? data_.val : data_.test;
       result.metrics[split] = detail::evaluate_split(trainer.model(), c, data_, d, split, run_, trainer.device(),
@@ -507,6 +502,7 @@ class TrainingRun {
 }  // namespace
 
 TrainRunResult train_from_config(const Config& config, const TrainRunOptions& options) {
+  if (config.ensemble.members > 1) return detail::train_ensemble(config, options);
   return TrainingRun(config, options).run();
 }
 

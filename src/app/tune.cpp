@@ -419,6 +419,7 @@ void merge_adapter_run(const std::string& run_dir, const std::string& out_dir, b
   // What serving reads besides the weights, and where the run came from.
   for (const auto& [from, to] : {std::pair{run.calibration_file(), out.calibration_file()},
                                  std::pair{run.oos_file(), out.oos_file()},
+                                 std::pair{run.oos_mahalanobis_file(), out.oos_mahalanobis_file()},
                                  std::pair{run.decision_file(), out.decision_file()},
                                  std::pair{run.tune_file(), out.tune_file()}}) {
     std::error_code ec;

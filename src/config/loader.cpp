@@ -562,9 +562,15 @@ template <class V> void visit(V& v, EvalConfig& c) {
 }
 template <class V> void visit(V& v, OosConfig& c) {
   v.field("label", c.label);
-  v.field("method", c.method, Check::one_of({"class", "threshold"}));
+  v.field("method", c.method, Check::one_of({"class", "threshold", "both"}));
+  v.field("score", c.score, Check::one_of({"max_prob", "energy", "mahalanobis"}));
   v.field("threshold", c.threshold, Check::range(-1, 1));
   v.field("max_in_scope_loss", c.max_in_scope_loss, Check::range(-1, 1));
+}
+template <class V> void visit(V& v, EnsembleConfig& c) {
+  v.field("members", c.members, Check::range(1, 64));
+  v.field("seeds", c.seeds);
+  v.field("overrides", c.overrides);
 }
 template <class V> void visit(V& v, LowRankOptions& c) {
   v.field("rank", c.rank(), Check::range(1, 4096));
@@ -654,6 +660,7 @@ template <class V> void visit(V& v, Config& c) {
   v.section("decision", c.decision);
   v.section("rewrite", c.rewrite);
   v.section("tune", c.tune);
+  v.section("ensemble", c.ensemble);
   v.section("distributed", c.distributed);
   v.section("output", c.output);
   v.section("serve", c.serve);
@@ -831,8 +838,19 @@ void validate(const Config& c, const Context& ctx) {
     fail(c.serve.tls.cert.empty() ? "serve.tls.cert" : "serve.tls.key",
          "HTTPS needs both serve.tls.cert and serve.tls.key (or neither, for plain HTTP)");
   }
-  if (c.oos.method == "threshold" && !c.oos.label.empty()) {
+  for (const auto& [key, size] : {std::pair<std::string, size_t>{"ensemble.seeds", c.ensemble.seeds.size()},
+                                   {"ensemble.overrides", c.ensemble.overrides.size()}}) {
+    if (size != 0 && static_cast<int64_t>(size) != c.ensemble.members) {
+      fail(key, "lists " + std::to_string(size) + " members, ensemble.members is " +
+                    std::to_string(c.ensemble.members) + " (one entry per member, or none)");
+    }
+  }
+  if (c.oos.method != "class" && !c.oos.label.empty()) {
     if (c.oos.threshold < 0 && c.oos.threshold != -1) fail("oos.threshold", "must be in (0, 1) or -1 (choose on val)");
+    if (c.oos.threshold != -1 && c.oos.score != "max_prob") {
+      fail("oos.threshold", "a fixed threshold is a top probability (oos.score: max_prob); the " + c.oos.score +
+                                " score's scale depends on the model, so its threshold is chosen on val (-1)");
+    }
     if (c.oos.max_in_scope_loss != -1 && !(c.oos.max_in_scope_loss >= 0 && c.oos.max_in_scope_loss < 1)) {
       fail("oos.max_in_scope_loss", "must be in [0, 1) (0.01: give up at most one point of in-scope accuracy on val), "
                                     "or -1 (the threshold of the highest val accuracy)");

@@ -126,6 +126,67 @@ double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<
 
 namespace {
 
+void check_scores(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                  const std::vector<int64_t>& gold, const char* who) {
+  if (scores.size() != gold.size() || predicted.size() != gold.size()) {
+    throw Error(std::string(who) + ": size mismatch (" + std::to_string(scores.size()) + " scores, " +
+                std::to_string(predicted.size()) + " predictions, " + std::to_string(gold.size()) + " labels)");
+  }
+  if (gold.empty()) throw Error(std::string(who) + ": no sample");
+}
+
+}  // namespace
+
+double choose_score_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                              const std::vector<int64_t>& gold, int64_t oos_index) {
+  check_scores(scores, predicted, gold, "choose_score_threshold");
+  const auto n = static_cast<int64_t>(gold.size());
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] < scores[b]; });
+  // Right without a threshold: in-scope samples predicted as their intent, out-of-scope ones
+  // predicted out of scope. Rejecting a sample makes an out-of-scope one right and an in-scope
+  // one wrong (when it was right); one already predicted out of scope does not change.
+  int64_t score = 0;
+  for (int64_t i = 0; i < n; ++i) score += predicted[i] == gold[i];
+  int64_t best = score;
+  double best_t = scores[order[0]];  // rejects nothing
+  for (int64_t k = 0; k < n;) {
+    const double v = scores[order[k]];
+    while (k < n && scores[order[k]] == v) {
+      const int64_t i = order[k++];
+      if (predicted[i] == oos_index) continue;
+      if (gold[i] == oos_index) ++score;
+      else if (predicted[i] == gold[i]) --score;
+    }
+    if (score > best) {
+      best = score;
+      best_t = k < n ? (v + scores[order[k]]) / 2.0 : std::nextafter(v, HUGE_VAL);
+    }
+  }
+  return best_t;
+}
+
+double choose_score_threshold_for_loss(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                                       const std::vector<int64_t>& gold, int64_t oos_index, double max_loss) {
+  if (!(max_loss >= 0 && max_loss < 1)) throw Error("choose_score_threshold_for_loss: max_loss must be in [0, 1)");
+  check_scores(scores, predicted, gold, "choose_score_threshold_for_loss");
+  int64_t in_scope = 0;
+  std::vector<double> correct;  // scores of the correctly classified in-scope samples
+  for (size_t i = 0; i < gold.size(); ++i) {
+    if (gold[i] == oos_index) continue;
+    ++in_scope;
+    if (predicted[i] == gold[i]) correct.push_back(scores[i]);
+  }
+  if (in_scope == 0) throw Error("choose_score_threshold_for_loss: no in-scope sample to measure the loss on");
+  std::sort(correct.begin(), correct.end());
+  const auto j = static_cast<size_t>(std::floor(max_loss * static_cast<double>(in_scope) + 1e-9));
+  if (j < correct.size()) return correct[j];
+  return std::nextafter(*std::max_element(scores.begin(), scores.end()), HUGE_VAL);
+}
+
+namespace {
+
 /// The columns of [N,K] other than `oos_index`.
 at::Tensor in_scope_columns(const at::Tensor& t, int64_t oos_index) {
   if (oos_index < 0 || oos_index >= t.size(1)) return t;

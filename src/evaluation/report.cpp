@@ -312,7 +312,10 @@ void write_oos_report(const std::string& run_dir, const std::string& split, cons
          {"oos_recall", r.metrics.oos_recall},
          {"oos_precision", r.metrics.oos_precision},
          {"oos_f1", r.metrics.oos_f1}};
-  if (r.method == "threshold") j["threshold"] = r.threshold;
+  if (!r.score.empty()) {
+    j["score"] = r.score;
+    j["threshold"] = r.threshold;
+  }
   if (!r.scores.empty()) {
     j["scores"] = Json::object();
     for (const auto& [name, d] : r.scores) j["scores"][name] = {{"auroc", d.auroc}, {"fpr_at_95_tpr", d.fpr_at_95_tpr}};

@@ -40,9 +40,8 @@ struct Predictor::Impl {
   c10::Device device{c10::kCPU};
   Precision precision = Precision::fp32;  ///< runtime.precision of the run
   DatasetOptions dataset_options;
-  std::string oos_label;     ///< empty: the run has no out-of-scope handling
-  double oos_threshold = -1; ///< >= 0 for oos.method: threshold
-  int64_t oos_class = -1;    ///< class index of the out-of-scope label (oos.method: class)
+  OosSetup oos;              ///< the run's out-of-scope handling (oos.json)
+  int64_t oos_class = -1;    ///< the trained out-of-scope class (methods class and both), else -1
   double temperature = 1.0;  ///< calibration.json
   DecisionThresholds thresholds;  ///< decision.json or the config
   std::optional<Rewriter> rewriter;
@@ -66,19 +65,32 @@ struct Predictor::Impl {
       for (int64_t i = start; i < std::min(n, start + bs); ++i) idx.push_back(i);
       auto batch = dataset.collate(idx, nullptr, 0).to(device);
       torch::NoGradGuard no_grad;
-      at::Tensor logits;
+      at::Tensor logits, features;
       {
         AutocastGuard autocast(device, precision);
-        logits = model->forward(batch);
+        if (oos.needs_features()) {
+          std::tie(logits, features) = model->forward_with_features(batch);
+        } else {
+          logits = model->forward(batch);
+        }
       }
-      const auto raw =
-          torch::softmax(logits.to(torch::kFloat), 1).to(torch::kCPU, torch::kFloat).contiguous();
+      logits = logits.to(torch::kCPU, torch::kFloat);
+      const auto raw = torch::softmax(logits, 1).contiguous();
       const int64_t num_classes = raw.size(1);
       std::vector<double> probs(raw.data_ptr<float>(), raw.data_ptr<float>() + raw.numel());
       if (temperature != 1.0) {
         // The evaluator's computation: softmax(log p / T), stored as float.
         probs = softmax_with_temperature(logits_from_probabilities(probs), num_classes, temperature);
         for (double& v : probs) v = static_cast<float>(v);
+      }
+      // The evaluator's rule: the arg-max is the out-of-scope class, or the score (over these
+      // calibrated probabilities, the logits or the features) is under the threshold.
+      std::vector<bool> rejected;
+      if (oos.enabled) {
+        const auto calibrated = torch::from_blob(probs.data(), {static_cast<int64_t>(idx.size()), num_classes},
+                                                 torch::kDouble).to(torch::kFloat);
+        rejected = oos_rejections(oos, calibrated, logits,
+                                  features.defined() ? features.to(torch::kCPU, torch::kFloat) : features);
       }
       std::vector<int64_t> order(static_cast<size_t>(num_classes));
       for (int64_t b = 0; b < static_cast<int64_t>(idx.size()); ++b) {
@@ -91,10 +103,7 @@ struct Predictor::Impl {
         for (int64_t j = 0; j < k; ++j) {
           p.top.push_back({data.labels.name(order[j]), row[order[j]]});
         }
-        if (!oos_label.empty()) {
-          p.out_of_scope =
-              oos_threshold >= 0 ? row[order[0]] < oos_threshold : order[0] == oos_class;
-        }
+        if (oos.enabled) p.out_of_scope = order[0] == oos_class || rejected[static_cast<size_t>(b)];
         const int64_t i = start + b;
         const auto shown = choose_shown(order[0], num_classes, epsilon,
                                         mix_bits(draw_base, static_cast<uint64_t>(dataset.records()[i].line)));
@@ -131,15 +140,8 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   impl->model->eval();
   impl->dataset_options = dataset_options(impl->config);
   impl->dataset_options.cache_images = false;
-  const OosSetup oos = load_oos(run, impl->config, impl->data.labels);
-  if (oos.enabled) {
-    impl->oos_label = oos.label;
-    if (oos.threshold_method) {
-      impl->oos_threshold = oos.threshold;
-    } else {
-      impl->oos_class = oos.index;
-    }
-  }
+  impl->oos = load_oos(run, impl->config, impl->data.labels);
+  impl->oos_class = impl->oos.trained_class();
   const auto serving = load_serving(run, impl->config);
   impl->temperature = serving.temperature;
   impl->thresholds = serving.thresholds;
@@ -310,7 +312,7 @@ ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, in
       if (!records[i].label.empty()) j["label"] = records[i].label;
       j["top"] = nlohmann::json::array();
       for (const auto& s : scores[i].top) j["top"].push_back({{"intent", s.intent}, {"probability", s.probability}});
-      if (!impl_->oos_label.empty()) j["out_of_scope"] = scores[i].out_of_scope;
+      if (impl_->oos.enabled) j["out_of_scope"] = scores[i].out_of_scope;
       j["decision"] = to_string(scores[i].decision);
       j["shown"] = scores[i].shown.intent;
       j["propensity"] = scores[i].propensity;

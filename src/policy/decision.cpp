@@ -106,18 +106,31 @@ DecisionResult decide(const double* probs, int64_t num_classes, bool out_of_scop
 std::vector<DecisionSample> decision_samples(const std::vector<double>& probs, int64_t num_classes,
                                              const std::vector<int64_t>& labels, int64_t oos_class,
                                              double oos_threshold) {
-  if (num_classes < 1 || probs.size() != labels.size() * static_cast<size_t>(num_classes)) {
+  std::vector<bool> rejected(labels.size(), false);
+  if (oos_threshold >= 0 && num_classes >= 1 && probs.size() == labels.size() * static_cast<size_t>(num_classes)) {
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const double* row = probs.data() + i * num_classes;
+      rejected[i] = *std::max_element(row, row + num_classes) < oos_threshold;
+    }
+  }
+  return decision_samples(probs, num_classes, labels, oos_class, rejected);
+}
+
+std::vector<DecisionSample> decision_samples(const std::vector<double>& probs, int64_t num_classes,
+                                             const std::vector<int64_t>& labels, int64_t oos_class,
+                                             const std::vector<bool>& rejected) {
+  if (num_classes < 1 || probs.size() != labels.size() * static_cast<size_t>(num_classes) ||
+      rejected.size() != labels.size()) {
     throw Error("decision_samples: expected " + std::to_string(labels.size()) + " rows of " +
-                std::to_string(num_classes) + " probabilities, found " +
-                std::to_string(probs.size()) + " values");
+                std::to_string(num_classes) + " probabilities and as many rejections, found " +
+                std::to_string(probs.size()) + " values and " + std::to_string(rejected.size()) + " rejections");
   }
   std::vector<DecisionSample> out;
   out.reserve(labels.size());
   for (size_t i = 0; i < labels.size(); ++i) {
     const double* row = probs.data() + i * num_classes;
     const int64_t arg = std::max_element(row, row + num_classes) - row;
-    const bool oos =
-        (oos_class >= 0 && arg == oos_class) || (oos_threshold >= 0 && row[arg] < oos_threshold);
+    const bool oos = (oos_class >= 0 && arg == oos_class) || rejected[i];
     const auto r = decide(row, num_classes, oos, oos_class, DecisionThresholds{});
     const int64_t y = labels[i];
     const bool in_scope = y >= 0 && y < num_classes && y != oos_class;

@@ -31,6 +31,7 @@ fs::path RunDirectory::learning_curve_plot() const { return path_ / "learning_cu
 fs::path RunDirectory::html_report() const { return path_ / "report.html"; }
 fs::path RunDirectory::calibration_file() const { return path_ / "calibration.json"; }
 fs::path RunDirectory::oos_file() const { return path_ / "oos.json"; }
+fs::path RunDirectory::oos_mahalanobis_file() const { return path_ / "oos_mahalanobis.pt"; }
 fs::path RunDirectory::decision_file() const { return path_ / "decision.json"; }
 fs::path RunDirectory::tune_file() const { return path_ / "tune.json"; }
 fs::path RunDirectory::report_file() const { return path_ / "report.json"; }

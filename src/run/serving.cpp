@@ -3,8 +3,12 @@
 #include "mmintent/config/config.h"
 #include "mmintent/data/label_map.h"
 #include "mmintent/error.h"
+#include "mmintent/training/detail/archive.h"
 
 #include <nlohmann/json.hpp>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/torch.h>
 
 #include <unistd.h>
 
@@ -20,7 +24,10 @@ OosSetup oos_setup(const Config& c, const LabelMap& labels) {
   if (c.oos.label.empty()) return o;
   o.enabled = true;
   o.label = c.oos.label;
+  o.method = c.oos.method;
   o.threshold_method = c.oos.method == "threshold";
+  o.thresholded = c.oos.method != "class";
+  o.score = c.oos.score;
   o.threshold = c.oos.threshold;
   if (o.threshold_method) {
     o.index = labels.size();  // not a trained class: one past the model's classes
@@ -61,14 +68,60 @@ ServingSetup load_serving(const RunDirectory& run, const Config& c) {
 
 OosSetup load_oos(const RunDirectory& run, const Config& c, const LabelMap& labels) {
   OosSetup oos = oos_setup(c, labels);
-  if (!oos.threshold_method) return oos;
+  if (!oos.thresholded) return oos;
   std::ifstream in(run.oos_file());
   const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("threshold") || !j["threshold"].is_number()) {
     throw Error("'" + run.oos_file().string() + "' is missing or has no threshold");
   }
   oos.threshold = j["threshold"].get<double>();
+  const auto score = j.value("score", std::string("max_prob"));
+  if (score != oos.score) {
+    throw Error("'" + run.oos_file().string() + "' holds a threshold on the " + score + " score, but the run's "
+                "config says oos.score: " + oos.score + "; run 'mmintent calibrate' to choose one for it");
+  }
+  if (oos.score == "mahalanobis") {
+    const auto path = run.oos_mahalanobis_file().string();
+    auto archive = detail::open_archive(path, c10::kCPU);
+    auto fit = std::make_shared<MahalanobisFit>();
+    try {
+      archive.read("means", fit->means);
+      archive.read("precision", fit->precision);
+    } catch (const std::exception& e) {
+      throw Error(detail::unreadable_message(path, e));
+    }
+    if (fit->means.dim() != 2 || fit->precision.dim() != 2 || fit->precision.size(0) != fit->means.size(1) ||
+        fit->precision.size(1) != fit->means.size(1)) {
+      throw Error("'" + path + "' holds no class means [C, D] with a precision [D, D]");
+    }
+    oos.mahalanobis = std::move(fit);
+  }
   return oos;
+}
+
+at::Tensor oos_scores(const OosSetup& oos, const at::Tensor& probs, const at::Tensor& logits,
+                      const at::Tensor& features) {
+  if (oos.score == "energy") {
+    if (!logits.defined()) throw Error("the energy out-of-scope score needs the model's logits");
+    return energy_scores(logits, oos.index);
+  }
+  if (oos.score == "mahalanobis") {
+    if (!oos.mahalanobis) throw Error("the mahalanobis out-of-scope score has no fit (oos_mahalanobis.pt)");
+    if (!features.defined()) throw Error("the mahalanobis out-of-scope score needs the fused features");
+    return mahalanobis_scores(*oos.mahalanobis, features);
+  }
+  return max_prob_scores(probs, oos.index);
+}
+
+std::vector<bool> oos_rejections(const OosSetup& oos, const at::Tensor& probs, const at::Tensor& logits,
+                                 const at::Tensor& features) {
+  if (!probs.defined()) return {};
+  if (!oos.enabled || !oos.thresholded) return std::vector<bool>(static_cast<size_t>(probs.size(0)), false);
+  const auto scores = oos_scores(oos, probs, logits, features).to(at::kCPU, at::kDouble).contiguous();
+  const double* s = scores.data_ptr<double>();
+  std::vector<bool> out(static_cast<size_t>(scores.numel()));
+  for (int64_t i = 0; i < scores.numel(); ++i) out[static_cast<size_t>(i)] = s[i] < oos.threshold;
+  return out;
 }
 
 namespace {
@@ -154,9 +207,26 @@ void save_decision(const RunDirectory& run, const ServingSetup& s, const ChosenT
 }
 
 void save_oos(const RunDirectory& run, const OosSetup& oos) {
-  if (!oos.enabled) return;
-  nlohmann::json j{{"label", oos.label}, {"method", oos.threshold_method ? "threshold" : "class"}};
-  if (oos.threshold_method) j["threshold"] = oos.threshold;
+  std::error_code ec;
+  if (!oos.enabled) {
+    fs::remove(run.oos_mahalanobis_file(), ec);
+    return;
+  }
+  nlohmann::json j{{"label", oos.label}, {"method", oos.method}};
+  if (oos.thresholded) {
+    j["score"] = oos.score;
+    j["threshold"] = oos.threshold;
+  }
+  if (oos.needs_features()) {
+    if (!oos.mahalanobis) throw Error("the mahalanobis out-of-scope score has no fit to save in " + run.str());
+    torch::serialize::OutputArchive archive;
+    archive.write("format_version", c10::IValue(detail::kWeightsFormatVersion));
+    archive.write("means", oos.mahalanobis->means);
+    archive.write("precision", oos.mahalanobis->precision);
+    detail::save_archive(archive, run.oos_mahalanobis_file().string());
+  } else {
+    fs::remove(run.oos_mahalanobis_file(), ec);
+  }
   run.write_atomically(run.oos_file(), j.dump(2) + "\n");
 }
 

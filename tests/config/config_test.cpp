@@ -269,6 +269,22 @@ TEST_F(ConfigTest, BadTextAugmentationAndAdversarialValuesNameTheKey) {
   EXPECT_THAT(o.what(), HasSubstr("train.adversarial.method=fast"));
 }
 
+TEST_F(ConfigTest, OutOfScopeScoresAndMethodBoth) {
+  auto c = parse_config(base() + "oos: {label: oos, method: both, score: mahalanobis}\n", cfg_path());
+  EXPECT_EQ(c.oos.method, "both");
+  EXPECT_EQ(c.oos.score, "mahalanobis");
+  EXPECT_EQ(parse_config(base(), cfg_path()).oos.score, "max_prob");  // the default
+  auto bad = error_of(base() + "oos: {label: oos, score: logits}\n");
+  EXPECT_EQ(bad.key(), "oos.score");
+  EXPECT_THAT(bad.what(), HasSubstr("not one of: max_prob, energy, mahalanobis"));
+  EXPECT_EQ(error_of(base() + "oos: {label: oos, method: all}\n").key(), "oos.method");
+  // A fixed threshold is a top probability: other scores' thresholds are chosen on val.
+  auto fixed = error_of(base() + "oos: {label: oos, method: threshold, score: energy, threshold: 0.5}\n");
+  EXPECT_EQ(fixed.key(), "oos.threshold");
+  EXPECT_THAT(fixed.what(), HasSubstr("energy"));
+  EXPECT_EQ(parse_config(base() + "oos: {label: oos, method: both, threshold: 0.3}\n", cfg_path()).oos.threshold, 0.3);
+}
+
 TEST_F(ConfigTest, LoadConfigMissingFile) {
   try {
     mmintent::load_config((dir_.path() / "absent.yaml").string());

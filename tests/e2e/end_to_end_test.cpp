@@ -752,7 +752,132 @@ TEST_F(EndToEndTest, OutOfScopeAsAClassAndByAThresholdChosenOnVal) {
   expect_failure(r, 3, {"oos.label", "nothing_like_this"});
 }
 
+/// The test split's samples a run serves as out of scope: `predict` against the report's
+/// confusion matrix (the column of the out-of-scope class, `oos_column`), which must agree.
+void expect_predict_serves_as_the_report_says(const CliResult& predict_result, const std::string& predictions,
+                                              const json& report, size_t oos_column) {
+  ASSERT_EQ(predict_result.code, 0) << predict_result.dump();
+  int rejected = 0;
+  std::ifstream in(predictions);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) rejected += json::parse(line)["out_of_scope"].get<bool>();
+  }
+  int64_t predicted_oos = 0;
+  for (const auto& row : report["confusion"]["matrix"]) predicted_oos += row.at(oos_column).get<int64_t>();
+  EXPECT_EQ(rejected, predicted_oos);
+}
+
+TEST_F(EndToEndTest, EnergyAndMahalanobisScoresAreServedWithTheirThresholdChosenOnVal) {
+  append_oos(train_manifest_, root_ / "data", "train", 40, 11);
+  append_oos(val_manifest_, root_ / "data", "val", 10, 12);
+  append_oos(test_manifest_, root_ / "data", "test", 10, 13);
+
+  // Method both: out-of-scope is a class, and a Mahalanobis score under the threshold too.
+  const auto both = (root_ / "runs" / "oos_both").string();
+  auto r = cli({"train", config_, "oos.label=oos", "oos.method=both", "oos.score=mahalanobis", "output.dir=" + both});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto chosen = read_json(fs::path(both) / "oos.json");
+  EXPECT_EQ(chosen["method"], "both");
+  EXPECT_EQ(chosen["score"], "mahalanobis");
+  const double t = chosen["threshold"].get<double>();
+  EXPECT_LE(t, 0.0) << "minus a squared distance";
+  EXPECT_TRUE(fs::exists(fs::path(both) / "oos_mahalanobis.pt"));
+  auto report = read_json(fs::path(both) / "report.json")["test"];
+  EXPECT_EQ(report["oos"]["method"], "both");
+  EXPECT_EQ(report["oos"]["score"], "mahalanobis");
+  EXPECT_DOUBLE_EQ(report["oos"]["threshold"].get<double>(), t);
+  EXPECT_TRUE(report["oos"]["scores"].contains("mahalanobis"));
+  // eval reads the run's fit and threshold back and reproduces every figure.
+  r = cli({"eval", both, "--split", "test"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto again = read_json(fs::path(both) / "report.json")["test"];
+  EXPECT_EQ(again["oos"], report["oos"]);
+  EXPECT_EQ(again["confusion"], report["confusion"]);
+  const auto labels = read_json(fs::path(both) / "labels.json");
+  size_t oos_column = 0;
+  while (oos_column < labels.size() && labels[oos_column] != "oos") ++oos_column;
+  ASSERT_LT(oos_column, labels.size()) << labels.dump();
+  const auto out = (root_ / "both_predictions.jsonl").string();
+  expect_predict_serves_as_the_report_says(cli({"predict", both, "--manifest", test_manifest_, "--out", out}), out,
+                                           report, oos_column);
+  // calibrate chooses the threshold again, on the same fit (the weights did not change).
+  r = cli({"calibrate", both, "--json"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto summary = json::parse(r.out);
+  EXPECT_EQ(summary["oos_score"], "mahalanobis");
+  EXPECT_DOUBLE_EQ(summary["oos_threshold"].get<double>(), t);
+  // A broken or missing fit is named, and nothing is served without it.
+  const auto fit = fs::path(both) / "oos_mahalanobis.pt";
+  fs::resize_file(fit, fs::file_size(fit) / 2);
+  expect_failure(cli({"predict", both, "--text", "hello"}), 5, {"oos_mahalanobis.pt"});
+  fs::remove(fit);
+  expect_failure(cli({"eval", both, "--split", "test"}), 5, {"oos_mahalanobis.pt"});
+
+  // Method threshold on the energy score: a threshold on its own scale, served as reported.
+  const auto energy = (root_ / "runs" / "oos_energy").string();
+  r = cli({"train", config_, "oos.label=oos", "oos.method=threshold", "oos.score=energy",
+           "oos.max_in_scope_loss=0.05", "output.dir=" + energy});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  const auto energy_oos = read_json(fs::path(energy) / "oos.json");
+  EXPECT_EQ(energy_oos["score"], "energy");
+  report = read_json(fs::path(energy) / "report.json")["test"];
+  EXPECT_DOUBLE_EQ(report["oos"]["threshold"].get<double>(), energy_oos["threshold"].get<double>());
+  EXPECT_EQ(read_json(fs::path(energy) / "report.json")["val"]["oos"]["score"], "energy");
+  const auto energy_out = (root_ / "energy_predictions.jsonl").string();
+  expect_predict_serves_as_the_report_says(
+      cli({"predict", energy, "--manifest", test_manifest_, "--out", energy_out}), energy_out, report,
+      report["confusion"]["matrix"].size() - 1);
+
+  // A fixed threshold is a probability: refused for the other scores.
+  expect_failure(cli({"train", config_, "oos.label=oos", "oos.method=threshold", "oos.score=energy",
+                      "oos.threshold=0.4", "output.dir=" + (root_ / "runs" / "oos_fixed").string()}),
+                 3, {"oos.threshold", "energy"});
+}
+
 // ---- Ensembles. ----
+
+TEST_F(EndToEndTest, TrainWithEnsembleMembersTrainsEachAndCombinesThem) {
+  const auto ens = (root_ / "runs" / "trained_ensemble").string();
+  auto r = cli({"train", config_, "ensemble.members=2", "ensemble.overrides=['', 'model.text_encoder.type=gru']",
+                "runtime.seed=5", "--json", "output.dir=" + ens});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_EQ(json::parse(r.out)["run_dir"], fs::weakly_canonical(ens).string());
+  const auto manifest = read_json(fs::path(ens) / "ensemble.json");
+  ASSERT_EQ(manifest["members"].size(), 2u) << manifest.dump();
+  for (int i = 0; i < 2; ++i) {
+    const auto member = fs::path(ens) / "members" / std::to_string(i);
+    EXPECT_EQ(manifest["members"][i]["run"], fs::weakly_canonical(member).string());
+    EXPECT_TRUE(fs::exists(member / "model.pt")) << member;
+    const auto config = test::read_file((member / "config.yaml").string());
+    EXPECT_NE(config.find("seed: " + std::to_string(5 + i)), std::string::npos) << config;  // runtime.seed + i
+    EXPECT_NE(config.find("members: 1"), std::string::npos) << config;
+  }
+  const auto gru = test::read_file((fs::path(ens) / "members" / "1" / "config.yaml").string());
+  EXPECT_NE(gru.find("type: \"gru\""), std::string::npos) << gru;
+  const auto report = read_json(fs::path(ens) / "report.json");
+  EXPECT_EQ(report["test"]["members"].size(), 2u) << report["test"].dump();
+  // The ensemble's config trains the same ensemble again.
+  EXPECT_NE(test::read_file((fs::path(ens) / "config.yaml").string()).find("members: 2"), std::string::npos);
+  // --resume auto: finished members are kept (not retrained), the ensemble is made again.
+  const auto before = fs::last_write_time(fs::path(ens) / "members" / "0" / "model.pt");
+  r = cli({"train", config_, "ensemble.members=2", "ensemble.overrides=['', 'model.text_encoder.type=gru']",
+           "runtime.seed=5", "output.dir=" + ens, "--resume", "auto"});
+  ASSERT_EQ(r.code, 0) << r.dump();
+  EXPECT_NE(r.err.find("member 1 of 2 is finished"), std::string::npos) << r.dump();
+  EXPECT_EQ(fs::last_write_time(fs::path(ens) / "members" / "0" / "model.pt"), before);
+
+  // Checked before any training: one seed or override list per member, inputs shared.
+  const auto other = (root_ / "runs" / "bad_ensemble").string();
+  expect_failure(cli({"train", config_, "ensemble.members=2", "ensemble.seeds=[1]", "output.dir=" + other}), 3,
+                 {"ensemble.seeds", "lists 1 members"});
+  expect_failure(cli({"train", config_, "ensemble.members=2", "ensemble.overrides=['', 'data.text.max_length=7']",
+                      "output.dir=" + other}),
+                 3, {"ensemble.overrides", "member 1", "max_length"});
+  expect_failure(cli({"train", config_, "ensemble.members=2", "ensemble.overrides=['', 'train.epochz=1']",
+                      "output.dir=" + other}),
+                 3, {"ensemble.overrides", "member 1", "train.epochz"});
+  EXPECT_FALSE(fs::exists(other));
+}
 
 TEST_F(EndToEndTest, AnEnsembleOfRunsIsARunDirectoryThatAveragesTheMembers) {
   append_oos(train_manifest_, root_ / "data", "train", 40, 11);

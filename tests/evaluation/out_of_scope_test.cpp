@@ -91,6 +91,40 @@ TEST(OutOfScopeTest, NoOutOfScopeSamplesKeepsThresholdZero) {
   EXPECT_DOUBLE_EQ(choose_oos_threshold(probs, {0, 1}, 2), 0.0);
 }
 
+// Any score (here unbounded, e.g. an energy), over classes predicted with a trained
+// out-of-scope class 2: a sample already predicted out of scope stays so at any threshold.
+//   score:     -5 -4 -3 -2 -1  0  1  2
+//   gold:       2  0  2  1  0  0  1  2
+//   predicted:  0  0  2  1  1  0  1  1
+TEST(OutOfScopeTest, ScoreThresholdsOverAnyScaleAndATrainedClass) {
+  const std::vector<double> scores{-5, -4, -3, -2, -1, 0, 1, 2};
+  const std::vector<int64_t> gold{2, 0, 2, 1, 0, 0, 1, 2};
+  const std::vector<int64_t> predicted{0, 0, 2, 1, 1, 0, 1, 1};
+  // Right without a threshold: 5 of 8. Rejecting the -5 sample (out of scope, predicted 0)
+  // makes 6; every further rejection costs a correct in-scope one or changes nothing, until the
+  // last (out of scope) wins one back: 3. The best is halfway between -5 and -4.
+  EXPECT_DOUBLE_EQ(choose_score_threshold(scores, predicted, gold, 2), -4.5);
+  // Nothing to gain: the lowest score, which rejects nothing.
+  EXPECT_DOUBLE_EQ(choose_score_threshold({3.5, 7}, {0, 1}, {0, 1}, 2), 3.5);
+  // Best to reject everything: just above the highest score.
+  EXPECT_GT(choose_score_threshold({3.5, 7}, {0, 1}, {2, 2}, 2), 7.0);
+  EXPECT_LT(choose_score_threshold({3.5, 7}, {0, 1}, {2, 2}, 2), 7.0 + 1e-9);
+
+  // In scope: 5 samples, the correct ones score -4, -2, 0, 1.
+  EXPECT_DOUBLE_EQ(choose_score_threshold_for_loss(scores, predicted, gold, 2, 0.0), -4.0);   // none of them
+  EXPECT_DOUBLE_EQ(choose_score_threshold_for_loss(scores, predicted, gold, 2, 0.2), -2.0);   // floor(1.0): one
+  EXPECT_DOUBLE_EQ(choose_score_threshold_for_loss(scores, predicted, gold, 2, 0.39), -2.0);  // floor(1.95): one
+  EXPECT_DOUBLE_EQ(choose_score_threshold_for_loss(scores, predicted, gold, 2, 0.4), 0.0);    // two
+  const double all = choose_score_threshold_for_loss(scores, predicted, gold, 2, 0.8);        // all four
+  EXPECT_GT(all, 2.0);
+  EXPECT_LT(all, 2.0 + 1e-9);
+
+  EXPECT_THROW(choose_score_threshold({1.0}, {0, 1}, {0, 1}, 2), Error);
+  EXPECT_THROW(choose_score_threshold({}, {}, {}, 2), Error);
+  EXPECT_THROW(choose_score_threshold_for_loss(scores, predicted, gold, 2, 1.0), Error);
+  EXPECT_THROW(choose_score_threshold_for_loss({1.0}, {2}, {2}, 2, 0.1), Error);
+}
+
 }  // namespace
 
 namespace {

@@ -196,6 +196,16 @@ TEST(DecisionTest, DecisionSamplesOfProbabilityRows) {
   EXPECT_TRUE(s[3].out_of_scope);
   EXPECT_FALSE(s[3].top2_correct);
   EXPECT_THROW(decision_samples(probs, 3, {0, 1}, -1, -1), std::exception);
+  // Method both: the out-of-scope class, and rejections given per row (any score's threshold).
+  s = decision_samples(probs, 3, {0, 0, 2, 0}, 2, std::vector<bool>{false, true, false, true});
+  EXPECT_FALSE(s[0].out_of_scope);
+  EXPECT_TRUE(s[0].first_correct);
+  EXPECT_TRUE(s[1].out_of_scope);
+  EXPECT_TRUE(s[1].top2_correct);  // the candidates stay what they were
+  EXPECT_TRUE(s[2].out_of_scope);  // its arg-max is the out-of-scope class
+  EXPECT_TRUE(s[3].out_of_scope);
+  EXPECT_TRUE(s[3].first_correct);
+  EXPECT_THROW(decision_samples(probs, 3, {0, 0, 2, 0}, 2, std::vector<bool>{false}), std::exception);
 }
 
 TEST(DecisionTest, DecisionReportAndCoveragePlot) {

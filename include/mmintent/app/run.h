@@ -55,7 +55,8 @@ struct CalibrateRunResult {
   TemperatureFit fit;
   CalibrationMetrics before, after;  ///< on the fitting split
   double min_confidence = 0, clarify_margin = 0;  ///< the decision thresholds now in force
-  double oos_threshold = -1;  ///< oos.method: threshold only
+  std::string oos_score;      ///< the thresholded out-of-scope score (oos.method threshold or both), else empty
+  double oos_threshold = -1;  ///< its threshold (with oos_score)
 };
 
 /// Fits the temperature of a finished run post hoc on "val" (default), "test" or a manifest

@@ -104,9 +104,19 @@ struct OosConfig {
   /// The label that marks out-of-scope samples in the manifests; empty: no OOS handling.
   std::string label;
   /// "class": out-of-scope is one more trained class. "threshold": out-of-scope samples are
-  /// left out of training; at prediction a top probability under the threshold means OOS.
+  /// left out of training; at prediction a score under the threshold means OOS. "both":
+  /// out-of-scope is a trained class, and a sample whose score is under the threshold is out of
+  /// scope as well.
   std::string method = "class";
-  /// threshold method: a fixed value in (0, 1), or -1 to choose it on the validation split.
+  /// The score the threshold of methods threshold and both applies to (higher: more in
+  /// scope): max_prob, the top calibrated probability among in-scope intents; energy, T
+  /// logsumexp(logits / T) with T = 1 over the in-scope logits (Liu et al. 2020; not for
+  /// ensembles); mahalanobis, minus the squared Mahalanobis distance of the fused features to
+  /// the nearest in-scope class mean, shared covariance (Lee et al. 2018), fitted on data.train
+  /// and kept in the run (oos_mahalanobis.pt).
+  std::string score = "max_prob";
+  /// methods threshold and both: a fixed value (in (0, 1), score max_prob only), or -1 to
+  /// choose it on the validation split.
   double threshold = -1;
   /// How a threshold is chosen on val. -1: the one with the highest accuracy over all val
   /// samples, out-of-scope counted as a class (Larson et al. 2019; where val holds few
@@ -114,6 +124,19 @@ struct OosConfig {
   /// this much in-scope accuracy on val (0.01: one point), i.e. the most out-of-scope samples
   /// caught for that price; it needs no out-of-scope samples in val.
   double max_in_scope_loss = -1;
+};
+
+/// An ensemble trained by `mmintent train` (app/ensemble.h): with members >= 2 it trains that
+/// many members, each into output.dir/members/<i> with its own seed and overrides, then
+/// combines them into output.dir as `mmintent ensemble` does.
+struct EnsembleConfig {
+  int64_t members = 1;  ///< 1: one model, no ensemble
+  /// The members' runtime.seed; empty: runtime.seed, runtime.seed + 1, ...
+  std::vector<int64_t> seeds;
+  /// Per member, its KEY=VALUE overrides separated by spaces (e.g. "model.text.rnn=gru"; "" for
+  /// none); empty: no member has any. They may not change what the members read (modalities,
+  /// image, audio and text length settings, out-of-scope label and method).
+  std::vector<std::string> overrides;
 };
 
 /// `mmintent tune`: updating a trained run from a person's feedback (see app/tune.h). The run's
@@ -232,6 +255,7 @@ struct Config {
   DecisionOptions decision;        ///< accept / clarify / fallback thresholds
   RewriteOptions rewrite;          ///< the request sent to the assistant behind
   TuneConfig tune;
+  EnsembleConfig ensemble;
   /// Multi-process runs (torchrun): backend, timeout, gradient bucket size.
   DistributedOptions distributed;
   OutputConfig output;

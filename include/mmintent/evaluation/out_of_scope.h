@@ -48,6 +48,20 @@ double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>&
 double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
                                      int64_t oos_index, double max_loss);
 
+/// The same two choices for any score (higher: more in scope; a sample is rejected when its
+/// score is under the threshold) over classes already `predicted` without a threshold (the
+/// arg-max; `oos_index` where a trained out-of-scope class wins, and such a sample stays out of
+/// scope at any threshold). choose_score_threshold maximises the accuracy over all samples as
+/// choose_oos_threshold does (ties: the lowest threshold; the lowest score when rejecting
+/// nothing is best); choose_score_threshold_for_loss rejects at most floor(max_loss x in-scope
+/// samples) correctly classified in-scope ones (above every score when it may reject them
+/// all). Throw Error on a size mismatch, no sample, or (for_loss) no in-scope sample or
+/// max_loss outside [0, 1).
+double choose_score_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                              const std::vector<int64_t>& gold, int64_t oos_index);
+double choose_score_threshold_for_loss(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                                       const std::vector<int64_t>& gold, int64_t oos_index, double max_loss);
+
 // ---- Out-of-scope scores: how in scope a sample looks (higher: more in scope). ----
 
 /// The largest probability among the in-scope classes: the columns of probs [N,K] other than

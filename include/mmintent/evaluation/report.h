@@ -92,15 +92,16 @@ void write_decision_report(const std::string& run_dir, const std::string& split,
 /// Out-of-scope handling on one split.
 struct OosReport {
   std::string label;
-  std::string method;     ///< class | threshold
-  double threshold = -1;  ///< threshold method only
+  std::string method;     ///< class | threshold | both
+  std::string score;      ///< the thresholded score (methods threshold and both), else empty
+  double threshold = -1;  ///< with a score only
   OosMetrics metrics;
   /// Per out-of-scope score (max_prob, energy, mahalanobis), how well it separates the split's
   /// in-scope and out-of-scope samples (none when the split lacks either).
   std::vector<std::pair<std::string, OosDetection>> scores;
 };
 
-/// Merges report[split]["oos"] = {label, method, threshold (threshold method), in_scope_count,
+/// Merges report[split]["oos"] = {label, method, score and threshold (with a score), in_scope_count,
 /// oos_count, in_scope_accuracy, oos_recall, oos_precision, oos_f1, scores: {NAME: {auroc,
 /// fpr_at_95_tpr}}}.
 void write_oos_report(const std::string& run_dir, const std::string& split, const OosReport& report);

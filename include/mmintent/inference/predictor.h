@@ -28,8 +28,9 @@ struct IntentScore {
 struct Prediction {
   std::vector<IntentScore> top;  ///< the most probable intents, most probable first
   /// True when the run has out-of-scope handling (oos.label) and this request is out of scope:
-  /// its top intent is the out-of-scope class, or its top probability is under the threshold
-  /// chosen for the run (oos.method: threshold). The product should then say it does not know.
+  /// its top intent is the out-of-scope class, or its out-of-scope score (oos.score: the top
+  /// probability, the energy or the Mahalanobis score) is under the threshold chosen for the run
+  /// (oos.method: threshold or both). The product should then say it does not know.
   bool out_of_scope = false;
   /// What to do (decision.h): accept top[0], clarify between `candidates`, or fall back
   /// (out of scope, or top probability under decision.min_confidence).

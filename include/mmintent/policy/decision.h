@@ -90,6 +90,12 @@ struct DecisionSample {
 std::vector<DecisionSample> decision_samples(const std::vector<double>& probs, int64_t num_classes,
                                              const std::vector<int64_t>& labels, int64_t oos_class,
                                              double oos_threshold);
+/// The same with the run's out-of-scope rejections given per row (`rejected`, one per label:
+/// a score under the threshold of oos.method threshold or both) instead of a top-probability
+/// threshold; a row whose arg-max is `oos_class` is out of scope too.
+std::vector<DecisionSample> decision_samples(const std::vector<double>& probs, int64_t num_classes,
+                                             const std::vector<int64_t>& labels, int64_t oos_class,
+                                             const std::vector<bool>& rejected);
 
 /// The thresholds in force: the configured values, with each -1 chosen on `val` by this rule
 /// (each is the smallest value on the sample grid meeting the target, so coverage is largest):

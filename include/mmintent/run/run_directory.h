@@ -17,6 +17,7 @@
 ///   metrics.jsonl        one line per epoch
 ///   calibration.json     the temperature (absent: T = 1)
 ///   oos.json             out-of-scope handling (runs with oos.label)
+///   oos_mahalanobis.pt   the class means and precision of oos.score: mahalanobis
 ///   decision.json        the accept / clarify / fallback thresholds in force
 ///   tune.json            what a tuned run was tuned from
 ///   report.json, report_<split>.*, ...   evaluation reports (evaluation/report.h)
@@ -87,6 +88,7 @@ class RunDirectory {
   std::filesystem::path html_report() const;          ///< report.html
   std::filesystem::path calibration_file() const;
   std::filesystem::path oos_file() const;
+  std::filesystem::path oos_mahalanobis_file() const;  ///< oos_mahalanobis.pt
   std::filesystem::path decision_file() const;
   std::filesystem::path tune_file() const;
   std::filesystem::path report_file() const;

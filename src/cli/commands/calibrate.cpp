@@ -36,7 +36,10 @@ Command add_calibrate(CLI::App& app) {
                   {"ece_after", r.after.ece},       {"nll_before", r.before.nll},
                   {"nll_after", r.after.nll},       {"min_confidence", r.min_confidence},
                   {"clarify_margin", r.clarify_margin}, {"calibration_file", file}};
-              if (r.oos_threshold >= 0) summary["oos_threshold"] = r.oos_threshold;
+              if (!r.oos_score.empty()) {
+                summary["oos_score"] = r.oos_score;
+                summary["oos_threshold"] = r.oos_threshold;
+              }
               print_json(summary);
               return kOk;
             }
@@ -47,7 +50,9 @@ Command add_calibrate(CLI::App& app) {
                       << " -> " << r.after.nll << "\n"
                       << "decision thresholds: min_confidence " << r.min_confidence
                       << ", clarify_margin " << r.clarify_margin << "\n";
-            if (r.oos_threshold >= 0) std::cout << "out-of-scope threshold: " << r.oos_threshold << "\n";
+            if (!r.oos_score.empty()) {
+              std::cout << "out-of-scope threshold: " << r.oos_threshold << " (" << r.oos_score << " score)\n";
+            }
             std::cout << "wrote " << file
                       << "; run 'mmintent eval' to refresh the reports\n";
             return kOk;

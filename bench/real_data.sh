@@ -7,6 +7,10 @@
 #     out-of-scope as a class, then `mmintent ensemble` of them; clinc150_oos: the same with the
 #     threshold method, the ensemble's threshold the highest costing at most one point of in-scope
 #     accuracy on val (oos.max_in_scope_loss=0.01). MMINTENT_REUSE_MEMBERS=1 keeps finished members.
+#   bench/real_data.sh clinc150_both|snips_ensemble|fashion_mnist_ensemble [KEY=VALUE overrides...]
+#     clinc150_both: out-of-scope as a class plus a threshold on the top probability costing at most
+#     one point of val in-scope accuracy (oos.method=both oos.max_in_scope_loss=0.01);
+#     snips_ensemble / fashion_mnist_ensemble: `train` with ensemble.members=5 / 3 (seeds 42, 43, ...).
 #   bench/real_data.sh clinc150_int8 [KEY=VALUE overrides...]
 #     the clinc150 row's run (trained unless MMINTENT_REUSE_MEMBERS=1 finds it finished), then
 #     `mmintent quantize` of it: file sizes, float against int8 figures, single-request latency.
@@ -17,24 +21,26 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
-name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|clinc150_int8|snips|spoken_snips|fashion_mnist [overrides]}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_both|clinc150_ensemble|clinc150_oos|clinc150_int8|snips|snips_ensemble|spoken_snips|fashion_mnist|fashion_mnist_ensemble [overrides]}"
 shift
 
 case "$name" in
-  clinc150|clinc150_threshold|clinc150_ensemble|clinc150_oos|clinc150_int8)
+  clinc150|clinc150_threshold|clinc150_both|clinc150_ensemble|clinc150_oos|clinc150_int8)
     "$bin" import clinc150 "$shared/clinc150" data/generated/clinc150
     config=configs/clinc150.yaml
     extra=()
     ensemble_extra=()
     case "$name" in
       clinc150_threshold) extra=(oos.method=threshold) ;;
+      clinc150_both) extra=(oos.method=both oos.max_in_scope_loss=0.01) ;;
       clinc150_oos) extra=(oos.method=threshold); ensemble_extra=(oos.max_in_scope_loss=0.01) ;;
     esac
     ;;
-  snips)
+  snips|snips_ensemble)
     "$bin" import snips "$shared/snips" data/generated/snips
     config=configs/snips.yaml
     extra=()
+    if [ "$name" = snips_ensemble ]; then extra=(ensemble.members=5); fi
     ;;
   spoken_snips)
     # Synthetic speech (espeak-ng; docs/SPEECH.md): about a minute to write, kept between runs.
@@ -44,12 +50,13 @@ case "$name" in
     config=configs/spoken_snips.yaml
     extra=()
     ;;
-  fashion_mnist)
+  fashion_mnist|fashion_mnist_ensemble)
     if [ ! -f data/generated/fashion_mnist/test.jsonl ]; then
       "$bin" import fashion-mnist /usr/share/datasets/fashion-mnist data/generated/fashion_mnist
     fi
     config=configs/fashion_mnist.yaml
     extra=()
+    if [ "$name" = fashion_mnist_ensemble ]; then extra=(ensemble.members=3); fi
     ;;
   *) echo "unknown benchmark '$name'" >&2; exit 2 ;;
 esac

@@ -11,6 +11,11 @@
 #     clinc150_both: out-of-scope as a class plus a threshold on the top probability costing at most
 #     one point of val in-scope accuracy (oos.method=both oos.max_in_scope_loss=0.01);
 #     snips_ensemble / fashion_mnist_ensemble: `train` with ensemble.members=5 / 3 (seeds 42, 43, ...).
+#   bench/real_data.sh clinc150_calibration [KEY=VALUE overrides...]
+#     out-of-scope as a class with calibration.method=split, then the same weights served at three
+#     out-of-scope shares (val's; estimated by `calibrate --oos-share-from` on the test texts without
+#     their labels; the test split's stated 1000/5500) and with one temperature, each `eval`ed on
+#     test: ECE over all test samples and over the in-scope ones.
 #   bench/real_data.sh clinc150_int8 [KEY=VALUE overrides...]
 #     the clinc150 row's run (trained unless MMINTENT_REUSE_MEMBERS=1 finds it finished), then
 #     `mmintent quantize` of it: file sizes, float against int8 figures, single-request latency.
@@ -21,11 +26,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bin="${MMINTENT_BIN:-$root/build/bin/mmintent}"
 shared="${MMINTENT_SHARED_DATA:-$root/../shared/data}"
-name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_both|clinc150_ensemble|clinc150_oos|clinc150_int8|snips|snips_ensemble|spoken_snips|fashion_mnist|fashion_mnist_ensemble [overrides]}"
+name="${1:?usage: bench/real_data.sh clinc150|clinc150_threshold|clinc150_both|clinc150_calibration|clinc150_ensemble|clinc150_oos|clinc150_int8|snips|snips_ensemble|spoken_snips|fashion_mnist|fashion_mnist_ensemble [overrides]}"
 shift
 
 case "$name" in
-  clinc150|clinc150_threshold|clinc150_both|clinc150_ensemble|clinc150_oos|clinc150_int8)
+  clinc150|clinc150_threshold|clinc150_both|clinc150_calibration|clinc150_ensemble|clinc150_oos|clinc150_int8)
     "$bin" import clinc150 "$shared/clinc150" data/generated/clinc150
     config=configs/clinc150.yaml
     extra=()
@@ -33,6 +38,7 @@ case "$name" in
     case "$name" in
       clinc150_threshold) extra=(oos.method=threshold) ;;
       clinc150_both) extra=(oos.method=both oos.max_in_scope_loss=0.01) ;;
+      clinc150_calibration) extra=(calibration.method=split) ;;
       clinc150_oos) extra=(oos.method=threshold); ensemble_extra=(oos.max_in_scope_loss=0.01) ;;
     esac
     ;;
@@ -111,6 +117,41 @@ for i, m in enumerate(test.get("members", [])):
     extra = f", in-scope accuracy {m['in_scope_accuracy']:.4f}, out-of-scope recall {m['oos_recall']:.4f}" if "oos_recall" in m else ""
     print(f"  member {i} ({m['run']}): test accuracy {m['accuracy']:.4f}{extra}")
 PY
+
+if [ "$name" = clinc150_calibration ]; then
+  # The same weights calibrated four ways, each evaluated on test (the run itself ends at val's share).
+  ece() {  # LABEL RUN
+    python3 - "$2/report.json" "$1" <<'PY'
+import json, sys
+test = json.load(open(sys.argv[1]))["test"]
+c, o = test["calibration"], test["oos"]
+how = f"split, out-of-scope share {c['split']['share']:.4f}" if c["method"] == "split" else f"T = {c['temperature']:.4f}"
+print(f"clinc150_calibration {sys.argv[2]} ({how}): test ECE {c['before']['ece']:.4f} -> {c['after']['ece']:.4f} "
+      f"(out-of-scope share of test {c['oos_share']:.4f}); in-scope samples {c['in_scope']['before']['ece']:.4f} -> "
+      f"{c['in_scope']['after']['ece']:.4f}; served: in-scope accuracy {o['in_scope_accuracy']:.4f}, "
+      f"out-of-scope recall {o['oos_recall']:.4f}")
+PY
+  }
+  traffic="$run_dir/test_texts.jsonl"  # the test split without its labels
+  python3 -c 'import json, sys
+for l in open(sys.argv[1]):
+    if l.strip(): print(json.dumps({"text": json.loads(l)["text"]}))' data/generated/clinc150/test.jsonl > "$traffic"
+  "$bin" eval "$run_dir" --split test > /dev/null
+  ece "val share" "$run_dir"
+  "$bin" calibrate "$run_dir" --oos-share-from "$traffic" > /dev/null
+  "$bin" eval "$run_dir" --split test > /dev/null
+  ece "share estimated on the unlabelled test texts" "$run_dir"
+  "$bin" calibrate "$run_dir" --oos-share "$(python3 -c 'print(1000 / 5500)')" > /dev/null
+  "$bin" eval "$run_dir" --split test > /dev/null
+  ece "stated test share" "$run_dir"
+  temperature_run="${run_dir}_temperature"
+  rm -rf "$temperature_run" && cp -r "$run_dir" "$temperature_run"
+  sed -i -e 's/^  method: "split"$/  method: "temperature"/' \
+    -e "s|^  dir: \".*\"\$|  dir: \"$(cd "$temperature_run" && pwd)\"|" "$temperature_run/config.yaml"
+  "$bin" calibrate "$temperature_run" > /dev/null
+  "$bin" eval "$temperature_run" --split test > /dev/null
+  ece "one temperature" "$temperature_run"
+fi
 
 if [ "$name" = spoken_snips ]; then
   # Accuracy per noise level of the test split (the manifest's "snr": clean, 20 dB, ...).

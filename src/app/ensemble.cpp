@@ -118,6 +118,11 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
   if (const auto d = first_difference(first_inputs, input_keys(c)); !d.empty()) {
     throw ConfigError("", "overrides", 0, "the overrides change what the members read: " + d);
   }
+  if (c.calibration.method == "split") {
+    throw ConfigError(c.source, "calibration.method", 0,
+                      "split calibration is for a single model; an ensemble averages temperature-scaled members "
+                      "(give calibration.method=temperature)");
+  }
   EnsembleManifest manifest;
   for (const auto& run : runs) {
     const Config mc = run.load_config();
@@ -134,8 +139,14 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
                             "train them on the same training texts with the same data.text settings, or give "
                             "them one data.text.tokenizer");
     }
+    const auto calibration = load_calibration(run);
+    if (calibration.method == "split") {
+      throw CheckpointError("'" + run.str() + "' is calibrated by split (" + run.calibration_file().string() +
+                            "): an ensemble averages temperature-scaled members; calibrate it with "
+                            "calibration.method: temperature");
+    }
     const auto relative = fs::relative(run.path(), out.path());
-    manifest.members.push_back({run.str(), relative.string(), run.weights_digest(), load_calibration(run).temperature});
+    manifest.members.push_back({run.str(), relative.string(), run.weights_digest(), calibration.temperature});
   }
 
   detail::check_out_dir(out.path(), options.overwrite);
@@ -163,7 +174,7 @@ EnsembleResult make_ensemble(const EnsembleOptions& options) {
     if (!c.data.val.empty()) data.val = detail::read_split(c, data, c.data.val);
     std::shared_ptr<const MultimodalDataset> train;
     if (oos.enabled && !c.data.train.empty()) train = detail::read_split(c, data, c.data.train, oos.label);
-    const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
+    const bool calibrate = detail::calibrates(c);
     const auto fitted = detail::fit_run_serving(model, c, out, train, data.val, device, "val", calibrate, oos);
     const ServingSetup& serving = fitted.serving;
     const auto& features = fitted.features;

@@ -33,21 +33,64 @@ std::vector<double> to_doubles(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-/// probs [N,K] scaled by temperature T (softmax(log p / T)); T = 1 leaves them as they are.
-at::Tensor calibrated(const at::Tensor& probs, double temperature) {
-  if (!probs.defined() || temperature == 1.0) return probs;
-  const auto out = softmax_with_temperature(logits_from_probabilities(to_doubles(probs)),
-                                            probs.size(1), temperature);
+/// probs [N,K] as `calibration` serves them (calibrate_probabilities); none or T = 1 leaves
+/// them as they are.
+at::Tensor calibrated(const at::Tensor& probs, const CalibrationFile& calibration) {
+  if (!probs.defined() || calibration.method == "none" ||
+      (calibration.method == "temperature" && calibration.temperature == 1.0)) {
+    return probs;
+  }
+  const auto out = calibrate_probabilities(calibration, to_doubles(probs), probs.size(1));
   return torch::tensor(out, torch::kDouble)
       .reshape({probs.size(0), probs.size(1)})
       .to(torch::kFloat);
 }
 
-/// The decision samples of predictions `p` (probabilities calibrated).
-std::vector<DecisionSample> samples_of(const Predictions& p, const OosSetup& oos) {
+/// Temperature scaling by T (T = 1: none), as an ensemble member is calibrated.
+CalibrationFile temperature_calibration(double temperature) {
+  CalibrationFile c;
+  c.method = temperature == 1.0 ? "none" : "temperature";
+  c.temperature = temperature;
+  return c;
+}
+
+/// calibration.method split fitted on the validation predictions `val` (raw probabilities), at
+/// the out-of-scope share calibration.oos_share (-1: val's own). ConfigError naming
+/// calibration.method when val cannot fit it (no out-of-scope or no in-scope sample).
+CalibrationFile fit_split(const Predictions& val, const Config& c, const OosSetup& oos, const std::string& fitted_on) {
+  CalibrationFile cal;
+  cal.method = "split";
+  cal.fitted_on = fitted_on;
+  try {
+    cal.split = fit_split_calibration(logits_from_probabilities(to_doubles(val.probs)), val.probs.size(1),
+                                      to_vector(val.labels), oos.index);
+  } catch (const Error& e) {
+    throw ConfigError(c.source, "calibration.method", 0,
+                      "split calibration cannot be fitted on " + fitted_on + ": " + e.what());
+  }
+  auto& f = cal.split;
+  f.share_from = fitted_on;
+  if (c.calibration.oos_share != -1) {
+    f.share = c.calibration.oos_share;
+    f.share_from = "calibration.oos_share";
+  }
+  cal.fit = f.in_scope_fit;
+  cal.fit.count = f.count;
+  log::info("calibration", "split calibration fitted on " + fitted_on + " (" + std::to_string(f.count) + " samples, " +
+                               std::to_string(f.oos_count) + " out of scope): in-scope temperature " +
+                               std::to_string(f.in_scope_temperature) + ", P(oos) = sigmoid(" + std::to_string(f.slope) +
+                               " * log-odds + " + std::to_string(f.intercept) + "), out-of-scope share " +
+                               std::to_string(f.fitted_share) + " -> " + std::to_string(f.share));
+  return cal;
+}
+
+/// The decision samples of predictions `p` (probabilities calibrated), the rows the threshold
+/// rejects given (`rejected`, from oos_rejections) or computed.
+std::vector<DecisionSample> samples_of(const Predictions& p, const OosSetup& oos,
+                                       const std::vector<bool>* rejected = nullptr) {
   if (!p.probs.defined()) return {};
   return decision_samples(to_doubles(p.probs), p.probs.size(1), to_vector(p.labels), oos.trained_class(),
-                          oos_rejections(oos, p.probs, p.logits, p.features));
+                          rejected ? *rejected : oos_rejections(oos, p.probs, p.logits, p.features));
 }
 
 std::vector<SampleInfo> sample_infos(const MultimodalDataset& d) {
@@ -91,25 +134,27 @@ void choose_threshold(const Predictions& val, const Config& c, OosSetup& oos) {
 }
 
 /// The class each row of `p` (probabilities calibrated) is served as: the arg-max, or
-/// `oos.index` where the threshold rejects it.
-std::vector<int64_t> served_classes(const Predictions& p, const OosSetup& oos) {
+/// `oos.index` where the threshold rejects it (`rejected` given, or computed).
+std::vector<int64_t> served_classes(const Predictions& p, const OosSetup& oos,
+                                    const std::vector<bool>* rejected = nullptr) {
   auto served = to_vector(p.probs.argmax(1));
-  const auto rejected = oos_rejections(oos, p.probs, p.logits, p.features);
+  const auto computed = rejected ? std::vector<bool>() : oos_rejections(oos, p.probs, p.logits, p.features);
+  const auto& r = rejected ? *rejected : computed;
   for (size_t i = 0; i < served.size(); ++i) {
-    if (rejected[i]) served[i] = oos.index;
+    if (r[i]) served[i] = oos.index;
   }
   return served;
 }
 
 /// `dataset` predicted by `model` (with the features the out-of-scope score needs), its
-/// probabilities calibrated by `temperature`.
+/// probabilities calibrated by `calibration`.
 Predictions predict_calibrated(IntentClassifier& model, const Config& c,
                                const std::shared_ptr<const MultimodalDataset>& dataset, const c10::Device& device,
-                               double temperature, const OosSetup& oos) {
+                               const CalibrationFile& calibration, const OosSetup& oos) {
   auto loader = make_loader(c, dataset, /*training=*/false);
   auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision), 0,
                                /*with_features=*/oos.needs_features());
-  p.probs = calibrated(p.probs, temperature);
+  p.probs = calibrated(p.probs, calibration);
   return p;
 }
 
@@ -134,7 +179,7 @@ RewriteCheck check_rewrite(IntentClassifier& model, const Config& c, const RunDa
   }
   auto rewritten = std::make_shared<MultimodalDataset>(std::move(m), &data.labels, data.tokenizer,
                                                        dataset_options(c));
-  const auto p = predict_calibrated(model, c, rewritten, device, s.temperature, oos);
+  const auto p = predict_calibrated(model, c, rewritten, device, s.calibration, oos);
   if (!p.probs.defined()) return check;
   const auto after = served_classes(p, oos);
   const auto index = to_vector(p.indices);
@@ -263,8 +308,8 @@ std::vector<MemberSetup> member_setups(const RunDirectory& run, const RunData& d
 }
 
 ServedSplit serve_split(IntentClassifier& model, const Config& c, const std::shared_ptr<const MultimodalDataset>& dataset,
-                        const c10::Device& device, double temperature, const OosSetup& oos) {
-  const auto p = predict_calibrated(model, c, dataset, device, temperature, oos);
+                        const c10::Device& device, const CalibrationFile& calibration, const OosSetup& oos) {
+  const auto p = predict_calibrated(model, c, dataset, device, calibration, oos);
   ServedSplit s;
   s.served = served_classes(p, oos);
   s.gold = to_vector(p.labels);
@@ -287,7 +332,7 @@ void evaluate_members(IntentClassifier& ensemble, const Config& c,
   for (size_t k = 0; k < models.size(); ++k) {
     IntentClassifier member(models[k]);
     const auto& setup = members[k];
-    const auto s = serve_split(member, c, dataset, device, setup.temperature, setup.oos);
+    const auto s = serve_split(member, c, dataset, device, temperature_calibration(setup.temperature), setup.oos);
     MemberReport r{setup.run, setup.weights_sha256, setup.temperature, s.metrics.accuracy, s.metrics.macro_f1,
                    s.has_oos, s.oos};
     if (print_table) {
@@ -308,7 +353,7 @@ void evaluate_robustness(IntentClassifier& model, const Config& c, const RunData
                          const std::vector<TextNoise>& noises) {
   // The clean split's served classes, for the out-of-scope figures' baseline.
   auto served_on = [&](const std::shared_ptr<const MultimodalDataset>& d, std::vector<int64_t>& gold) {
-    const auto p = predict_calibrated(model, c, d, device, serving.temperature, oos);
+    const auto p = predict_calibrated(model, c, d, device, serving.calibration, oos);
     gold = to_vector(p.labels);
     return std::make_pair(served_classes(p, oos), p.probs.size(1) + (oos.threshold_method ? 1 : 0));
   };
@@ -361,12 +406,14 @@ ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirec
                          const std::string& fitted_on, bool fit_temperature_too, OosSetup& oos) {
   ServingSetup s;
   s.decision = c.decision;
-  if (val.probs.defined() && fit_temperature_too) {
+  if (val.probs.defined() && fit_temperature_too && c.calibration.method == "split") {
+    s.calibration = fit_split(val, c, oos, fitted_on);
+    save_calibration(run, s.calibration);
+  } else if (val.probs.defined() && fit_temperature_too) {
     const auto logits = logits_from_probabilities(to_doubles(val.probs));
     const auto fit = fit_temperature(logits, val.probs.size(1), to_vector(val.labels));
-    s.calibration_method = "temperature";
-    s.temperature = fit.temperature;
-    save_calibration(run, CalibrationFile{"temperature", fit.temperature, fitted_on, fit});
+    s.calibration = CalibrationFile{"temperature", fit.temperature, fitted_on, fit, {}};
+    save_calibration(run, s.calibration);
     log::info("calibration", "temperature " + std::to_string(fit.temperature) + " fitted on " +
                                  fitted_on + " (" + std::to_string(fit.count) + " samples): NLL " +
                                  std::to_string(fit.nll_before) + " -> " +
@@ -380,7 +427,7 @@ ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirec
     log::info("calibration", "no validation split: probabilities stay uncalibrated (T = 1)");
   }
   Predictions cal = val;
-  cal.probs = calibrated(val.probs, s.temperature);
+  cal.probs = calibrated(val.probs, s.calibration);
   choose_threshold(cal, c, oos);
   const auto chosen = choose_decision_thresholds(samples_of(cal, oos), c.decision);
   s.thresholds = chosen.thresholds;
@@ -454,26 +501,31 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
   if (predictions.probs.defined()) {
     const auto labels = to_vector(predictions.labels);
     const int64_t k = predictions.probs.size(1);
-    calibration.method = serving.calibration_method;
-    calibration.temperature = serving.temperature;
+    calibration.method = serving.calibration.method;
+    calibration.temperature = serving.calibration.method == "temperature" ? serving.calibration.temperature : 1.0;
+    if (serving.calibration.method == "split") calibration.split = serving.calibration.split;
     calibration.before = calibration_metrics(to_doubles(predictions.probs), k, labels);
     const auto raw = predictions.probs;
-    predictions.probs = calibrated(predictions.probs, serving.temperature);
+    predictions.probs = calibrated(predictions.probs, serving.calibration);
     calibration.after = calibration_metrics(to_doubles(predictions.probs), k, labels);
     if (oos.trained_class() >= 0) {  // out-of-scope samples marked as no class: in-scope only
       auto in_scope = labels;
       for (auto& y : in_scope) y = y == oos.index ? -1 : y;
       calibration.has_in_scope = true;
+      calibration.oos_share = labels.empty() ? 0.0
+                                             : static_cast<double>(std::count(labels.begin(), labels.end(), oos.index)) /
+                                                   static_cast<double>(labels.size());
       calibration.in_scope_before = calibration_metrics(to_doubles(raw), k, in_scope);
       calibration.in_scope_after = calibration_metrics(to_doubles(predictions.probs), k, in_scope);
     }
   }
-  const auto decision_samples_of_split = samples_of(predictions, oos);
+  // Rows the out-of-scope threshold rejects: computed once for the decisions, the served
+  // classes and the reports below.
+  const std::vector<bool> rejected = oos_rejections(oos, predictions.probs, predictions.logits, predictions.features);
+  const auto decision_samples_of_split = samples_of(predictions, oos, &rejected);
   std::vector<int64_t> served_by_index;  // served class per record, for the rewrite check
-  std::vector<bool> rejected;  // by the out-of-scope threshold
   if (predictions.probs.defined()) {
-    rejected = oos_rejections(oos, predictions.probs, predictions.logits, predictions.features);
-    const auto served = served_classes(predictions, oos);
+    const auto served = served_classes(predictions, oos, &rejected);
     const auto index = to_vector(predictions.indices);
     served_by_index.assign(static_cast<size_t>(dataset->size()), -1);
     for (size_t i = 0; i < served.size(); ++i) {
@@ -545,9 +597,17 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
   dr.curve = coverage_curve(decision_samples_of_split);
   write_decision_report(run.str(), name, dr, c.eval.plots);
   if (print_table && predictions.probs.defined()) {
-    std::printf("%s calibration (%s, T = %.4f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", name.c_str(),
-                calibration.method.c_str(), calibration.temperature, calibration.before.ece,
-                calibration.after.ece, calibration.before.nll, calibration.after.nll);
+    char how[160];
+    if (calibration.method == "split") {
+      std::snprintf(how, sizeof how, "split, in-scope T = %.4f, out-of-scope share %.4f",
+                    calibration.split.in_scope_temperature, calibration.split.share);
+    } else {
+      std::snprintf(how, sizeof how, "%s, T = %.4f", calibration.method.c_str(), calibration.temperature);
+    }
+    std::printf("%s calibration (%s): ECE %.4f -> %.4f, NLL %.4f -> %.4f", name.c_str(), how,
+                calibration.before.ece, calibration.after.ece, calibration.before.nll, calibration.after.nll);
+    if (calibration.has_in_scope) std::printf(" (out-of-scope share of the split %.4f)", calibration.oos_share);
+    std::printf("\n");
     if (calibration.has_in_scope) {
       std::printf("%s calibration, in-scope samples only: ECE %.4f -> %.4f, NLL %.4f -> %.4f\n",
                   name.c_str(), calibration.in_scope_before.ece, calibration.in_scope_after.ece,
@@ -597,6 +657,7 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
   r.load_model();
   const OosSetup oos = load_oos(r.run, r.config, r.data.labels);
   const ServingSetup serving = load_serving(r.run, r.config);
+  check_calibration(r.run, serving, oos);
   // The feature-space out-of-scope score fits on the run's training split, where it still is
   // and still reads (else the report leaves that score out: the evaluation does not need it).
   std::optional<MahalanobisFit> features;
@@ -625,12 +686,50 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
 }
 
 CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& split_or_file,
-                                 bool fit_temperature) {
+                                 bool fit_temperature, const OosShareOptions& share) {
   OpenedRun r = open_run(run_dir, split_or_file);
   if (r.dataset->size() == 0) throw DataError(r.manifest_path, 0, "no sample to calibrate on");
   r.load_model();
-  const Config& c = r.config;
+  Config& c = r.config;
   OosSetup oos = oos_setup(c, r.data.labels);
+  std::string share_from;
+  if (share.share != -1 || !share.estimate_from.empty()) {
+    const char* option = share.share != -1 ? "--oos-share" : "--oos-share-from";
+    if (share.share != -1 && !share.estimate_from.empty()) {
+      throw ConfigError("", "--oos-share", 0, "give the out-of-scope share or a manifest to estimate it on, not both");
+    }
+    if (c.calibration.method != "split" || !fit_temperature) {
+      throw ConfigError(c.source, "calibration.method", 0,
+                        std::string(option) + " sets the out-of-scope share of split calibration; the run's config "
+                        "says calibration.method: " + c.calibration.method);
+    }
+    if (share.share != -1) {
+      if (!(share.share > 0 && share.share < 1)) {
+        throw ConfigError("", "--oos-share", 0, "must lie in (0, 1), found " + std::to_string(share.share));
+      }
+      c.calibration.oos_share = share.share;
+      share_from = "--oos-share";
+    } else {
+      // The share of the unlabelled traffic, under the calibration fitted on the split.
+      if (!fs::exists(share.estimate_from)) throw DataError(share.estimate_from, 0, "manifest does not exist");
+      auto manifest = read_manifest(share.estimate_from, manifest_read_options(c, false));
+      // No label map: the samples are unlabelled traffic, whatever labels the manifest holds.
+      const auto traffic = std::make_shared<MultimodalDataset>(std::move(manifest), nullptr, r.data.tokenizer,
+                                                               dataset_options(c));
+      detail::report_skipped(*traffic);
+      if (traffic->size() == 0) throw DataError(share.estimate_from, 0, "no sample to estimate the out-of-scope share on");
+      const auto predict = [&](const std::shared_ptr<const MultimodalDataset>& d) {
+        auto loader = make_loader(c, d, /*training=*/false);
+        return collect_predictions(r.model, *loader, r.device, parse_precision(c.runtime.precision), 0);
+      };
+      const auto fit = fit_split(predict(r.dataset), c, oos, split_or_file).split;
+      const auto t = predict(traffic);
+      c.calibration.oos_share = estimate_oos_share(logits_from_probabilities(to_doubles(t.probs)), t.probs.size(1), fit);
+      share_from = "estimated on " + share.estimate_from;
+      log::info("calibration", "out-of-scope share " + std::to_string(c.calibration.oos_share) + " " + share_from +
+                                   " (" + std::to_string(traffic->size()) + " samples)");
+    }
+  }
   if (!fit_temperature) remove_calibration(r.run);
   // The mahalanobis score fits on the training split again: `tune` calibrates its new weights
   // here.
@@ -645,11 +744,18 @@ CalibrateRunResult calibrate_run(const std::string& run_dir, const std::string& 
   const ServingSetup& s = fitted.serving;
   const Predictions& p = fitted.val;
   CalibrateRunResult result;
-  result.fit = load_calibration(r.run).fit;
+  auto written = load_calibration(r.run);
+  if (!share_from.empty()) {
+    written.split.share_from = share_from;
+    save_calibration(r.run, written);
+  }
+  result.fit = written.fit;
+  result.method = written.method;
+  result.split = written.split;
   const auto labels = to_vector(p.labels);
   result.before = calibration_metrics(to_doubles(p.probs), p.probs.size(1), labels);
   result.after =
-      calibration_metrics(to_doubles(calibrated(p.probs, s.temperature)), p.probs.size(1), labels);
+      calibration_metrics(to_doubles(calibrated(p.probs, s.calibration)), p.probs.size(1), labels);
   result.min_confidence = s.thresholds.min_confidence;
   result.clarify_margin = s.thresholds.clarify_margin;
   if (oos.thresholded) {

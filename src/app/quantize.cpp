@@ -106,7 +106,7 @@ QuantizeResult quantize_run(const QuantizeOptions& options) {
   RunData data = load_run_data(source, c);
   auto float_model = load_run_model(source, source.load_config(), data, device);
   const OosSetup float_oos = load_oos(source, source.load_config(), data.labels);
-  const double float_temperature = load_calibration(source).temperature;
+  const CalibrationFile float_calibration = load_calibration(source);
   const std::string source_digest = source.weights_digest();
 
   detail::check_out_dir(out.path(), options.overwrite);
@@ -138,7 +138,7 @@ QuantizeResult quantize_run(const QuantizeOptions& options) {
     if (!c.data.val.empty()) data.val = detail::read_split(c, data, c.data.val);
     std::shared_ptr<const MultimodalDataset> train;
     if (oos.enabled && !c.data.train.empty()) train = detail::read_split(c, data, c.data.train, oos.label);
-    const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
+    const bool calibrate = detail::calibrates(c);
     const auto fitted = detail::fit_run_serving(model, c, out, train, data.val, device, "val", calibrate, oos);
     const ServingSetup& serving = fitted.serving;
     const auto& features = fitted.features;
@@ -150,8 +150,8 @@ QuantizeResult quantize_run(const QuantizeOptions& options) {
       if (!timing_split) timing_split = d;
       result.metrics[split] =
           detail::evaluate_split(model, c, data, d, split, out, device, options.print_tables, oos, serving, features);
-      const auto f = detail::serve_split(float_model, c, d, device, float_temperature, float_oos);
-      const auto q = detail::serve_split(model, c, d, device, serving.temperature, oos);
+      const auto f = detail::serve_split(float_model, c, d, device, float_calibration, float_oos);
+      const auto q = detail::serve_split(model, c, d, device, serving.calibration, oos);
       QuantizeComparison cmp;
       cmp.float_metrics = f.metrics;
       cmp.int8_metrics = q.metrics;

@@ -124,8 +124,20 @@ std::string split_section(const RunDirectory& run, const std::string& split, con
   if (r.contains("calibration") && r["calibration"].is_object()) {
     const auto& c = r["calibration"];
     json cal = json::object();
-    for (const char* key : {"method", "temperature", "count"}) {
+    for (const char* key : {"method", "temperature", "count", "oos_share"}) {
       if (c.contains(key)) cal[key] = c[key];
+    }
+    if (c.contains("split") && c["split"].is_object()) {  // method split: what it was fitted to
+      for (const char* key : {"in_scope_temperature", "share"}) {
+        if (c["split"].contains(key)) cal[std::string("split ") + key] = c["split"][key];
+      }
+    }
+    if (c.contains("in_scope") && c["in_scope"].is_object()) {
+      for (const char* when : {"before", "after"}) {
+        if (c["in_scope"].contains(when) && c["in_scope"][when].contains("ece")) {
+          cal[std::string("in-scope ece ") + when] = c["in_scope"][when]["ece"];
+        }
+      }
     }
     for (const char* when : {"before", "after"}) {
       if (c.contains(when) && c[when].is_object()) {

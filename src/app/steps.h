@@ -23,8 +23,11 @@ namespace mmintent::detail {
 /// each by file and line; at most `max_listed` of them, then how many more.
 void report_skipped(const MultimodalDataset& d, std::size_t max_listed = SIZE_MAX);
 
+/// Whether the config calibrates the probabilities (calibration.enabled, a method other than none).
+inline bool calibrates(const Config& c) { return c.calibration.enabled && c.calibration.method != "none"; }
+
 /// Fits what a run serves on the validation predictions `val` (raw probabilities): the
-/// temperature (calibration.json, when `fit_temperature_too`), then on the calibrated
+/// calibration (calibration.json, when `fit_temperature_too`: temperature or split), then on the calibrated
 /// probabilities the out-of-scope threshold (when chosen) and the decision thresholds
 /// (decision.json). Without val: T = 1 and the configured thresholds.
 ServingSetup fit_serving(const Predictions& val, const Config& c, const RunDirectory& run,
@@ -64,7 +67,7 @@ ClassificationMetrics evaluate_split(IntentClassifier& model, const Config& c, c
                                      const OosSetup& oos, const ServingSetup& serving,
                                      const std::optional<MahalanobisFit>& features = std::nullopt);
 
-/// A split as a model serves it: predicted, calibrated by `temperature`, out-of-scope samples
+/// A split as a model serves it: predicted, calibrated by `calibration`, out-of-scope samples
 /// recognised as `oos` says (its class, or its threshold).
 struct ServedSplit {
   std::vector<int64_t> served, gold;  ///< per sample, in the split's order
@@ -73,7 +76,7 @@ struct ServedSplit {
   OosMetrics oos;
 };
 ServedSplit serve_split(IntentClassifier& model, const Config& c, const std::shared_ptr<const MultimodalDataset>& dataset,
-                        const c10::Device& device, double temperature, const OosSetup& oos);
+                        const c10::Device& device, const CalibrationFile& calibration, const OosSetup& oos);
 
 /// An ensemble run's member as the report shows it (evaluation/report.h's MemberReport).
 struct MemberSetup {

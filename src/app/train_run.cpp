@@ -216,6 +216,16 @@ class TrainingRun {
     Rewriter(c.rewrite, data.labels.names(), c.source);  // rewrite templates name known intents
     if (!c.data.val.empty()) val_manifest_ = read_manifest(c.data.val, mopts);
     if (!c.data.test.empty()) test_manifest_ = read_manifest(c.data.test, mopts);
+    if (detail::calibrates(c) && c.calibration.method == "split" && !c.data.val.empty()) {
+      // Refused before training, not after it: split calibration fits on both kinds of sample.
+      const auto& v = val_manifest_.records;
+      const auto oos = std::count_if(v.begin(), v.end(), [&](const Record& x) { return x.label == c.oos.label; });
+      if (oos == 0 || oos == static_cast<std::ptrdiff_t>(v.size())) {
+        throw DataError(c.data.val, 0, "calibration.method: split fits on out-of-scope ('" + c.oos.label +
+                                           "') and in-scope samples; the validation split has " + std::to_string(oos) +
+                                           " of " + std::to_string(v.size()) + " out of scope");
+      }
+    }
   }
 
   /// The tokenizer: reused when resuming, given, or trained on the training texts into a
@@ -451,7 +461,7 @@ class TrainingRun {
   void evaluate(Trainer& trainer, TrainRunResult& result) {
     const auto& c = c_;
     remove_calibration(run_);  // a resumed or overwritten run refits
-    const bool calibrate = c.calibration.enabled && c.calibration.method == "temperature";
+    const bool calibrate = detail::calibrates(c);
     const auto fitted = detail::fit_run_serving(trainer.model(), c, run_, data_.train, data_.val, trainer.device(),
                                                 "val", calibrate, oos_);
     const ServingSetup& serving = fitted.serving;

@@ -50,7 +50,7 @@ void freeze_encoders(IntentClassifier& model) {
   }
 }
 
-/// How a model sees the held-out log: its calibrated probabilities (temperature T) [N*K] and
+/// How a model sees the held-out log: its calibrated probabilities [N*K] and
 /// the most probable class of each sample, in the data set's order.
 struct PolicyView {
   int64_t num_classes = 0;
@@ -59,7 +59,7 @@ struct PolicyView {
 };
 
 PolicyView policy_view(IntentClassifier& model, std::shared_ptr<const MultimodalDataset> data,
-                       const Config& c, const c10::Device& device, double temperature) {
+                       const Config& c, const c10::Device& device, const CalibrationFile& calibration) {
   auto loader = make_loader(c, data, /*training=*/false);
   const auto p = collect_predictions(model, *loader, device, parse_precision(c.runtime.precision));
   const auto probs = p.probs.to(torch::kDouble).contiguous();
@@ -71,7 +71,7 @@ PolicyView policy_view(IntentClassifier& model, std::shared_ptr<const Multimodal
   for (int64_t j = 0; j < probs.size(0); ++j) {
     const int64_t i = p.indices[j].item<int64_t>();
     std::vector<double> row(probs[j].data_ptr<double>(), probs[j].data_ptr<double>() + K);
-    if (temperature != 1.0) row = softmax_with_temperature(logits_from_probabilities(row), K, temperature);
+    row = calibrate_probabilities(calibration, row, K);
     std::copy(row.begin(), row.end(), v.probs.begin() + i * K);
     v.greedy[static_cast<size_t>(i)] = std::max_element(row.begin(), row.end()) - row.begin();
   }
@@ -229,7 +229,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   torch::manual_seed(static_cast<uint64_t>(c.runtime.seed));
   auto model = load_run_model(base, c, data, device);
   PolicyView base_view;
-  if (held_out) base_view = policy_view(model, held_out, c, device, load_serving(base, c).temperature);
+  if (held_out) base_view = policy_view(model, held_out, c, device, load_serving(base, c).calibration);
   LowRankAdapter adapter{nullptr};
   if (method == "head") freeze_encoders(model);
   if (method == "lora") {
@@ -339,7 +339,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
   //    fits it (calibration.json, oos.json, decision.json); then the reports, as `eval` makes
   //    them from model.pt.
   if (data.val) {
-    calibrate_run(result.run_dir, "val", c.calibration.enabled && c.calibration.method == "temperature");
+    calibrate_run(result.run_dir, "val", detail::calibrates(c));
   } else {
     // Nothing is chosen without val: the config's method and fixed threshold.
     save_oos(out, oos_setup(c, data.labels));
@@ -353,7 +353,7 @@ TuneRunResult tune_from_feedback(const std::string& run_dir, const TuneOptions& 
     r.held_out = held_out->size();
     const auto base_log = outcomes(*held_out, base_view);
     const auto tuned_log =
-        outcomes(*held_out, policy_view(tuned, held_out, c, device, load_serving(out, c).temperature));
+        outcomes(*held_out, policy_view(tuned, held_out, c, device, load_serving(out, c).calibration));
     for (const auto& o : base_log) r.logged_reward += o.reward / static_cast<double>(base_log.size());
     r.base_ips = ips_estimate(base_log);
     r.base_snips = snips_estimate(base_log);

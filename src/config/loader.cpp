@@ -598,7 +598,8 @@ template <class V> void visit(V& v, ExploreOptions& c) {
 }
 template <class V> void visit(V& v, CalibrationOptions& c) {
   v.field("enabled", c.enabled);
-  v.field("method", c.method, Check::one_of({"temperature", "none"}));
+  v.field("method", c.method, Check::one_of({"temperature", "split", "none"}));
+  v.field("oos_share", c.oos_share);
 }
 template <class V> void visit(V& v, DecisionOptions& c) {
   v.field("min_confidence", c.min_confidence, Check::range(-1, 1));
@@ -859,6 +860,21 @@ void validate(const Config& c, const Context& ctx) {
       fail("oos.threshold", "choosing the threshold (-1) needs data.val");
     }
   }
+  if (c.calibration.method == "split" && (c.oos.label.empty() || c.oos.method == "threshold")) {
+    fail("calibration.method", "split calibrates a trained out-of-scope class apart from the intents: it needs "
+                               "oos.label with oos.method class or both (else use temperature)");
+  }
+  if (c.calibration.method == "split" && c.ensemble.members >= 2) {
+    fail("calibration.method", "an ensemble averages its members' temperature-scaled probabilities; split "
+                               "calibration is for a single model (use temperature)");
+  }
+  if (c.calibration.oos_share != -1 && !(c.calibration.oos_share > 0 && c.calibration.oos_share < 1)) {
+    fail("calibration.oos_share", "must lie in (0, 1) (the out-of-scope share of the traffic served), or -1 "
+                                  "(the share of the split the calibration is fitted on)");
+  }
+  if (c.calibration.oos_share != -1 && c.calibration.method != "split") {
+    fail("calibration.oos_share", "is read by calibration.method: split only");
+  }
   for (const auto& [key, value] :
        {std::pair<std::string, double>{"decision.min_confidence", c.decision.min_confidence},
         {"decision.clarify_margin", c.decision.clarify_margin}}) {
@@ -939,7 +955,7 @@ void adapt_to_splits(Config& c, const YAML::Node& root) {
     }
   }
   if (!val && c.calibration.enabled && c.calibration.method != "none") {
-    c.adapted.push_back("no data.val: probabilities stay uncalibrated (temperature scaling is fitted "
+    c.adapted.push_back("no data.val: probabilities stay uncalibrated (the calibration is fitted "
                         "on val; mmintent calibrate RUN_DIR --split MANIFEST fits it later)");
   }
 }

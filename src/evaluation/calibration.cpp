@@ -197,6 +197,188 @@ std::vector<double> logits_from_probabilities(const std::vector<double>& probs) 
   return out;
 }
 
+namespace {
+
+double logit_of(double p) { return std::log(p) - std::log1p(-p); }
+
+double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
+
+/// Per row, z_oos - logsumexp of the other columns: the model's log-odds of out-of-scope.
+std::vector<double> oos_log_odds(const std::vector<double>& logits, int64_t k, int64_t oos) {
+  const size_t rows = logits.size() / static_cast<size_t>(k);
+  std::vector<double> out(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    const double* row = logits.data() + r * static_cast<size_t>(k);
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < k; ++j) {
+      if (j != oos) m = std::max(m, row[j]);
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      if (j != oos) sum += std::exp(row[j] - m);
+    }
+    out[r] = row[oos] - (m + std::log(sum));
+  }
+  return out;
+}
+
+/// The rows' logits without the out-of-scope column: [N, K-1].
+std::vector<double> in_scope_logits(const std::vector<double>& logits, int64_t k, int64_t oos) {
+  std::vector<double> out;
+  out.reserve(logits.size() / static_cast<size_t>(k) * static_cast<size_t>(k - 1));
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (static_cast<int64_t>(i % static_cast<size_t>(k)) != oos) out.push_back(logits[i]);
+  }
+  return out;
+}
+
+void check_split(const char* where, const std::vector<double>& logits, int64_t k, int64_t oos) {
+  check_matrix(where, logits, k, nullptr);
+  if (k < 3) throw Error(std::string(where) + ": split calibration needs an out-of-scope class and two intents");
+  if (oos < 0 || oos >= k) {
+    throw Error(std::string(where) + ": the out-of-scope class " + std::to_string(oos) + " is not one of the " +
+                std::to_string(k) + " columns");
+  }
+  for (double v : logits) {
+    if (std::isnan(v)) throw Error(std::string(where) + ": the scores hold a NaN");
+  }
+}
+
+/// logit(share) - logit(fitted_share): the prior shift added to the fitted log-odds.
+double prior_shift(const SplitCalibration& f) {
+  for (double p : {f.share, f.fitted_share}) {
+    if (!(p > 0 && p < 1)) throw Error("split calibration: an out-of-scope share must lie in (0, 1), found " + format_double(p));
+  }
+  return logit_of(f.share) - logit_of(f.fitted_share);
+}
+
+}  // namespace
+
+SplitCalibration fit_split_calibration(const std::vector<double>& logits, int64_t num_classes,
+                                       const std::vector<int64_t>& labels, int64_t oos_index,
+                                       const TemperatureFitOptions& options) {
+  check_split("fit_split_calibration", logits, num_classes, oos_index);
+  check_matrix("fit_split_calibration", logits, num_classes, &labels);
+  SplitCalibration f;
+  f.oos_index = oos_index;
+  // The in-scope rows' temperature over the in-scope columns (labels renumbered past oos).
+  std::vector<int64_t> in_labels(labels.size(), -1);
+  std::vector<double> x;
+  std::vector<bool> is_oos;
+  const auto odds = oos_log_odds(logits, num_classes, oos_index);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const int64_t y = labels[i];
+    if (y < 0 || y >= num_classes) continue;
+    x.push_back(odds[i]);
+    is_oos.push_back(y == oos_index);
+    if (y != oos_index) in_labels[i] = y > oos_index ? y - 1 : y;
+  }
+  f.count = static_cast<int64_t>(x.size());
+  f.oos_count = std::count(is_oos.begin(), is_oos.end(), true);
+  if (f.oos_count == 0 || f.oos_count == f.count) {
+    throw Error("fit_split_calibration: the fitting samples hold " + std::to_string(f.oos_count) +
+                " out-of-scope and " + std::to_string(f.count - f.oos_count) +
+                " in-scope samples; split calibration needs both");
+  }
+  f.in_scope_fit = fit_temperature(in_scope_logits(logits, num_classes, oos_index), num_classes - 1, in_labels, options);
+  f.in_scope_temperature = f.in_scope_fit.temperature;
+  // Platt scaling of the log-odds, with Platt's (1999) targets (n+ + 1) / (n+ + 2) and
+  // 1 / (n- + 2) so that a separable split keeps finite parameters; Newton steps with halving.
+  const double n_pos = static_cast<double>(f.oos_count), n_neg = static_cast<double>(f.count - f.oos_count);
+  const double t_pos = (n_pos + 1) / (n_pos + 2), t_neg = 1 / (n_neg + 2);
+  auto loss = [&](double a, double b) {
+    double l = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double z = a * x[i] + b, t = is_oos[i] ? t_pos : t_neg;
+      // -t log sigmoid(z) - (1 - t) log sigmoid(-z), stably
+      l += (z > 0 ? (1 - t) * z + std::log1p(std::exp(-z)) : -t * z + std::log1p(std::exp(z)));
+    }
+    return l;
+  };
+  double a = 1, b = logit_of((n_pos + 1) / (f.count + 2.0));
+  double current = loss(a, b);
+  for (int iteration = 0; iteration < 100; ++iteration) {
+    double ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double p = sigmoid(a * x[i] + b), d = p - (is_oos[i] ? t_pos : t_neg), w = p * (1 - p);
+      ga += d * x[i], gb += d;
+      haa += w * x[i] * x[i], hab += w * x[i], hbb += w;
+    }
+    haa += 1e-12, hbb += 1e-12;
+    const double det = haa * hbb - hab * hab;
+    if (!(det > 0)) break;
+    const double da = (hbb * ga - hab * gb) / det, db = (haa * gb - hab * ga) / det;
+    double step = 1;
+    bool improved = false;
+    for (int halving = 0; halving < 40; ++halving, step /= 2) {
+      const double next = loss(a - step * da, b - step * db);
+      if (next <= current) {
+        improved = true;
+        a -= step * da, b -= step * db;
+        const double gain = current - next;
+        current = next;
+        if (gain < 1e-12 * std::max(1.0, current)) iteration = 100;  // converged
+        break;
+      }
+    }
+    if (!improved) break;
+  }
+  f.slope = a;
+  f.intercept = b;
+  f.fitted_share = n_pos / static_cast<double>(f.count);
+  f.share = f.fitted_share;
+  return f;
+}
+
+std::vector<double> split_calibrated(const std::vector<double>& logits, int64_t num_classes,
+                                     const SplitCalibration& fit) {
+  check_split("split_calibrated", logits, num_classes, fit.oos_index);
+  const double shift = prior_shift(fit);
+  const auto odds = oos_log_odds(logits, num_classes, fit.oos_index);
+  const auto in_scope = softmax_with_temperature(in_scope_logits(logits, num_classes, fit.oos_index),
+                                                 num_classes - 1, fit.in_scope_temperature);
+  std::vector<double> out(logits.size());
+  const size_t k = static_cast<size_t>(num_classes);
+  for (size_t r = 0; r < odds.size(); ++r) {
+    const double p_oos = sigmoid(fit.slope * odds[r] + fit.intercept + shift);
+    const double* q = in_scope.data() + r * (k - 1);
+    double* o = out.data() + r * k;
+    for (size_t j = 0, c = 0; j < k; ++j) o[j] = static_cast<int64_t>(j) == fit.oos_index ? p_oos : (1 - p_oos) * q[c++];
+  }
+  return out;
+}
+
+double estimate_oos_share(const std::vector<double>& logits, int64_t num_classes, const SplitCalibration& fit,
+                          int64_t max_iterations, double tolerance) {
+  check_split("estimate_oos_share", logits, num_classes, fit.oos_index);
+  if (logits.empty()) throw Error("estimate_oos_share: no sample to estimate the out-of-scope share on");
+  const auto odds = oos_log_odds(logits, num_classes, fit.oos_index);
+  SplitCalibration f = fit;
+  double share = f.fitted_share;
+  for (int64_t it = 0; it < max_iterations; ++it) {
+    f.share = share;
+    const double shift = prior_shift(f);
+    double sum = 0;
+    for (double s : odds) sum += sigmoid(f.slope * s + f.intercept + shift);
+    const double next = std::clamp(sum / static_cast<double>(odds.size()), 1e-4, 1 - 1e-4);
+    const bool done = std::abs(next - share) < tolerance;
+    share = next;
+    if (done) break;
+  }
+  return share;
+}
+
+std::vector<double> calibrate_probabilities(const CalibrationFile& calibration, const std::vector<double>& probs,
+                                            int64_t num_classes) {
+  if (calibration.method == "split") {
+    return split_calibrated(logits_from_probabilities(probs), num_classes, calibration.split);
+  }
+  if (calibration.method == "temperature" && calibration.temperature != 1.0) {
+    return softmax_with_temperature(logits_from_probabilities(probs), num_classes, calibration.temperature);
+  }
+  return probs;
+}
+
 CalibrationMetrics reliability(const std::vector<double>& confidences,
                                const std::vector<bool>& correct, int64_t num_bins) {
   if (confidences.size() != correct.size()) {

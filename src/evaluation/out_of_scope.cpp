@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <optional>
 
 namespace mmintent {
 
@@ -69,61 +70,6 @@ struct TopClass {
 
 }  // namespace
 
-double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
-                            int64_t oos_index) {
-  const TopClass t(probs, gold, "choose_oos_threshold");
-  const float* tp = t.top.data_ptr<float>();
-  const int64_t* ap = t.arg.data_ptr<int64_t>();
-  const auto n = static_cast<int64_t>(gold.size());
-  // Sweep thresholds upwards through the sorted top probabilities. With threshold t, samples
-  // with top < t are rejected. Score(t) = in-scope correct above t + OOS samples below t.
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return tp[a] < tp[b]; });
-  int64_t score = 0;  // threshold 0: nothing rejected
-  for (int64_t i = 0; i < n; ++i) score += gold[i] != oos_index && ap[i] == gold[i];
-  int64_t best = score;
-  double best_t = 0.0;
-  for (int64_t k = 0; k < n;) {
-    // Reject every sample whose top probability equals tp[order[k]] (ties move together).
-    const float v = tp[order[k]];
-    while (k < n && tp[order[k]] == v) {
-      const int64_t i = order[k++];
-      if (gold[i] == oos_index) ++score;
-      else if (ap[i] == gold[i]) --score;
-    }
-    if (score > best) {
-      best = score;
-      // Any t in (v, next value] rejects exactly these; take the midpoint for robustness.
-      const double next = k < n ? tp[order[k]] : 1.0;
-      best_t = std::min(1.0, (static_cast<double>(v) + next) / 2.0);
-      if (k == n) best_t = std::nextafter(static_cast<double>(v), 2.0);
-    }
-  }
-  return std::min(1.0, best_t);
-}
-
-double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
-                                     int64_t oos_index, double max_loss) {
-  if (!(max_loss >= 0 && max_loss < 1)) throw Error("choose_oos_threshold_for_loss: max_loss must be in [0, 1)");
-  const TopClass t(probs, gold, "choose_oos_threshold_for_loss");
-  const float* tp = t.top.data_ptr<float>();
-  const int64_t* ap = t.arg.data_ptr<int64_t>();
-  int64_t in_scope = 0;
-  std::vector<float> correct;  // top probabilities of the correctly classified in-scope samples
-  for (size_t i = 0; i < gold.size(); ++i) {
-    if (gold[i] == oos_index) continue;
-    ++in_scope;
-    if (ap[i] == gold[i]) correct.push_back(tp[i]);
-  }
-  if (in_scope == 0) throw Error("choose_oos_threshold_for_loss: no in-scope sample to measure the loss on");
-  std::sort(correct.begin(), correct.end());
-  // Threshold t rejects the samples with top < t: t = correct[j] rejects at most the j correct
-  // ones below it (ties at t stay), and any higher t one more.
-  const auto j = static_cast<size_t>(std::floor(max_loss * static_cast<double>(in_scope) + 1e-9));
-  return j < correct.size() ? static_cast<double>(correct[j]) : 1.0;
-}
-
 namespace {
 
 void check_scores(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
@@ -135,11 +81,10 @@ void check_scores(const std::vector<double>& scores, const std::vector<int64_t>&
   if (gold.empty()) throw Error(std::string(who) + ": no sample");
 }
 
-}  // namespace
-
-double choose_score_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
-                              const std::vector<int64_t>& gold, int64_t oos_index) {
-  check_scores(scores, predicted, gold, "choose_score_threshold");
+/// choose_score_threshold, returning `none_rejected` when rejecting nothing is best.
+double best_accuracy_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                               const std::vector<int64_t>& gold, int64_t oos_index,
+                               std::optional<double> none_rejected) {
   const auto n = static_cast<int64_t>(gold.size());
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -150,8 +95,9 @@ double choose_score_threshold(const std::vector<double>& scores, const std::vect
   int64_t score = 0;
   for (int64_t i = 0; i < n; ++i) score += predicted[i] == gold[i];
   int64_t best = score;
-  double best_t = scores[order[0]];  // rejects nothing
+  double best_t = none_rejected ? *none_rejected : scores[order[0]];
   for (int64_t k = 0; k < n;) {
+    // Reject every sample of score v (ties move together).
     const double v = scores[order[k]];
     while (k < n && scores[order[k]] == v) {
       const int64_t i = order[k++];
@@ -161,16 +107,19 @@ double choose_score_threshold(const std::vector<double>& scores, const std::vect
     }
     if (score > best) {
       best = score;
+      // Any t in (v, next value] rejects exactly these; take the midpoint for robustness.
       best_t = k < n ? (v + scores[order[k]]) / 2.0 : std::nextafter(v, HUGE_VAL);
     }
   }
   return best_t;
 }
 
-double choose_score_threshold_for_loss(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
-                                       const std::vector<int64_t>& gold, int64_t oos_index, double max_loss) {
-  if (!(max_loss >= 0 && max_loss < 1)) throw Error("choose_score_threshold_for_loss: max_loss must be in [0, 1)");
-  check_scores(scores, predicted, gold, "choose_score_threshold_for_loss");
+/// choose_score_threshold_for_loss, returning `all_rejectable` when the budget allows rejecting
+/// every correct in-scope sample.
+double budget_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                        const std::vector<int64_t>& gold, int64_t oos_index, double max_loss,
+                        std::optional<double> all_rejectable, const char* who) {
+  if (!(max_loss >= 0 && max_loss < 1)) throw Error(std::string(who) + ": max_loss must be in [0, 1)");
   int64_t in_scope = 0;
   std::vector<double> correct;  // scores of the correctly classified in-scope samples
   for (size_t i = 0; i < gold.size(); ++i) {
@@ -178,11 +127,58 @@ double choose_score_threshold_for_loss(const std::vector<double>& scores, const 
     ++in_scope;
     if (predicted[i] == gold[i]) correct.push_back(scores[i]);
   }
-  if (in_scope == 0) throw Error("choose_score_threshold_for_loss: no in-scope sample to measure the loss on");
+  if (in_scope == 0) throw Error(std::string(who) + ": no in-scope sample to measure the loss on");
   std::sort(correct.begin(), correct.end());
+  // Threshold t rejects the samples with score < t: t = correct[j] rejects at most the j correct
+  // ones below it (ties at t stay), and any higher t one more.
   const auto j = static_cast<size_t>(std::floor(max_loss * static_cast<double>(in_scope) + 1e-9));
   if (j < correct.size()) return correct[j];
+  if (all_rejectable) return *all_rejectable;
   return std::nextafter(*std::max_element(scores.begin(), scores.end()), HUGE_VAL);
+}
+
+/// The top probability and arg-max of each row of `probs`, as scores and predictions.
+void top_class(const at::Tensor& probs, const std::vector<int64_t>& gold, const char* who, std::vector<double>& top,
+               std::vector<int64_t>& arg) {
+  const TopClass t(probs, gold, who);
+  const float* tp = t.top.data_ptr<float>();
+  const int64_t* ap = t.arg.data_ptr<int64_t>();
+  top.assign(tp, tp + gold.size());
+  arg.assign(ap, ap + gold.size());
+}
+
+}  // namespace
+
+double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
+                            int64_t oos_index) {
+  std::vector<double> top;
+  std::vector<int64_t> arg;
+  top_class(probs, gold, "choose_oos_threshold", top, arg);
+  if (gold.empty()) return 0.0;
+  // A probability threshold: 0 when nothing is rejected, at most 1.
+  return std::min(1.0, best_accuracy_threshold(top, arg, gold, oos_index, 0.0));
+}
+
+double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
+                                     int64_t oos_index, double max_loss) {
+  std::vector<double> top;
+  std::vector<int64_t> arg;
+  top_class(probs, gold, "choose_oos_threshold_for_loss", top, arg);
+  // A probability threshold: 1 when every correct in-scope sample may be rejected.
+  return budget_threshold(top, arg, gold, oos_index, max_loss, 1.0, "choose_oos_threshold_for_loss");
+}
+
+double choose_score_threshold(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                              const std::vector<int64_t>& gold, int64_t oos_index) {
+  check_scores(scores, predicted, gold, "choose_score_threshold");
+  return best_accuracy_threshold(scores, predicted, gold, oos_index, std::nullopt);
+}
+
+double choose_score_threshold_for_loss(const std::vector<double>& scores, const std::vector<int64_t>& predicted,
+                                       const std::vector<int64_t>& gold, int64_t oos_index, double max_loss) {
+  check_scores(scores, predicted, gold, "choose_score_threshold_for_loss");
+  return budget_threshold(scores, predicted, gold, oos_index, max_loss, std::nullopt,
+                          "choose_score_threshold_for_loss");
 }
 
 namespace {

@@ -389,7 +389,15 @@ void write_calibration_report(const std::string& run_dir, const std::string& spl
   j["count"] = r.after.count;
   j["before"] = metrics_json(r.before);
   j["after"] = metrics_json(r.after);
+  if (r.method == "split") {
+    j["split"] = {{"in_scope_temperature", r.split.in_scope_temperature},
+                  {"slope", r.split.slope},
+                  {"intercept", r.split.intercept},
+                  {"fitted_share", r.split.fitted_share},
+                  {"share", r.split.share}};
+  }
   if (r.has_in_scope) {
+    j["oos_share"] = r.oos_share;
     auto brief = [](const CalibrationMetrics& m) {
       return Json{{"ece", m.ece}, {"nll", m.nll}, {"accuracy", m.accuracy}};
     };
@@ -406,6 +414,8 @@ void write_calibration_report(const std::string& run_dir, const std::string& spl
     draw_reliability_diagram(
         {{"before: uncalibrated (T = 1)", r.before},
          {"after: " + (r.method == "temperature" ? "temperature T = " + fixed(r.temperature, 3)
+                       : r.method == "split"     ? "split, in-scope T = " + fixed(r.split.in_scope_temperature, 3) +
+                                                   ", out-of-scope share " + fixed(r.split.share, 3)
                                                  : std::string("no calibration")),
           r.after}},
         "Reliability: " + split + " (n=" + std::to_string(r.after.count) + ", 15 bins)",

@@ -42,7 +42,7 @@ struct Predictor::Impl {
   DatasetOptions dataset_options;
   OosSetup oos;              ///< the run's out-of-scope handling (oos.json)
   int64_t oos_class = -1;    ///< the trained out-of-scope class (methods class and both), else -1
-  double temperature = 1.0;  ///< calibration.json
+  CalibrationFile calibration;  ///< calibration.json
   DecisionThresholds thresholds;  ///< decision.json or the config
   std::optional<Rewriter> rewriter;
   double epsilon = 0;  ///< decision.explore.epsilon
@@ -78,9 +78,9 @@ struct Predictor::Impl {
       const auto raw = torch::softmax(logits, 1).contiguous();
       const int64_t num_classes = raw.size(1);
       std::vector<double> probs(raw.data_ptr<float>(), raw.data_ptr<float>() + raw.numel());
-      if (temperature != 1.0) {
-        // The evaluator's computation: softmax(log p / T), stored as float.
-        probs = softmax_with_temperature(logits_from_probabilities(probs), num_classes, temperature);
+      if (calibration.method == "split" || (calibration.method == "temperature" && calibration.temperature != 1.0)) {
+        // The evaluator's computation (e.g. softmax(log p / T)), stored as float.
+        probs = calibrate_probabilities(calibration, probs, num_classes);
         for (double& v : probs) v = static_cast<float>(v);
       }
       // The evaluator's rule: the arg-max is the out-of-scope class, or the score (over these
@@ -143,7 +143,8 @@ Predictor Predictor::load(const std::string& run_dir, const PredictorOptions& op
   impl->oos = load_oos(run, impl->config, impl->data.labels);
   impl->oos_class = impl->oos.trained_class();
   const auto serving = load_serving(run, impl->config);
-  impl->temperature = serving.temperature;
+  check_calibration(run, serving, impl->oos);
+  impl->calibration = serving.calibration;
   impl->thresholds = serving.thresholds;
   impl->rewriter.emplace(impl->config.rewrite, impl->data.labels.names(), run.config_file().string());
   impl->epsilon = options.explore_epsilon >= 0 ? options.explore_epsilon : impl->config.decision.explore.epsilon;
@@ -331,7 +332,9 @@ ManifestPredictions Predictor::predict_records(Manifest m, std::ostream& out, in
 
 const std::vector<std::string>& Predictor::intents() const { return impl_->data.labels.names(); }
 const Config& Predictor::config() const { return impl_->config; }
-double Predictor::temperature() const { return impl_->temperature; }
+double Predictor::temperature() const {
+  return impl_->calibration.method == "temperature" ? impl_->calibration.temperature : 1.0;
+}
 DecisionThresholds Predictor::decision_thresholds() const { return impl_->thresholds; }
 const Rewriter& Predictor::rewriter() const { return *impl_->rewriter; }
 

@@ -44,9 +44,7 @@ OosSetup oos_setup(const Config& c, const LabelMap& labels) {
 
 ServingSetup load_serving(const RunDirectory& run, const Config& c) {
   ServingSetup s;
-  const auto cal = load_calibration(run);
-  s.calibration_method = cal.method;
-  s.temperature = cal.temperature;
+  s.calibration = load_calibration(run);
   s.decision = c.decision;
   s.thresholds = {c.decision.min_confidence, c.decision.clarify_margin};
   const auto file = run.decision_file();
@@ -145,6 +143,20 @@ void save_calibration(const RunDirectory& run, const CalibrationFile& c) {
   j["nll_after"] = c.fit.nll_after;
   j["at_bound"] = c.fit.at_bound;
   j["evaluations"] = c.fit.evaluations;
+  if (c.method == "split") {
+    const auto& f = c.split;
+    j["split"] = {{"oos_index", f.oos_index},
+                  {"in_scope_temperature", f.in_scope_temperature},
+                  {"slope", f.slope},
+                  {"intercept", f.intercept},
+                  {"fitted_share", f.fitted_share},
+                  {"share", f.share},
+                  {"share_from", f.share_from},
+                  {"count", f.count},
+                  {"oos_count", f.oos_count},
+                  {"in_scope_nll_before", f.in_scope_fit.nll_before},
+                  {"in_scope_nll_after", f.in_scope_fit.nll_after}};
+  }
   const fs::path path = run.calibration_file();
   const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
   {
@@ -185,7 +197,49 @@ CalibrationFile load_calibration(const RunDirectory& run) {
   c.fit.nll_after = j.value("nll_after", 0.0);
   c.fit.at_bound = j.value("at_bound", false);
   c.fit.evaluations = j.value("evaluations", int64_t{0});
+  if (c.method == "split") {
+    const auto bad = [&](const std::string& why) { return Error(path.string() + ": 'split' " + why); };
+    if (!j.contains("split") || !j["split"].is_object()) throw bad("is missing (method split)");
+    const auto& s = j["split"];
+    auto number = [&](const char* key) {
+      if (!s.contains(key) || !s[key].is_number()) throw bad(std::string("has no numeric '") + key + "'");
+      const double v = s[key].get<double>();
+      if (!std::isfinite(v)) throw bad(std::string("'") + key + "' must be finite, found " + format_double(v));
+      return v;
+    };
+    auto& f = c.split;
+    if (!s.contains("oos_index") || !s["oos_index"].is_number_integer()) throw bad("has no integer 'oos_index'");
+    f.oos_index = s["oos_index"].get<int64_t>();
+    f.in_scope_temperature = number("in_scope_temperature");
+    f.slope = number("slope");
+    f.intercept = number("intercept");
+    f.fitted_share = number("fitted_share");
+    f.share = number("share");
+    if (!(f.in_scope_temperature > 0)) throw bad("'in_scope_temperature' must be > 0, found " + format_double(f.in_scope_temperature));
+    for (const auto& [key, v] : {std::pair{"fitted_share", f.fitted_share}, std::pair{"share", f.share}}) {
+      if (!(v > 0 && v < 1)) throw bad(std::string("'") + key + "' must lie in (0, 1), found " + format_double(v));
+    }
+    f.share_from = s.value("share_from", std::string());
+    f.count = s.value("count", int64_t{0});
+    f.oos_count = s.value("oos_count", int64_t{0});
+    f.in_scope_fit.temperature = f.in_scope_temperature;
+    f.in_scope_fit.nll_before = s.value("in_scope_nll_before", 0.0);
+    f.in_scope_fit.nll_after = s.value("in_scope_nll_after", 0.0);
+  } else if (c.method != "temperature" && c.method != "none") {
+    throw Error(path.string() + ": unknown 'method' '" + c.method + "' (temperature, split or none)");
+  }
   return c;
+}
+
+void check_calibration(const RunDirectory& run, const ServingSetup& serving, const OosSetup& oos) {
+  if (serving.calibration.method != "split") return;
+  if (oos.trained_class() < 0 || serving.calibration.split.oos_index != oos.trained_class()) {
+    throw Error("'" + run.calibration_file().string() + "' calibrates class " +
+                std::to_string(serving.calibration.split.oos_index) +
+                " apart as out of scope, but the run's trained out-of-scope class is " +
+                (oos.trained_class() < 0 ? std::string("none") : std::to_string(oos.trained_class())) +
+                "; run 'mmintent calibrate'");
+  }
 }
 
 void remove_calibration(const RunDirectory& run) {

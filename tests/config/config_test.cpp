@@ -285,6 +285,27 @@ TEST_F(ConfigTest, OutOfScopeScoresAndMethodBoth) {
   EXPECT_EQ(parse_config(base() + "oos: {label: oos, method: both, threshold: 0.3}\n", cfg_path()).oos.threshold, 0.3);
 }
 
+TEST_F(ConfigTest, SplitCalibrationNeedsATrainedOutOfScopeClass) {
+  auto c = parse_config(base() + "oos: {label: oos}\ncalibration: {method: split, oos_share: 0.18}\n", cfg_path());
+  EXPECT_EQ(c.calibration.method, "split");
+  EXPECT_DOUBLE_EQ(c.calibration.oos_share, 0.18);
+  EXPECT_EQ(parse_config(base(), cfg_path()).calibration.oos_share, -1);  // the fitting split's share
+  EXPECT_EQ(parse_config(base() + "oos: {label: oos, method: both}\ncalibration: {method: split}\n", cfg_path())
+                .calibration.method,
+            "split");
+  for (const std::string& text : {std::string("calibration: {method: split}\n"),
+                                  std::string("oos: {label: oos, method: threshold}\ncalibration: {method: split}\n"),
+                                  std::string("oos: {label: oos}\ncalibration: {method: split}\nensemble: {members: 3}\n")}) {
+    const auto e = error_of(base() + text);
+    EXPECT_EQ(e.key(), "calibration.method") << text;
+  }
+  for (const std::string& text : {std::string("oos: {label: oos}\ncalibration: {method: split, oos_share: 1}\n"),
+                                  std::string("oos: {label: oos}\ncalibration: {method: split, oos_share: 0}\n"),
+                                  std::string("oos: {label: oos}\ncalibration: {oos_share: 0.2}\n")}) {
+    EXPECT_EQ(error_of(base() + text).key(), "calibration.oos_share") << text;
+  }
+}
+
 TEST_F(ConfigTest, LoadConfigMissingFile) {
   try {
     mmintent::load_config((dir_.path() / "absent.yaml").string());

@@ -270,6 +270,141 @@ TEST_F(CalibrationEndToEndTest, PredictRewriteEmitsJsonLinesConsistentWithEval) 
   EXPECT_GT(checked, 0) << "labels are noisy, so some test predictions are wrong";
 }
 
+TEST_F(CalibrationEndToEndTest, SplitCalibrationServesTheOutOfScopeShareItIsGiven) {
+  // "greeting" plays the out-of-scope class (a trained class, method class).
+  ASSERT_EQ(cli({"train", config_, "oos.label=greeting", "calibration.method=split"}).code, 0);
+  const fs::path run(run_);
+  const auto labels = read_json(run / "labels.json");
+  int64_t oos_index = -1;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] == "greeting") oos_index = static_cast<int64_t>(i);
+  }
+  ASSERT_GE(oos_index, 0) << labels.dump();
+  auto share_of = [](const std::string& manifest) {
+    double n = 0, oos = 0;
+    for (const auto& x : json_lines(test::read_file(manifest))) n += 1, oos += x["label"] == "greeting";
+    return oos / n;
+  };
+  auto cal = read_json(run / "calibration.json");
+  ASSERT_EQ(cal["method"], "split") << cal.dump();
+  EXPECT_EQ(cal["split"]["oos_index"], oos_index);
+  EXPECT_NEAR(cal["split"]["fitted_share"].get<double>(), share_of(val_), 1e-12);
+  EXPECT_EQ(cal["split"]["share"], cal["split"]["fitted_share"]);
+  EXPECT_EQ(cal["split"]["share_from"], "val");
+  auto report = read_json(run / "report.json")["test"]["calibration"];
+  EXPECT_EQ(report["method"], "split");
+  EXPECT_NEAR(report["oos_share"].get<double>(), share_of(test_), 1e-12);
+  EXPECT_EQ(report["split"]["share"], cal["split"]["share"]);
+  ASSERT_TRUE(report.contains("in_scope")) << report.dump();
+
+  // predict serves what eval reports: the misclassified listing's probabilities.
+  auto probabilities = [&](const std::string& name) {
+    const auto out = (root_ / (name + ".jsonl")).string();
+    const auto r = cli({"predict", run_, "--manifest", test_, "--out", out, "--top-k", "4"});
+    EXPECT_EQ(r.code, 0) << r.dump();
+    std::vector<std::map<std::string, double>> rows;
+    for (const auto& x : json_lines(test::read_file(out))) {
+      rows.emplace_back();
+      double sum = 0;
+      for (const auto& t : x["top"]) sum += rows.back()[t["intent"]] = t["probability"].get<double>();
+      EXPECT_NEAR(sum, 1.0, 1e-5) << x.dump();
+    }
+    return rows;
+  };
+  const auto at_val_share = probabilities("split_val_share");
+  ASSERT_EQ(at_val_share.size(), 80u);
+  int checked = 0;
+  for (const auto& m : json_lines(test::read_file((run / "misclassified_test.jsonl").string()))) {
+    const auto& row = at_val_share.at(m["index"].get<size_t>());
+    EXPECT_NEAR(row.at(m["top"][0]["label"].get<std::string>()), m["top"][0]["prob"].get<double>(), 1e-6);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+
+  // A larger out-of-scope share raises every row's out-of-scope probability and keeps the
+  // ratios among the intents.
+  const double fitted = cal["split"]["fitted_share"].get<double>();
+  const double larger = std::min(0.95, fitted + 0.3);
+  auto c = cli({"calibrate", run_, "--oos-share", std::to_string(larger), "--json"});
+  ASSERT_EQ(c.code, 0) << c.dump();
+  const auto summary = json::parse(c.out);
+  EXPECT_EQ(summary["method"], "split");
+  EXPECT_NEAR(summary["split"]["share"].get<double>(), larger, 1e-9);
+  cal = read_json(run / "calibration.json");
+  EXPECT_NEAR(cal["split"]["share"].get<double>(), larger, 1e-9);
+  EXPECT_EQ(cal["split"]["share_from"], "--oos-share");
+  EXPECT_NEAR(cal["split"]["fitted_share"].get<double>(), fitted, 1e-12);
+  const auto at_larger = probabilities("split_larger");
+  for (size_t i = 0; i < at_larger.size(); ++i) {
+    EXPECT_GT(at_larger[i].at("greeting"), at_val_share[i].at("greeting")) << i;
+    EXPECT_NEAR((at_larger[i].at("refund") / at_larger[i].at("stock")) /
+                    (at_val_share[i].at("refund") / at_val_share[i].at("stock")),
+                1.0, 1e-4)
+        << i;
+  }
+
+  // Estimated on unlabelled traffic: the labels of the manifest are not read.
+  const auto unlabelled = (root_ / "traffic.jsonl").string();
+  {
+    std::ofstream out(unlabelled);
+    for (const auto& x : json_lines(test::read_file(test_))) out << json{{"text", x["text"]}}.dump() << "\n";
+  }
+  c = cli({"calibrate", run_, "--oos-share-from", unlabelled, "--json"});
+  ASSERT_EQ(c.code, 0) << c.dump();
+  cal = read_json(run / "calibration.json");
+  EXPECT_EQ(cal["split"]["share_from"], "estimated on " + unlabelled);
+  const double estimated = cal["split"]["share"].get<double>();
+  EXPECT_GT(estimated, 0.0);
+  EXPECT_LT(estimated, 1.0);
+  c = cli({"calibrate", run_, "--oos-share-from", test_, "--json"});  // the same texts, labelled
+  ASSERT_EQ(c.code, 0) << c.dump();
+  EXPECT_NEAR(read_json(run / "calibration.json")["split"]["share"].get<double>(), estimated, 1e-12);
+
+  // Refusals: a share outside (0, 1), both options, a run calibrated by temperature.
+  const auto before = test::read_file((run / "calibration.json").string());
+  c = cli({"calibrate", run_, "--oos-share", "1.5"});
+  EXPECT_EQ(c.code, 3) << c.dump();
+  EXPECT_NE(c.err.find("--oos-share"), std::string::npos) << c.dump();
+  EXPECT_NE(cli({"calibrate", run_, "--oos-share", "0.2", "--oos-share-from", unlabelled}).code, 0);
+  c = cli({"calibrate", run_, "--oos-share-from", (root_ / "absent.jsonl").string()});
+  EXPECT_EQ(c.code, 4) << c.dump();
+  EXPECT_NE(c.err.find("absent.jsonl"), std::string::npos) << c.dump();
+  EXPECT_EQ(test::read_file((run / "calibration.json").string()), before);
+  const auto plain = (root_ / "runs" / "plain").string();
+  ASSERT_EQ(cli({"train", config_, "oos.label=greeting", "output.dir=" + plain}).code, 0);
+  c = cli({"calibrate", plain, "--oos-share", "0.3"});
+  EXPECT_EQ(c.code, 3) << c.dump();
+  EXPECT_NE(c.err.find("calibration.method"), std::string::npos) << c.dump();
+  EXPECT_EQ(read_json(fs::path(plain) / "calibration.json")["method"], "temperature");
+  // An ensemble averages temperature-scaled members: a split-calibrated member is refused.
+  const auto ensemble = (root_ / "runs" / "ensemble").string();
+  c = cli({"ensemble", plain, run_, "--out", ensemble});
+  EXPECT_EQ(c.code, 5) << c.dump();
+  EXPECT_NE(c.err.find("calibrated by split"), std::string::npos) << c.dump();
+  c = cli({"ensemble", run_, plain, "--out", ensemble});  // the first member's config becomes the ensemble's
+  EXPECT_EQ(c.code, 3) << c.dump();
+  EXPECT_NE(c.err.find("calibration.method"), std::string::npos) << c.dump();
+  EXPECT_FALSE(fs::exists(fs::path(ensemble) / "ensemble.json"));
+  // Split calibration needs a trained out-of-scope class, and fits on val's out-of-scope
+  // samples: refused before training when val has none.
+  const auto bad = (root_ / "runs" / "bad").string();
+  c = cli({"train", config_, "calibration.method=split", "output.dir=" + bad});
+  EXPECT_EQ(c.code, 3) << c.dump();
+  EXPECT_NE(c.err.find("calibration.method"), std::string::npos) << c.dump();
+  const auto no_oos = (root_ / "val_in_scope.jsonl").string();
+  {
+    std::ofstream out(no_oos);
+    for (const auto& x : json_lines(test::read_file(val_))) {
+      if (x["label"] != "greeting") out << x.dump() << "\n";
+    }
+  }
+  c = cli({"train", config_, "oos.label=greeting", "calibration.method=split", "data.val=" + no_oos, "output.dir=" + bad});
+  EXPECT_EQ(c.code, 4) << c.dump();
+  EXPECT_NE(c.err.find("val_in_scope.jsonl"), std::string::npos) << c.dump();
+  EXPECT_NE(c.err.find("0 of"), std::string::npos) << c.dump();
+  EXPECT_FALSE(fs::exists(fs::path(bad) / "model.pt"));
+}
+
 TEST_F(CalibrationEndToEndTest, BadSettingsAreConfigErrors) {
   struct Case {
     std::string override_, key, words;

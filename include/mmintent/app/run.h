@@ -52,21 +52,34 @@ ClassificationMetrics evaluate_run(const std::string& run_dir, const std::string
                                    bool print_table = true, const std::vector<std::string>& perturb = {});
 
 struct CalibrateRunResult {
-  TemperatureFit fit;
+  std::string method = "none";  ///< temperature | split | none
+  TemperatureFit fit;           ///< method temperature (split: its in-scope temperature's)
+  SplitCalibration split;       ///< method split
   CalibrationMetrics before, after;  ///< on the fitting split
   double min_confidence = 0, clarify_margin = 0;  ///< the decision thresholds now in force
   std::string oos_score;      ///< the thresholded out-of-scope score (oos.method threshold or both), else empty
   double oos_threshold = -1;  ///< its threshold (with oos_score)
 };
 
-/// Fits the temperature of a finished run post hoc on "val" (default), "test" or a manifest
+/// calibrate_run's out-of-scope share for calibration.method split (below).
+struct OosShareOptions {
+  double share = -1;          ///< in (0, 1); -1: not given
+  std::string estimate_from;  ///< a manifest of unlabelled traffic; empty: not given
+};
+
+/// Fits the calibration (calibration.method) of a finished run post hoc on "val" (default), "test" or a manifest
 /// file and writes calibration.json (with `fit_temperature` false: removes it, T = 1); then, on
 /// the calibrated probabilities, re-chooses what the config chooses on val (-1): the
 /// out-of-scope threshold (oos.json) and the decision thresholds (decision.json). Run
 /// evaluate_run afterwards to refresh the reports. A run whose weights changed (e.g. tuned)
 /// calls this before serving.
+/// With calibration.method split, `share` sets the out-of-scope share the probabilities are
+/// for: `share` in (0, 1), or estimated (estimate_oos_share) on the samples of the manifest
+/// `estimate_from`, whose labels are not read (e.g. a day of unlabelled traffic); neither: the
+/// config's calibration.oos_share. calibration.json records it and where it came from.
+/// ConfigError when either is given and the config's method is not split.
 CalibrateRunResult calibrate_run(const std::string& run_dir,
                                  const std::string& split_or_file = "val",
-                                 bool fit_temperature = true);
+                                 bool fit_temperature = true, const OosShareOptions& share = {});
 
 }  // namespace mmintent

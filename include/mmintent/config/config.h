@@ -133,7 +133,7 @@ struct EnsembleConfig {
   int64_t members = 1;  ///< 1: one model, no ensemble
   /// The members' runtime.seed; empty: runtime.seed, runtime.seed + 1, ...
   std::vector<int64_t> seeds;
-  /// Per member, its KEY=VALUE overrides separated by spaces (e.g. "model.text.rnn=gru"; "" for
+  /// Per member, its KEY=VALUE overrides separated by spaces (e.g. "model.text_encoder.type=gru"; "" for
   /// none); empty: no member has any. They may not change what the members read (modalities,
   /// image, audio and text length settings, out-of-scope label and method).
   std::vector<std::string> overrides;

@@ -13,7 +13,12 @@ namespace mmintent {
 struct CalibrationOptions {
   /// Fit after training when the run has a validation split; false: probabilities stay raw.
   bool enabled = true;
-  std::string method = "temperature";  ///< temperature | none
+  /// temperature | split | none. split (a trained out-of-scope class): the out-of-scope decision
+  /// and the intents within scope calibrated apart (SplitCalibration below).
+  std::string method = "temperature";
+  /// method split: the out-of-scope share of the traffic the probabilities are for, in (0, 1);
+  /// -1: the fitting split's. `mmintent calibrate --oos-share-from` estimates it on unlabelled traffic.
+  double oos_share = -1;
 };
 
 /// Bounds and tolerance of the 1-D search for the temperature.
@@ -58,6 +63,47 @@ std::vector<double> softmax_with_temperature(const std::vector<double>& logits, 
 /// probabilities a float softmax has flushed to 0.
 std::vector<double> logits_from_probabilities(const std::vector<double>& probs);
 
+/// Split calibration (calibration.method: split), for a trained out-of-scope class whose share
+/// differs between the fitting split and the traffic served: the choice among in-scope intents
+/// and the out-of-scope decision are calibrated apart,
+///   P(oos | x) = sigmoid(slope * s(x) + intercept + logit(share) - logit(fitted_share)),
+///   P(k | x)   = (1 - P(oos | x)) * softmax(in-scope logits / in_scope_temperature)_k,
+/// with s(x) = z_oos - logsumexp(in-scope z): the model's own log-odds of out-of-scope. slope and
+/// intercept are Platt scaling fitted on the fitting split, whose out-of-scope share is
+/// fitted_share; `share` is the traffic's (a prior shift, Saerens et al. 2002: the fitting
+/// split's by default, one given, or estimated on unlabelled traffic by estimate_oos_share).
+struct SplitCalibration {
+  int64_t oos_index = -1;  ///< the out-of-scope column
+  double in_scope_temperature = 1.0;
+  double slope = 1.0, intercept = 0.0;
+  double fitted_share = 0.5;  ///< out-of-scope share of the fitting split, in (0, 1)
+  double share = 0.5;         ///< the out-of-scope share the probabilities are for, in (0, 1)
+  /// Where `share` comes from: the fitting split's name, calibration.oos_share, --oos-share, or
+  /// "estimated on PATH".
+  std::string share_from;
+  int64_t count = 0;          ///< fitting samples
+  int64_t oos_count = 0;      ///< of which out of scope
+  TemperatureFit in_scope_fit;  ///< the in-scope temperature's search
+};
+
+/// Fits a SplitCalibration on logits [N,K] (or log-probabilities) with gold labels; rows whose
+/// label is outside [0,K) are skipped. Throws mmintent::Error when oos_index is not a column,
+/// K < 3, or the usable rows hold no out-of-scope or no in-scope sample (nothing to fit on).
+/// `share` is set to the fitted share.
+SplitCalibration fit_split_calibration(const std::vector<double>& logits, int64_t num_classes,
+                                       const std::vector<int64_t>& labels, int64_t oos_index,
+                                       const TemperatureFitOptions& options = {});
+
+/// The calibrated probabilities [N,K] row-major of logits [N,K] under `fit` (fit.share).
+std::vector<double> split_calibrated(const std::vector<double>& logits, int64_t num_classes,
+                                     const SplitCalibration& fit);
+
+/// The out-of-scope share of unlabelled inputs given their logits [N,K]: the EM prior
+/// re-estimation of Saerens, Latinne & Decaestecker (2002) on P(oos | x) of `fit`, starting at
+/// fit.fitted_share; kept within [1e-4, 1 - 1e-4]. Throws mmintent::Error when there is no row.
+double estimate_oos_share(const std::vector<double>& logits, int64_t num_classes, const SplitCalibration& fit,
+                          int64_t max_iterations = 1000, double tolerance = 1e-9);
+
 /// One equal-width confidence bin (lower, upper] of a reliability diagram.
 struct ReliabilityBin {
   double lower = 0, upper = 0;
@@ -90,10 +136,16 @@ CalibrationMetrics calibration_metrics(const std::vector<double>& probs, int64_t
 
 /// What a run's calibration.json holds (read and written by run/serving.h).
 struct CalibrationFile {
-  std::string method = "none";  ///< temperature | none
-  double temperature = 1.0;
-  std::string fitted_on;  ///< the split (or manifest) the temperature was fitted on
-  TemperatureFit fit;     ///< the search's figures (count, NLL before/after, bound)
+  std::string method = "none";  ///< temperature | split | none
+  double temperature = 1.0;     ///< method temperature
+  std::string fitted_on;  ///< the split (or manifest) the calibration was fitted on
+  TemperatureFit fit;     ///< the temperature search's figures (count, NLL before/after, bound)
+  SplitCalibration split;  ///< method split
 };
+
+/// Probabilities [N,K] row-major as `calibration` serves them: temperature scaling, split
+/// calibration (of log p), or unchanged (none).
+std::vector<double> calibrate_probabilities(const CalibrationFile& calibration, const std::vector<double>& probs,
+                                            int64_t num_classes);
 
 }  // namespace mmintent

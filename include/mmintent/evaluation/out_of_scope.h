@@ -35,7 +35,8 @@ std::vector<int64_t> threshold_decisions(const at::Tensor& probs, double thresho
 /// The threshold that maximises the accuracy over all of (`probs`, `gold`), out-of-scope
 /// counted as a class (the validation criterion of Larson et al.): a sample is right when it is
 /// in-scope, above the threshold and its arg-max is its intent, or out-of-scope and under the
-/// threshold. Ties go to the lowest threshold. Returns a value in [0, 1].
+/// threshold. Ties go to the lowest threshold. Returns a value in [0, 1] (0: rejecting nothing
+/// is best): choose_score_threshold below over the top probabilities and the arg-max.
 double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>& gold,
                             int64_t oos_index);
 
@@ -43,8 +44,8 @@ double choose_oos_threshold(const at::Tensor& probs, const std::vector<int64_t>&
 /// (a fraction: 0.01 is one point) under the in-scope accuracy without a threshold: it rejects
 /// at most floor(max_loss x in-scope samples) of the correctly classified in-scope samples,
 /// those of lowest top probability, and so as many out-of-scope samples as that price buys.
-/// Out-of-scope samples (gold == oos_index) are not needed. Throws Error when there is no
-/// in-scope sample or max_loss is outside [0, 1).
+/// Out-of-scope samples (gold == oos_index) are not needed; 1 when it may reject them all.
+/// Throws Error when there is no in-scope sample or max_loss is outside [0, 1).
 double choose_oos_threshold_for_loss(const at::Tensor& probs, const std::vector<int64_t>& gold,
                                      int64_t oos_index, double max_loss);
 

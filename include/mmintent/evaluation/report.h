@@ -55,18 +55,22 @@ ClassificationMetrics write_split_report(const std::string& run_dir, const std::
 
 /// Calibration of one split: metrics of the raw and of the calibrated probabilities.
 struct CalibrationReport {
-  std::string method = "none";  ///< temperature | none (T = 1)
-  double temperature = 1.0;
+  std::string method = "none";  ///< temperature | split | none (T = 1)
+  double temperature = 1.0;     ///< method temperature
+  SplitCalibration split;       ///< method split
   CalibrationMetrics before, after;
   /// With out-of-scope as a trained class: the same over the in-scope samples only (their
-  /// share can differ between val, where T is fitted, and test).
+  /// share can differ between val, where the calibration is fitted, and test), and the split's
+  /// out-of-scope share.
   bool has_in_scope = false;
   CalibrationMetrics in_scope_before, in_scope_after;
+  double oos_share = 0;
 };
 
 /// Merges report[split]["calibration"] = {method, temperature, count, before: {ece, nll,
-/// accuracy, bins: [{lower, upper, count, accuracy, confidence}]}, after: {...}, and with
-/// has_in_scope in_scope: {count, before: {ece, nll, accuracy}, after: {...}}} into
+/// accuracy, bins: [{lower, upper, count, accuracy, confidence}]}, after: {...}, with method
+/// split split: {in_scope_temperature, slope, intercept, fitted_share, share}, and with
+/// has_in_scope oos_share and in_scope: {count, before: {ece, nll, accuracy}, after: {...}}} into
 /// `run_dir`/report.json (after write_split_report, which replaces report[split]) and, when
 /// `plots` and the split has samples, draws reliability_<split>.png: before and after side by
 /// side. Throws mmintent::Error naming the path when something cannot be written.

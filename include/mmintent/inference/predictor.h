@@ -114,7 +114,7 @@ class Predictor {
 
   const std::vector<std::string>& intents() const;
   const Config& config() const;
-  double temperature() const;  ///< 1 when the run has no calibration.json
+  double temperature() const;  ///< calibration.json's temperature; 1 without one or for method split
   DecisionThresholds decision_thresholds() const;
   const Rewriter& rewriter() const;
 

@@ -17,11 +17,10 @@ namespace mmintent {
 struct Config;
 class LabelMap;
 
-/// The temperature (calibration.json; T = 1 without one) and the decision thresholds
+/// The calibration (calibration.json; none without one) and the decision thresholds
 /// (decision.json; without one the config's fixed values).
 struct ServingSetup {
-  std::string calibration_method = "none";  ///< temperature | none
-  double temperature = 1.0;
+  CalibrationFile calibration;  ///< what calibrate_probabilities applies (method none: nothing)
   DecisionOptions decision;  ///< as configured (-1: chosen on val)
   DecisionThresholds thresholds;  ///< in force
 };
@@ -72,6 +71,10 @@ ServingSetup load_serving(const RunDirectory& run, const Config& config);
 /// mahalanobis its fit (oos_mahalanobis.pt); Error naming the file when one is missing or
 /// broken.
 OosSetup load_oos(const RunDirectory& run, const Config& config, const LabelMap& labels);
+
+/// Error naming calibration.json when its split calibration does not calibrate the run's trained
+/// out-of-scope class (a hand-edited file, or one of another run's labels).
+void check_calibration(const RunDirectory& run, const ServingSetup& serving, const OosSetup& oos);
 
 /// calibration.json (evaluation/calibration.h's CalibrationFile); a run without one gives
 /// method "none" and T = 1.

@@ -22,7 +22,7 @@ Command add_calibrate(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "calibrate", "Fit the calibration of a finished run post hoc (calibration.json) and re-choose the "
                    "thresholds its config chooses on val (oos.json, decision.json)");
-  cmd->footer("Examples:\n  mmintent calibrate runs/demo --split val\n"
+  cmd->footer("Example:\n  mmintent calibrate runs/demo --split val\n"
               "  mmintent calibrate runs/clinc150 --oos-share-from logs/today.jsonl   # calibration.method: split");
   cmd->add_option("run_dir", s->run_dir, "Run directory written by 'train'")->required();
   cmd->add_option("--split", s->split, "val, test, or a manifest file to fit on")->capture_default_str();
